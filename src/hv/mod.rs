@@ -1,0 +1,260 @@
+//! The hypervisor boundary.
+//!
+//! [`Hypervisor`] mirrors the few libxenctrl / libxenforeignmemory calls that
+//! libxenguest's save and restore make (reference §5.9), one method per call
+//! or small group of calls. The engines above it hold all the logic; a backend
+//! is a translation:
+//! - [`sim`]: the simulated Xen host (processes over shared memory), the default
+//!   wherever there is no Xen;
+//! - `xen` (a later issue): libxenctrl through xen-sys.
+//!
+//! Frame numbers: for HVM guests gfn == pfn. For PV guests the calls that take
+//! "gfns" take machine frames (mfns), as on Xen; the engine translates through
+//! the guest's P2M ([`PvP2m`]).
+
+pub mod sim;
+
+use crate::bitmap::Bitmap;
+pub use crate::stream::{PageType, TscInfo};
+use std::fmt;
+
+pub type DomId = u32;
+
+/// Errors of the hypervisor layer.
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    #[error("no such domain: {0}")]
+    NoSuchDomain(String),
+    #[error("domain {dom}: {op} failed: {msg}")]
+    Op {
+        dom: DomId,
+        op: &'static str,
+        msg: String,
+    },
+    #[error("domain {dom}: {op} is not supported for {what}")]
+    Unsupported {
+        dom: DomId,
+        op: &'static str,
+        what: String,
+    },
+    #[error("invalid argument to {op}: {msg}")]
+    Invalid { op: &'static str, msg: String },
+    #[error("hypervisor not available: {0}")]
+    Unavailable(String),
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, HvError>;
+
+impl HvError {
+    pub fn op(dom: DomId, op: &'static str, msg: impl fmt::Display) -> Self {
+        HvError::Op {
+            dom,
+            op,
+            msg: msg.to_string(),
+        }
+    }
+    pub fn io(op: impl Into<String>, source: std::io::Error) -> Self {
+        HvError::Io {
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+/// PV or HVM, as `xc_domain_getinfo` reports it (PVH guests are HVM here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestType {
+    Pv,
+    Hvm,
+}
+
+impl fmt::Display for GuestType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuestType::Pv => "pv",
+            GuestType::Hvm => "hvm",
+        })
+    }
+}
+
+/// Xen's SHUTDOWN_* reasons (xen/include/public/sched.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownReason {
+    Poweroff = 0,
+    Reboot = 1,
+    Suspend = 2,
+    Crash = 3,
+    Watchdog = 4,
+    SoftReset = 5,
+}
+
+/// What `xc_domain_getinfo_single` + `xc_vcpu_getinfo` tell the engines.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DomainInfo {
+    pub domid: DomId,
+    pub name: String,
+    pub guest_type: GuestType,
+    /// Highest guest pfn (p2m_size - 1).
+    pub max_pfn: u64,
+    pub max_vcpu_id: u32,
+    /// Ids of the online vCPUs, ascending.
+    pub online_vcpus: Vec<u32>,
+    pub paused: bool,
+    /// `Some` once the domain has shut down (e.g. suspended for a save).
+    pub shutdown: Option<ShutdownReason>,
+}
+
+impl DomainInfo {
+    pub fn p2m_size(&self) -> u64 {
+        self.max_pfn + 1
+    }
+}
+
+/// The domain's CPU policy, serialised as the X86_CPUID_POLICY (24-byte
+/// leaves) and X86_MSR_POLICY (16-byte entries) record bodies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuPolicy {
+    pub cpuid: Vec<u8>,
+    pub msrs: Vec<u8>,
+}
+
+/// A PV guest's physical-to-machine table and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvP2m {
+    /// `p2m[pfn]` = mfn, or [`INVALID_MFN`] for a ballooned-out pfn.
+    pub p2m: Vec<u64>,
+    /// Pfns of the guest frames holding the P2M leaves, in order
+    /// (X86_PV_P2M_FRAMES).
+    pub frames: Vec<u64>,
+}
+
+pub const INVALID_MFN: u64 = u64::MAX;
+
+/// Per-vCPU state blobs of a PV guest (the X86_PV_VCPU_* record bodies
+/// without their 8-byte prefix). Empty vectors mean "Xen has none".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PvVcpuState {
+    pub basic: Vec<u8>,
+    pub extended: Vec<u8>,
+    pub xsave: Vec<u8>,
+    pub msrs: Vec<u8>,
+}
+
+/// What a restore asks the host to build before the stream's contents go in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    pub name: String,
+    pub guest_type: GuestType,
+    pub max_pfn: u64,
+    pub max_vcpu_id: u32,
+    /// Host-specific extra configuration (the sim host keeps its workload
+    /// parameters here; xl's JSON config is carried in the save file).
+    pub config: Option<serde_json::Value>,
+}
+
+/// A batch of guest frames mapped into the toolstack (`xenforeignmemory_map`).
+pub trait PageMapping {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The i-th mapped frame.
+    fn page(&self, i: usize) -> &[u8];
+    /// The i-th mapped frame, writable (only for mappings made writable).
+    fn page_mut(&mut self, i: usize) -> &mut [u8];
+}
+
+/// The hypervisor calls the engines make. All methods take `&self`: a backend
+/// is a handle to a host, shared by the save loop and its helpers.
+pub trait Hypervisor: Send + Sync {
+    /// Short description for logs ("sim:/path", "xen").
+    fn describe(&self) -> String;
+    /// `XENVER_version` as (major, minor).
+    fn xen_version(&self) -> (u32, u32);
+
+    fn list_domains(&self) -> Result<Vec<DomainInfo>>;
+    fn domain_info(&self, dom: DomId) -> Result<DomainInfo>;
+    /// A domain by id or name, as xl accepts them.
+    fn lookup(&self, name_or_id: &str) -> Result<DomId> {
+        let doms = self.list_domains()?;
+        if let Ok(id) = name_or_id.parse::<DomId>() {
+            if doms.iter().any(|d| d.domid == id) {
+                return Ok(id);
+            }
+        }
+        doms.iter()
+            .find(|d| d.name == name_or_id)
+            .map(|d| d.domid)
+            .ok_or_else(|| HvError::NoSuchDomain(name_or_id.to_string()))
+    }
+    fn rename(&self, dom: DomId, name: &str) -> Result<()>;
+
+    fn pause(&self, dom: DomId) -> Result<()>;
+    fn unpause(&self, dom: DomId) -> Result<()>;
+    /// Ask the guest to suspend and wait until it reports SHUTDOWN_suspend.
+    fn suspend(&self, dom: DomId) -> Result<()>;
+    /// `xc_domain_resume`: bring a suspended domain back; `cancel` is the
+    /// suspend-cancel path (the guest continues in place after a failed save).
+    fn resume(&self, dom: DomId, cancel: bool) -> Result<()>;
+    fn destroy(&self, dom: DomId) -> Result<()>;
+
+    // Log-dirty (`xc_shadow_control` / `xc_logdirty_control`).
+    fn logdirty_enable(&self, dom: DomId) -> Result<()>;
+    fn logdirty_disable(&self, dom: DomId) -> Result<()>;
+    /// Read and clear the dirty log into `out` (overwritten, sized to the
+    /// p2m). `final_round` is XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL. Returns the
+    /// number of dirty pages.
+    fn logdirty_clean(&self, dom: DomId, out: &mut Bitmap, final_round: bool) -> Result<u64>;
+    /// Read the dirty log without clearing it.
+    fn logdirty_peek(&self, dom: DomId, out: &mut Bitmap) -> Result<u64>;
+
+    /// `xc_get_pfn_type_batch`: types of up to 1024 gfns.
+    fn page_types(&self, dom: DomId, gfns: &[u64], out: &mut [PageType]) -> Result<()>;
+    /// `xenforeignmemory_map` of a batch of gfns.
+    fn map_pages<'a>(
+        &'a self,
+        dom: DomId,
+        gfns: &[u64],
+        writable: bool,
+    ) -> Result<Box<dyn PageMapping + 'a>>;
+
+    // PV guests.
+    fn guest_width(&self, dom: DomId) -> Result<u32>;
+    fn set_guest_width(&self, dom: DomId, width: u32) -> Result<()>;
+    fn pv_p2m(&self, dom: DomId) -> Result<PvP2m>;
+    fn pv_vcpu(&self, dom: DomId, vcpu: u32) -> Result<PvVcpuState>;
+    fn set_pv_vcpu(&self, dom: DomId, vcpu: u32, state: &PvVcpuState) -> Result<()>;
+    fn shared_info(&self, dom: DomId) -> Result<Vec<u8>>;
+    fn set_shared_info(&self, dom: DomId, page: &[u8]) -> Result<()>;
+    /// `MMUEXT_PIN_Ln_TABLE` for an mfn.
+    fn pin_table(&self, dom: DomId, mfn: u64, level: u8) -> Result<()>;
+
+    // HVM guests.
+    fn hvm_context(&self, dom: DomId) -> Result<Vec<u8>>;
+    fn set_hvm_context(&self, dom: DomId, blob: &[u8]) -> Result<()>;
+    fn hvm_param(&self, dom: DomId, index: u32) -> Result<u64>;
+    fn set_hvm_param(&self, dom: DomId, index: u32, value: u64) -> Result<()>;
+
+    // Both.
+    fn tsc_info(&self, dom: DomId) -> Result<TscInfo>;
+    fn set_tsc_info(&self, dom: DomId, info: &TscInfo) -> Result<()>;
+    fn cpu_policy(&self, dom: DomId) -> Result<CpuPolicy>;
+    fn set_cpu_policy(&self, dom: DomId, policy: &CpuPolicy) -> Result<()>;
+
+    // Restore.
+    /// Create an empty, paused domain to restore into.
+    fn create_domain(&self, spec: &DomainSpec) -> Result<DomId>;
+    /// `xc_domain_populate_physmap_exact` for these pfns; returns the gfn of
+    /// each (the new mfn for PV, the pfn itself for HVM).
+    fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>>;
+    /// Host-specific configuration of a running domain (see [`DomainSpec`]).
+    fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>>;
+}

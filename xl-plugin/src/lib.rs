@@ -1,0 +1,1 @@
+//! libxl's save-helper protocol. Empty until the xl-plugin issue lands.
