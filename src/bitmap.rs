@@ -152,7 +152,14 @@ mod tests {
         fn set_ops(len in 1u64..300, a in proptest::collection::vec(any::<bool>(), 300), c in proptest::collection::vec(any::<bool>(), 300)) {
             let mut x = Bitmap::new(len);
             let mut y = Bitmap::new(len);
-            for i in 0..len { if a[i as usize] { x.set(i) } if c[i as usize] { y.set(i) } }
+            for i in 0..len {
+                if a[i as usize] {
+                    x.set(i);
+                }
+                if c[i as usize] {
+                    y.set(i);
+                }
+            }
             let mut o = x.clone(); o.or_with(&y);
             let mut n = x.clone(); n.and_with(&y);
             let mut d = x.clone(); d.and_not(&y);

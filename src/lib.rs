@@ -1,10 +1,20 @@
 //! rxmigrate: Xen save / restore / live migration, byte-compatible with Xen's
 //! migration stream, with a hot-page aware pre-copy.
 //!
-//! Layers (top to bottom on save): `migrate` (xl's handshake), `save` /
-//! `restore` (the engines), `precopy` (policies), `stream` (wire formats),
-//! `x86` (PV page tables, vCPU layouts), `hv` (the hypervisor boundary).
+//! Layers (top to bottom on save): `migrate` (whole operations, xl's
+//! handshake), `save` / `restore` (the engines), `precopy` (policies),
+//! `image` and `stream` (wire formats), `x86` (PV page tables, vCPU layouts),
+//! `hv` (the hypervisor boundary).
 
 pub mod bitmap;
+pub mod cli;
 pub mod hv;
+pub mod image;
+pub mod migrate;
+pub mod precopy;
+pub mod restore;
+pub mod save;
+pub mod stats;
 pub mod stream;
+pub mod transport;
+pub mod x86;

@@ -233,6 +233,11 @@ pub trait Hypervisor: Send + Sync {
     fn pv_vcpu(&self, dom: DomId, vcpu: u32) -> Result<PvVcpuState>;
     fn set_pv_vcpu(&self, dom: DomId, vcpu: u32, state: &PvVcpuState) -> Result<()>;
     fn shared_info(&self, dom: DomId) -> Result<Vec<u8>>;
+    /// The frame of the domain's shared info page (start_info's `shared_info`
+    /// holds its machine address).
+    fn shared_info_frame(&self, _dom: DomId) -> Result<u64> {
+        Ok(0)
+    }
     fn set_shared_info(&self, dom: DomId, page: &[u8]) -> Result<()>;
     /// `MMUEXT_PIN_Ln_TABLE` for an mfn.
     fn pin_table(&self, dom: DomId, mfn: u64, level: u8) -> Result<()>;

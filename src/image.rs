@@ -1,0 +1,132 @@
+//! The layers around a libxc stream in an xl save file or an `xl migrate`
+//! stream: xl header + JSON config, libxl header, LIBXC_CONTEXT … libxc … END.
+
+use crate::hv::{DomainInfo, GuestType};
+use crate::stream::{
+    read_libxl_header, read_libxl_record, read_xl_header, write_libxl_header, write_libxl_record,
+    write_xl_header, LibxlRecord, StreamError, XL_FLAG_STREAMV2,
+};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+/// Errors of the image layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("{0}")]
+    Format(String),
+}
+
+/// The xl-style domain config we carry: the fields of libxl's JSON that a
+/// restore needs, plus the host's own description of the guest.
+pub fn config_json(info: &DomainInfo, host_config: Option<Value>) -> Value {
+    let mut v = json!({
+        "c_info": {
+            "type": match info.guest_type { GuestType::Pv => "pv", GuestType::Hvm => "hvm" },
+            "name": info.name,
+        },
+        "b_info": {
+            "max_vcpus": info.max_vcpu_id + 1,
+            "max_memkb": info.p2m_size() * 4,
+        },
+    });
+    if let Some(h) = host_config {
+        v["rxmigrate"] = h;
+    }
+    v
+}
+
+/// What a restore learns from the config.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFacts {
+    pub name: Option<String>,
+    pub max_pfn: Option<u64>,
+    pub max_vcpu_id: u32,
+    pub host_config: Option<Value>,
+}
+
+pub fn config_facts(config: &Value) -> ConfigFacts {
+    ConfigFacts {
+        name: config["c_info"]["name"].as_str().map(str::to_string),
+        max_pfn: config["b_info"]["max_memkb"]
+            .as_u64()
+            .filter(|&kb| kb >= 4)
+            .map(|kb| kb / 4 - 1),
+        max_vcpu_id: config["b_info"]["max_vcpus"]
+            .as_u64()
+            .map_or(0, |n| n.saturating_sub(1) as u32),
+        host_config: config.get("rxmigrate").cloned(),
+    }
+}
+
+/// Writes the xl header, the libxl header and LIBXC_CONTEXT: the libxc
+/// stream goes right after.
+pub fn write_start<W: Write>(w: &mut W, config: &Value) -> Result<(), ImageError> {
+    let text = serde_json::to_vec_pretty(config)
+        .map_err(|e| ImageError::Format(format!("encoding the domain config: {e}")))?;
+    write_xl_header(w, Some(&text))?;
+    write_libxl_header(w)?;
+    write_libxl_record(w, &LibxlRecord::LibxcContext)?;
+    Ok(())
+}
+
+/// After the libxc stream: the libxl END record.
+pub fn write_end<W: Write>(w: &mut W) -> Result<(), ImageError> {
+    write_libxl_record(w, &LibxlRecord::End)?;
+    Ok(())
+}
+
+/// Reads an xl header and the libxl records up to LIBXC_CONTEXT. Returns the
+/// config (if the file carried one).
+pub fn read_start<R: Read>(r: &mut R) -> Result<Option<Value>, ImageError> {
+    let xl = read_xl_header(r)?;
+    if xl.mandatory_flags & XL_FLAG_STREAMV2 == 0 {
+        return Err(ImageError::Format(
+            "legacy (pre-4.6) save image: convert it with Xen's convert-legacy-stream first".into(),
+        ));
+    }
+    let config = match &xl.config {
+        Some(text) => Some(
+            serde_json::from_slice::<Value>(text)
+                .map_err(|e| ImageError::Format(format!("xl header: config is not JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    read_libxl_to_libxc(r)?;
+    Ok(config)
+}
+
+/// Reads the libxl header and records up to LIBXC_CONTEXT.
+pub fn read_libxl_to_libxc<R: Read>(r: &mut R) -> Result<(), ImageError> {
+    read_libxl_header(r)?;
+    match read_libxl_record(r)? {
+        LibxlRecord::LibxcContext => Ok(()),
+        other => Err(ImageError::Format(format!(
+            "libxl stream: expected LIBXC_CONTEXT first, found {other:?}"
+        ))),
+    }
+}
+
+/// The libxl records after the libxc stream, up to END. Emulator records are
+/// returned for the caller (a device model's state); there is none on the
+/// simulated host.
+pub fn read_end<R: Read>(r: &mut R) -> Result<Vec<LibxlRecord>, ImageError> {
+    let mut extra = Vec::new();
+    loop {
+        match read_libxl_record(r)? {
+            LibxlRecord::End => return Ok(extra),
+            LibxlRecord::LibxcContext => {
+                return Err(ImageError::Format("libxl stream: second LIBXC_CONTEXT".into()))
+            }
+            rec @ (LibxlRecord::EmulatorXenstoreData { .. } | LibxlRecord::EmulatorContext { .. }) => {
+                extra.push(rec)
+            }
+            rec => {
+                return Err(ImageError::Format(format!(
+                    "libxl stream: {rec:?} in a plain (non-checkpointed) stream"
+                )))
+            }
+        }
+    }
+}

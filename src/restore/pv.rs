@@ -1,0 +1,222 @@
+//! PV-only restore state and the END-time fix-ups (reference §5.7):
+//! start_info, vCPU contexts, shared info, pinning, the guest's P2M.
+
+use super::{RestoreError, RestoreParams, VcpuStash};
+use crate::hv::{DomId, Hypervisor, PageType, PvVcpuState, INVALID_MFN};
+use crate::stream::PAGE_SIZE;
+use crate::x86::{shared_info, start_info, vcpu};
+
+/// P2M entries per frame for a 64-bit guest.
+const FPP: u64 = (PAGE_SIZE / 8) as u64;
+/// MMUEXT pins go in batches this size (MAX_PIN_BATCH); we pin one by one
+/// through the trait but keep Xen's order.
+#[derive(Default)]
+pub(crate) struct PvRestore {
+    width_seen: bool,
+    p2m: Vec<u64>,
+    types: Vec<PageType>,
+    frames: Option<Vec<u64>>,
+    pub(super) shared_info: Option<Vec<u8>>,
+    vcpus: VcpuStash,
+}
+
+impl PvRestore {
+    pub(super) fn width_seen(
+        &mut self,
+        at: &dyn Fn(String) -> RestoreError,
+    ) -> Result<(), RestoreError> {
+        if std::mem::replace(&mut self.width_seen, true) {
+            return Err(at("second X86_PV_INFO record".into()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn set_p2m_frames(
+        &mut self,
+        end_pfn: u64,
+        max_pfn: u64,
+        frames: Vec<u64>,
+        at: &dyn Fn(String) -> RestoreError,
+    ) -> Result<(), RestoreError> {
+        if !self.width_seen {
+            return Err(at("X86_PV_P2M_FRAMES before X86_PV_INFO".into()));
+        }
+        if self.frames.is_some() {
+            return Err(at("second X86_PV_P2M_FRAMES record".into()));
+        }
+        let want = end_pfn / FPP + 1;
+        if frames.len() as u64 != want {
+            return Err(at(format!(
+                "{} P2M frames for pfns 0..={end_pfn:#x}, expected {want}",
+                frames.len()
+            )));
+        }
+        if let Some(f) = frames.iter().find(|&&f| f > end_pfn) {
+            return Err(at(format!("P2M frame pfn {f:#x} beyond the guest")));
+        }
+        let n = max_pfn as usize + 1;
+        self.p2m = vec![INVALID_MFN; n];
+        self.types = vec![PageType::XTAB; n];
+        self.frames = Some(frames);
+        Ok(())
+    }
+
+    pub(super) fn has_p2m(&self) -> bool {
+        self.frames.is_some()
+    }
+    pub(super) fn mfn(&self, pfn: u64) -> u64 {
+        self.p2m.get(pfn as usize).copied().unwrap_or(INVALID_MFN)
+    }
+    pub(super) fn set_mfn(&mut self, pfn: u64, mfn: u64) {
+        if let Some(e) = self.p2m.get_mut(pfn as usize) {
+            *e = mfn;
+        }
+    }
+    pub(super) fn set_type(&mut self, pfn: u64, ty: PageType) {
+        if let Some(e) = self.types.get_mut(pfn as usize) {
+            *e = ty;
+        }
+    }
+    pub(super) fn vcpu(&mut self, id: u32) -> &mut PvVcpuState {
+        self.vcpus.entry(id).or_default()
+    }
+
+    fn type_of(&self, pfn: u64) -> PageType {
+        self.types.get(pfn as usize).copied().unwrap_or(PageType::XTAB)
+    }
+
+    /// A data frame the guest relies on: populated, plain (NOTAB).
+    fn notab_mfn(&self, pfn: u64, what: &str) -> Result<u64, RestoreError> {
+        let m = self.mfn(pfn);
+        if m == INVALID_MFN || self.type_of(pfn) != PageType::NOTAB {
+            return Err(RestoreError::Unsupported(format!(
+                "{what} pfn {pfn:#x} was not restored as an ordinary page (type {})",
+                self.type_of(pfn)
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Everything Xen's `x86_pv_stream_complete` does. Returns the xenstore
+    /// and console mfns for restore_results.
+    pub(super) fn complete(
+        mut self,
+        hv: &dyn Hypervisor,
+        dom: DomId,
+        max_pfn: u64,
+        params: &RestoreParams,
+    ) -> Result<(u64, u64), RestoreError> {
+        let frames = self
+            .frames
+            .take()
+            .ok_or_else(|| RestoreError::Missing("no X86_PV_P2M_FRAMES record".into()))?;
+        if !self.vcpus.get(&0).is_some_and(|v| !v.basic.is_empty()) {
+            return Err(RestoreError::Missing("no X86_PV_VCPU_BASIC record for vCPU 0".into()));
+        }
+        let info = hv.domain_info(dom)?;
+        let mut store_mfn = 0;
+        let mut console_mfn = 0;
+
+        let vcpus = std::mem::take(&mut self.vcpus);
+        for (id, mut st) in vcpus {
+            if id > info.max_vcpu_id {
+                return Err(RestoreError::Unsupported(format!(
+                    "vCPU {id} beyond the domain's max vCPU id {}",
+                    info.max_vcpu_id
+                )));
+            }
+            if st.basic.is_empty() {
+                continue; // Errata 1: empty records are ignored.
+            }
+            if id == 0 {
+                let ctx = vcpu::Context64::new(&st.basic).map_err(|source| RestoreError::X86 {
+                    what: "vCPU 0 context".into(),
+                    source,
+                })?;
+                let si_pfn = ctx.reg(vcpu::Reg::Rdx);
+                let si_mfn = self.notab_mfn(si_pfn, "start_info")?;
+                let mut m = hv.map_pages(dom, &[si_mfn], true)?;
+                let page = m.page_mut(0);
+                // The guest left pfns in these fields when it suspended.
+                let store_pfn = start_info::store_mfn(page);
+                let console_pfn = start_info::console_mfn(page);
+                store_mfn = self.mfn(store_pfn);
+                console_mfn = self.mfn(console_pfn);
+                if store_mfn == INVALID_MFN || console_mfn == INVALID_MFN {
+                    return Err(RestoreError::Unsupported(format!(
+                        "start_info names xenstore pfn {store_pfn:#x} / console pfn \
+                         {console_pfn:#x}, not restored"
+                    )));
+                }
+                start_info::rewrite(
+                    page,
+                    &start_info::Rewrite {
+                        nr_pages: max_pfn + 1,
+                        shared_info_maddr: hv.shared_info_frame(dom)? << 12,
+                        store_mfn,
+                        store_evtchn: params.store_evtchn,
+                        console_mfn,
+                        console_evtchn: params.console_evtchn,
+                    },
+                )
+                .map_err(|source| RestoreError::X86 {
+                    what: "start_info".into(),
+                    source,
+                })?;
+            }
+            // Page-table roots must have come as page tables.
+            {
+                let ctx = vcpu::Context64::new(&st.basic).map_err(|source| RestoreError::X86 {
+                    what: format!("vCPU {id} context"),
+                    source,
+                })?;
+                let cr3_pfn = ctx.cr3() >> 12;
+                if self.type_of(cr3_pfn).pt_level() != 4 {
+                    return Err(RestoreError::Unsupported(format!(
+                        "vCPU {id}: cr3 pfn {cr3_pfn:#x} is not an L4 page table (type {})",
+                        self.type_of(cr3_pfn)
+                    )));
+                }
+            }
+            let p2m = &self.p2m;
+            vcpu::localise_basic(&mut st.basic, id, |pfn| {
+                p2m.get(pfn as usize).copied().filter(|&m| m != INVALID_MFN)
+            })
+            .map_err(|source| RestoreError::X86 {
+                what: format!("vCPU {id} context"),
+                source,
+            })?;
+            hv.set_pv_vcpu(dom, id, &st)?;
+        }
+
+        if let Some(saved) = self.shared_info.take() {
+            let mut page = hv.shared_info(dom)?;
+            shared_info::restore_into(&saved, &mut page).map_err(|source| RestoreError::X86 {
+                what: "shared info".into(),
+                source,
+            })?;
+            hv.set_shared_info(dom, &page)?;
+        } else {
+            return Err(RestoreError::Missing("no SHARED_INFO record".into()));
+        }
+
+        for (pfn, ty) in self.types.iter().enumerate() {
+            if ty.is_pinned() {
+                hv.pin_table(dom, self.p2m[pfn], ty.pt_level())?;
+            }
+        }
+
+        // The guest's own P2M, rewritten with the new frames.
+        for (i, &fpfn) in frames.iter().enumerate() {
+            let mfn = self.notab_mfn(fpfn, "P2M frame")?;
+            let mut m = hv.map_pages(dom, &[mfn], true)?;
+            let page = m.page_mut(0);
+            for (j, chunk) in page.chunks_exact_mut(8).enumerate() {
+                let pfn = i as u64 * FPP + j as u64;
+                let v = self.p2m.get(pfn as usize).copied().unwrap_or(INVALID_MFN);
+                chunk.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok((store_mfn, console_mfn))
+    }
+}

@@ -1,0 +1,251 @@
+//! The pre-copy round loop, generic over how pages move ([`Pager`]) so that
+//! the same loop runs against a hypervisor and against a model in tests.
+
+use super::SaveError;
+use crate::bitmap::Bitmap;
+use crate::precopy::{Decision, Policy, RoundFacts};
+use crate::stats::RoundStats;
+use crate::stream::MAX_BATCH;
+use std::time::Instant;
+
+/// How pages leave the guest: the mechanism under the round loop.
+pub trait Pager {
+    /// Send these pfns (ascending, at most [`MAX_BATCH`]) as one batch. Pages
+    /// that cannot be sent now go into the pager's deferred set.
+    fn send_batch(&mut self, pfns: &[u64]) -> Result<(), SaveError>;
+    /// Log-dirty PEEK (no clearing).
+    fn peek(&mut self, out: &mut Bitmap) -> Result<(), SaveError>;
+    /// Log-dirty CLEAN; `final_round` after the guest is suspended.
+    fn clean(&mut self, out: &mut Bitmap, final_round: bool) -> Result<(), SaveError>;
+    /// Stop the guest for the final round.
+    fn suspend(&mut self) -> Result<(), SaveError>;
+    /// Move the deferred set into `into` (OR) and clear it.
+    fn take_deferred(&mut self, into: &mut Bitmap);
+    /// Bytes written to the stream so far.
+    fn bytes_written(&self) -> u64;
+    /// A round has ended (statistics, progress).
+    fn round_done(&mut self, _stats: &RoundStats) {}
+}
+
+/// What the loop did.
+#[derive(Debug, Clone)]
+pub struct RoundsOutcome {
+    pub rounds: Vec<RoundStats>,
+    /// When the guest was suspended (start of downtime).
+    pub suspended_at: Instant,
+    pub total_pages_sent: u64,
+    pub hot_pages_final: u64,
+}
+
+struct RoundLoop<'a, P: Pager> {
+    pager: &'a mut P,
+    p2m_size: u64,
+    to_skip: Bitmap,
+    rounds: Vec<RoundStats>,
+    total_sent: u64,
+}
+
+impl<P: Pager> RoundLoop<'_, P> {
+    /// Send `set` in batches; with `skip`, PEEK before each batch and leave
+    /// out pages already dirty again (they stay in the log for the next
+    /// CLEAN). Returns (sent, skipped bitmap).
+    fn send_set(&mut self, set: &Bitmap, skip: bool) -> Result<(u64, Bitmap), SaveError> {
+        let mut skipped = Bitmap::new(self.p2m_size);
+        let mut sent = 0;
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut pfns = set.iter_ones();
+        let mut done = false;
+        while !done {
+            if skip {
+                self.pager.peek(&mut self.to_skip)?;
+            }
+            batch.clear();
+            while batch.len() < MAX_BATCH {
+                match pfns.next() {
+                    Some(p) if skip && self.to_skip.get(p) => skipped.set(p),
+                    Some(p) => batch.push(p),
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                self.pager.send_batch(&batch)?;
+                sent += batch.len() as u64;
+            }
+        }
+        Ok((sent, skipped))
+    }
+
+    fn record(&mut self, mut r: RoundStats, started: Instant, bytes_before: u64) -> RoundStats {
+        let secs = started.elapsed().as_secs_f64();
+        r.bytes = self.pager.bytes_written() - bytes_before;
+        r.duration_ms = secs * 1e3;
+        r.bandwidth = if secs > 0.0 { r.bytes as f64 / secs } else { 0.0 };
+        self.total_sent += r.pages_sent;
+        self.pager.round_done(&r);
+        self.rounds.push(r.clone());
+        r
+    }
+}
+
+/// Live save: round 0 sends every pfn, later rounds what the policy plans
+/// from each CLEAN, then suspend and the final round.
+pub fn run_live<P: Pager>(
+    pager: &mut P,
+    policy: &mut dyn Policy,
+    p2m_size: u64,
+) -> Result<RoundsOutcome, SaveError> {
+    let mut lp = RoundLoop {
+        pager,
+        p2m_size,
+        to_skip: Bitmap::new(p2m_size),
+        rounds: Vec::new(),
+        total_sent: 0,
+    };
+    let skip = policy.skip_redirtied();
+    let mut to_send = Bitmap::full(p2m_size);
+    let mut dirty = Bitmap::new(p2m_size);
+    let mut round = 0u32;
+    let mut pending = Bitmap::new(p2m_size);
+    loop {
+        let started = Instant::now();
+        let bytes_before = lp.pager.bytes_written();
+        let planned = to_send.count();
+        let (sent, skipped) = lp.send_set(&to_send, skip)?;
+        lp.pager.clean(&mut dirty, false)?;
+        let r = lp.record(
+            RoundStats {
+                round,
+                dirty_pages: planned,
+                pages_sent: sent,
+                pages_skipped: skipped.count(),
+                ..Default::default()
+            },
+            started,
+            bytes_before,
+        );
+        let facts = RoundFacts {
+            round,
+            p2m_size,
+            sent,
+            skipped: r.pages_skipped,
+            total_sent: lp.total_sent,
+            total_bytes: lp.pager.bytes_written(),
+            duration: started.elapsed(),
+            bandwidth: r.bandwidth,
+        };
+        let decision = policy.plan(&facts, &mut dirty, &skipped);
+        let held = policy.held().map_or(0, |h| h.count());
+        if let Some(last) = lp.rounds.last_mut() {
+            last.hot_pages = held;
+            last.expected_downtime_ms = if r.bandwidth > 0.0 {
+                (dirty.count() + held) as f64 * 4096.0 / r.bandwidth * 1e3
+            } else {
+                0.0
+            };
+        }
+        round += 1;
+        match decision {
+            Decision::Continue => to_send.copy_from(&dirty),
+            Decision::LastLive => {
+                let started = Instant::now();
+                let bytes_before = lp.pager.bytes_written();
+                let planned = dirty.count();
+                let (sent, skipped) = lp.send_set(&dirty, skip)?;
+                lp.record(
+                    RoundStats {
+                        round,
+                        dirty_pages: planned,
+                        hot_pages: held,
+                        pages_sent: sent,
+                        pages_skipped: skipped.count(),
+                        ..Default::default()
+                    },
+                    started,
+                    bytes_before,
+                );
+                round += 1;
+                break;
+            }
+            Decision::StopAndCopy => {
+                pending.copy_from(&dirty);
+                break;
+            }
+        }
+    }
+
+    lp.pager.suspend()?;
+    let suspended_at = Instant::now();
+    let started = suspended_at;
+    let bytes_before = lp.pager.bytes_written();
+    let mut last = Bitmap::new(p2m_size);
+    lp.pager.clean(&mut last, true)?;
+    last.or_with(&pending);
+    let hot_final = policy.held().map_or(0, |h| h.count());
+    if let Some(h) = policy.held() {
+        last.or_with(h);
+    }
+    lp.pager.take_deferred(&mut last);
+    let planned = last.count();
+    let (sent, _) = lp.send_set(&last, false)?;
+    lp.record(
+        RoundStats {
+            round,
+            last: true,
+            dirty_pages: planned,
+            hot_pages: hot_final,
+            pages_sent: sent,
+            ..Default::default()
+        },
+        started,
+        bytes_before,
+    );
+    Ok(RoundsOutcome {
+        total_pages_sent: lp.total_sent,
+        rounds: lp.rounds,
+        suspended_at,
+        hot_pages_final: hot_final,
+    })
+}
+
+/// Non-live save (`xl save`): suspend, then send every pfn once.
+pub fn run_nonlive<P: Pager>(
+    pager: &mut P,
+    p2m_size: u64,
+) -> Result<RoundsOutcome, SaveError> {
+    pager.suspend()?;
+    let suspended_at = Instant::now();
+    let mut lp = RoundLoop {
+        pager,
+        p2m_size,
+        to_skip: Bitmap::new(p2m_size),
+        rounds: Vec::new(),
+        total_sent: 0,
+    };
+    let all = Bitmap::full(p2m_size);
+    // The guest is suspended: the pager fails rather than defers.
+    let (sent, _) = lp.send_set(&all, false)?;
+    lp.record(
+        RoundStats {
+            round: 0,
+            last: true,
+            dirty_pages: p2m_size,
+            pages_sent: sent,
+            ..Default::default()
+        },
+        suspended_at,
+        0,
+    );
+    Ok(RoundsOutcome {
+        total_pages_sent: lp.total_sent,
+        rounds: lp.rounds,
+        suspended_at,
+        hot_pages_final: 0,
+    })
+}
+
+#[cfg(test)]
+#[path = "rounds_tests.rs"]
+mod tests;
