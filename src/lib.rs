@@ -7,4 +7,5 @@
 
 pub mod bitmap;
 pub mod hv;
+pub mod inspect;
 pub mod stream;

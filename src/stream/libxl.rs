@@ -154,9 +154,11 @@ pub fn write_libxl_header<W: Write>(w: &mut W) -> Result<(), StreamError> {
 /// error, as in libxl.
 pub fn read_libxl_record<R: Read>(r: &mut R) -> Result<LibxlRecord, StreamError> {
     let mut at = 0u64;
-    read_record_at(r, &mut at, false).map_err(|(rtype, k)| {
-        StreamError::new(Layer::Libxl, k).with_place(Place::Record { index: None, rtype })
-    })
+    read_record_at(r, &mut at, false)
+        .map(|(rec, _)| rec)
+        .map_err(|(rtype, k)| {
+            StreamError::new(Layer::Libxl, k).with_place(Place::Record { index: None, rtype })
+        })
 }
 
 /// Writes one libxl record after checking it.
@@ -223,7 +225,7 @@ pub(crate) fn read_record_at<R: Read + ?Sized>(
     r: &mut R,
     at: &mut u64,
     strict: bool,
-) -> Result<LibxlRecord, (Option<u32>, ErrorKind)> {
+) -> Result<(LibxlRecord, u32), (Option<u32>, ErrorKind)> {
     let start = *at;
     let mut hdr = [0u8; 8];
     wire::read_exact_at(r, &mut hdr, start, true).map_err(|k| (None, k))?;
@@ -246,7 +248,7 @@ pub(crate) fn read_record_at<R: Read + ?Sized>(
     let pad = wire::read_padding(r, u64::from(length), start + 8).map_err(e)?;
     let rec = decode_body(rtype, &body, strict).map_err(e)?;
     *at = start + 8 + u64::from(length) + pad as u64;
-    Ok(rec)
+    Ok((rec, length))
 }
 
 fn emulator_header(f: &mut Fields<'_>, len: usize, strict: bool) -> Result<(u32, u32), ErrorKind> {
@@ -348,6 +350,7 @@ pub struct LibxlReader<R: Read> {
     inner: R,
     offset: u64,
     index: u64,
+    last_length: u32,
     strict: bool,
 }
 
@@ -360,8 +363,16 @@ impl<R: Read> LibxlReader<R> {
             inner,
             offset: base_offset,
             index: 0,
+            last_length: 0,
             strict,
         }
+    }
+
+    /// Numbers records from `index` on (for a reader that continues
+    /// another's records, as around a checkpoint).
+    pub fn with_index(mut self, index: u64) -> Self {
+        self.index = index;
+        self
     }
 
     pub fn read_header(&mut self) -> Result<LibxlHeader, StreamError> {
@@ -383,7 +394,8 @@ impl<R: Read> LibxlReader<R> {
         let index = self.index;
         let mut at = start;
         match read_record_at(&mut self.inner, &mut at, self.strict) {
-            Ok(rec) => {
+            Ok((rec, length)) => {
+                self.last_length = length;
                 self.offset = at;
                 self.index += 1;
                 Ok(rec)
@@ -404,6 +416,10 @@ impl<R: Read> LibxlReader<R> {
     /// Accounts for bytes read elsewhere (the inline libxc stream).
     pub fn set_offset(&mut self, offset: u64) {
         self.offset = offset;
+    }
+    /// `body_length` of the record last returned (without padding).
+    pub fn last_record_length(&self) -> u32 {
+        self.last_length
     }
     /// Index of the next record.
     pub fn record_index(&self) -> u64 {

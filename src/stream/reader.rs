@@ -56,6 +56,7 @@ pub struct LibxcReader<R: Read> {
     options: u16,
     offset: u64,
     index: u64,
+    last_length: u32,
     rules: Rules,
     state: State,
 }
@@ -97,6 +98,7 @@ impl<R: Read> LibxcReader<R> {
             header,
             offset: dat + DHDR_SIZE as u64,
             index: 0,
+            last_length: 0,
             state: State::Records,
         })
     }
@@ -120,6 +122,10 @@ impl<R: Read> LibxcReader<R> {
     /// Index of the next record (= number of records read so far).
     pub fn record_index(&self) -> u64 {
         self.index
+    }
+    /// `body_length` of the record last returned.
+    pub fn last_record_length(&self) -> u32 {
+        self.last_length
     }
     /// Whether END has been read.
     pub fn at_end(&self) -> bool {
@@ -194,6 +200,7 @@ impl<R: Read> LibxcReader<R> {
         let rtype = f.u32()?;
         let length = f.u32()?;
         *rtype_out = Some(rtype);
+        self.last_length = length;
         if length as usize > REC_LENGTH_MAX {
             return Err(invalid(format!(
                 "length {length:#x} exceeds the record cap of {REC_LENGTH_MAX:#x} (128 MiB)"
