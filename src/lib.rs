@@ -10,6 +10,7 @@ pub mod bitmap;
 pub mod cli;
 pub mod hv;
 pub mod image;
+pub mod inspect;
 pub mod migrate;
 pub mod precopy;
 pub mod restore;

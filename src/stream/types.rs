@@ -76,4 +76,3 @@ pub struct TscInfo {
     pub nsec: u64,
     pub incarnation: u32,
 }
-
