@@ -8,3 +8,4 @@
 pub mod bitmap;
 pub mod hv;
 pub mod stream;
+pub mod x86;
