@@ -6,6 +6,7 @@
 //! `x86` (PV page tables, vCPU layouts), `hv` (the hypervisor boundary).
 
 pub mod bitmap;
+pub mod cli;
 pub mod hv;
 pub mod stream;
 pub mod x86;

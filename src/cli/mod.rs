@@ -1,0 +1,3 @@
+//! Command-line front ends (clap); `anyhow` lives only at this edge.
+
+pub mod sim;
