@@ -48,6 +48,9 @@ pub struct CreateArgs {
     /// Force the dirty-tracking mode (uffd or soft).
     #[arg(long)]
     pub tracking: Option<String>,
+    /// Create paused at step 0 (like `xl create -p`).
+    #[arg(long, short = 'p')]
+    pub paused: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +115,7 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                 seed: a.seed,
                 rate: a.rate,
                 tracking,
+                paused: a.paused,
             };
             let id = host.create_guest(&cfg)?;
             println!("{id}");

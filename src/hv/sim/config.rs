@@ -171,6 +171,9 @@ pub struct GuestConfig {
     /// `RXMIGRATE_SIM_TRACKING`, else probe the kernel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<TrackingMode>,
+    /// Start paused at step 0 (`xl create -p`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 impl GuestConfig {
@@ -186,6 +189,7 @@ impl GuestConfig {
             seed: 1,
             rate: 0,
             tracking: None,
+            paused: false,
         }
     }
 

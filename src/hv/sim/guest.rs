@@ -111,7 +111,11 @@ pub fn run(dir: &Path, domid: DomId) -> Result<()> {
     d.st.step()?.store(g.kernel.state.step, Ordering::Release);
     d.st.boots()?.fetch_add(1, Ordering::AcqRel);
     d.st.shutdown()?.store(NO_SHUTDOWN, Ordering::Release);
-    set_state(&d, state::RUNNING)?;
+    // Created paused: go straight to the parked state (the main loop parks),
+    // never showing "running" in between.
+    if d.st.cmd()?.load(Ordering::Acquire) == cmd::RUN {
+        set_state(&d, state::RUNNING)?;
+    }
     eprintln!(
         "sim-guest {domid}: running {} from step {} ({} tracking)",
         g.kernel.desc.kind, g.kernel.state.step, mode

@@ -366,7 +366,8 @@ impl SimHost {
                 d.st.params()?[*i as usize].store(*v, Ordering::Relaxed);
             }
             d.st.set_shared_info(&img.shared_info)?;
-            d.st.cmd()?.store(cmd::RUN, Ordering::Release);
+            let c = if cfg.paused { cmd::PAUSE } else { cmd::RUN };
+            d.st.cmd()?.store(c, Ordering::Release);
             self.start_guest(&d)
         })();
         if let Err(e) = r {

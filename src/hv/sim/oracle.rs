@@ -320,6 +320,7 @@ fn reference_config(host: &SimHost, dom: DomId, frame_of: &[Option<usize>]) -> R
         seed: desc.seed,
         rate: desc.rate,
         tracking: None,
+        paused: false,
     })
 }
 
