@@ -1,24 +1,44 @@
-//! The rxmigrate command line (this branch: `inspect` and `verify` only).
+//! The rxmigrate command line.
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use rxmigrate::cli::{self, ops};
+use rxmigrate::hv::open_hv;
 use rxmigrate::inspect::{self, InspectError};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
     name = "rxmigrate",
     version,
-    about = "Xen save / restore / live migration"
+    about = "Xen save / restore / live migration, byte-compatible with Xen's stream"
 )]
 struct Cli {
+    /// Hypervisor: sim:DIR (simulated host in DIR) or xen. Default: env
+    /// RXMIGRATE_HV, else xen where /dev/xen/privcmd exists, else the
+    /// simulated host in ~/.local/state/rxmigrate/sim.
+    #[arg(long, global = true)]
+    hv: Option<String>,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Save a domain to an xl save image (non-live unless --live), as `xl save`.
+    Save(ops::SaveArgs),
+    /// Restore a domain from an xl save image (or a bare libxc stream).
+    Restore(ops::RestoreArgs),
+    /// Live-migrate a domain to `rxmigrate receive` (xl's handshake).
+    Migrate(ops::MigrateArgs),
+    /// Receive one migration (TCP with --listen, else stdin/stdout).
+    Receive(ops::ReceiveArgs),
     /// Print the layers and records of a save file or stream, and a summary.
     Inspect {
         /// Print JSON lines instead of text.
@@ -36,9 +56,20 @@ enum Cmd {
         /// xl save file, libxl stream or bare libxc stream; `-` for stdin.
         file: String,
     },
+    /// Manage simulated Xen hosts and guests.
+    #[command(subcommand)]
+    Sim(cli::sim::SimCmd),
+    /// Run one simulated guest (started by the simulated host).
+    #[command(hide = true)]
+    SimGuest {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        dom: u32,
+    },
 }
 
-fn open(path: &str) -> io::Result<Box<dyn Read>> {
+fn open_input(path: &str) -> io::Result<Box<dyn Read>> {
     if path == "-" {
         Ok(Box::new(io::stdin().lock()))
     } else {
@@ -47,16 +78,11 @@ fn open(path: &str) -> io::Result<Box<dyn Read>> {
 }
 
 /// `inspect::inspect` or `inspect::verify`.
-type Command = fn(&mut dyn Read, bool, &mut dyn Write) -> Result<inspect::Summary, InspectError>;
+type StreamCommand =
+    fn(&mut dyn Read, bool, &mut dyn Write) -> Result<inspect::Summary, InspectError>;
 
-fn main() -> ExitCode {
-    env_logger::init();
-    let cli = Cli::parse();
-    let (file, json, run): (&String, bool, Command) = match &cli.cmd {
-        Cmd::Inspect { json, file } => (file, *json, inspect::inspect),
-        Cmd::Verify { json, file } => (file, *json, inspect::verify),
-    };
-    let input = match open(file) {
+fn stream_command(file: &str, json: bool, run: StreamCommand) -> ExitCode {
+    let input = match open_input(file) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("rxmigrate: {file}: {e}");
@@ -74,5 +100,44 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(_) => ExitCode::from(1),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let spec = cli.hv.as_deref();
+    match cli.cmd {
+        Cmd::Save(a) => ops::save(open_hv(spec)?.as_ref(), &a),
+        Cmd::Restore(a) => ops::restore(open_hv(spec)?.as_ref(), &a),
+        Cmd::Migrate(a) => {
+            let hv = open_hv(spec)?;
+            let spec = spec.map(str::to_string).unwrap_or_else(|| hv.describe());
+            ops::migrate(hv.as_ref(), &spec, &a)
+        }
+        Cmd::Receive(a) => ops::receive(open_hv(spec)?.as_ref(), &a),
+        Cmd::Sim(c) => cli::sim::run(spec, c),
+        Cmd::SimGuest { dir, dom } => cli::sim::guest_main(&dir, dom),
+        Cmd::Inspect { .. } | Cmd::Verify { .. } => unreachable!("handled in main"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("RUST_LOG", level)).init();
+    match &cli.cmd {
+        Cmd::Inspect { json, file } => return stream_command(file, *json, inspect::inspect),
+        Cmd::Verify { json, file } => return stream_command(file, *json, inspect::verify),
+        _ => {}
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rxmigrate: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,1 +1,4 @@
+//! Command-line front ends (clap); `anyhow` lives only at this edge.
+
 pub mod ops;
+pub mod sim;

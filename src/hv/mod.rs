@@ -263,3 +263,25 @@ pub trait Hypervisor: Send + Sync {
     /// Host-specific configuration of a running domain (see [`DomainSpec`]).
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>>;
 }
+
+/// Open the hypervisor named by `spec`: `sim:DIR` (the simulated host in
+/// DIR), `sim` (the default simulated host) or `xen`. Without a spec: env
+/// `RXMIGRATE_HV`, else the default simulated host.
+pub fn open_hv(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
+    let env = std::env::var("RXMIGRATE_HV").ok().filter(|s| !s.is_empty());
+    match spec.map(str::to_string).or(env).as_deref() {
+        None | Some("sim") => Ok(Box::new(sim::SimHost::open(&sim::default_dir())?)),
+        Some("xen") => Err(HvError::Unavailable(
+            "the Xen backend is not available yet; use --hv sim:DIR".into(),
+        )),
+        Some(s) => match s.strip_prefix("sim:") {
+            Some(dir) if !dir.is_empty() => {
+                Ok(Box::new(sim::SimHost::open(std::path::Path::new(dir))?))
+            }
+            _ => Err(HvError::Invalid {
+                op: "--hv",
+                msg: format!("{s:?}: expected sim:DIR or xen"),
+            }),
+        },
+    }
+}

@@ -1,1 +1,36 @@
-//! The simulated Xen host (to be filled in by the simulated-host issue).
+//! The simulated Xen host: the embedded default wherever there is no Xen.
+//!
+//! Not a mock. A host is a state directory; each domain is a real process
+//! (`rxmigrate sim-guest`) running a deterministic workload over RAM that is
+//! a shared-memory file the toolstack maps too, so a live migration meets
+//! the same races it meets on Xen. Log-dirty is write tracking by the kernel
+//! (userfaultfd async write-protect read with PAGEMAP_SCAN), or a software
+//! dirty bitmap where the kernel lacks it. PV guests have real 4-level page
+//! tables in a machine-frame space distinct from their pfn space; HVM guests
+//! have an HVM context and params. See ARCHITECTURE.md, "The simulated host".
+//!
+//! Module map: `config` (what a guest is), `layout` (where things live in
+//! pfn space), `workload` (the step function), `build` (a fresh guest),
+//! `machine` (how a guest boots from its context and runs), `guest` (the
+//! guest process), `host` (`SimHost`, the `Hypervisor` impl), `oracle`
+//! (the reference run and comparison), `ctl`/`meta`/`shm` (shared state),
+//! `uffd` (kernel write tracking), `hvmctx`, `cpu` (fixed CPU facts).
+
+pub mod build;
+pub mod config;
+pub mod cpu;
+pub mod ctl;
+pub mod guest;
+pub mod host;
+pub mod hvmctx;
+pub mod layout;
+pub mod machine;
+pub mod meta;
+pub mod oracle;
+pub mod shm;
+pub mod uffd;
+pub mod workload;
+
+pub use config::{GuestConfig, TrackingMode, WorkloadKind, WorkloadParams};
+pub use host::{default_dir, probe_tracking, SimHost};
+pub use oracle::{check, compare, written_between, CheckReport, Reference};

@@ -1,0 +1,415 @@
+//! The sim guest's "kernel": how a guest finds its workload from its vCPU
+//! context and RAM, exactly as a booted or restored guest would, and runs it.
+//! Used by the guest process over shared RAM and by the oracle's reference
+//! run over private RAM, so both take the same path.
+//!
+//! A PV guest starts from vCPU0's BASIC context: cr3 (its L4 mfn) and rdx
+//! (its start_info mfn). It walks its page tables for the descriptor, its
+//! data pages and its P2M, refusing any frame outside its domain, so a
+//! restore that forgot to localise fails here, loudly. An HVM guest starts
+//! from the CPU record of its HVM context (rdi = descriptor gfn).
+
+use super::hvmctx;
+use super::layout::{HvmLayout, PvLayout, DIRECT_MAP_VA, HVM_TOP_RESERVED, WORKLOAD_RIP};
+use super::workload::{self, Descriptor, GuestMem, Rng, State, PAGE_WORDS};
+use crate::x86::pagetable::{self, PTE_PRESENT, PTE_PSE, PTE_RW};
+use crate::x86::start_info;
+use crate::x86::vcpu::{Context64, Context64Mut, Reg, VGCF_ONLINE};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub type BootResult<T> = std::result::Result<T, String>;
+
+/// Raw access to a run of 4 KiB frames (guest RAM), by frame index.
+pub struct RamView {
+    ptr: *mut u8,
+    frames: usize,
+}
+
+// SAFETY: a view of shared or owned memory accessed only through raw
+// pointer copies; callers keep the memory alive (see `new`).
+unsafe impl Send for RamView {}
+// SAFETY: as above.
+unsafe impl Sync for RamView {}
+
+impl RamView {
+    /// # Safety
+    /// `ptr` must point at `frames * 4096` bytes that stay mapped and
+    /// writable for the lifetime of the view.
+    pub unsafe fn new(ptr: *mut u8, frames: usize) -> Self {
+        RamView { ptr, frames }
+    }
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+    fn word_ptr(&self, frame: usize, word: usize, n: usize) -> Option<*mut u64> {
+        (frame < self.frames && word + n <= PAGE_WORDS)
+            // SAFETY: in bounds of the mapped range per `new`'s contract.
+            .then(|| unsafe { (self.ptr as *mut u64).add(frame * PAGE_WORDS + word) })
+    }
+    pub fn read_u64(&self, frame: usize, word: usize) -> Option<u64> {
+        let p = self.word_ptr(frame, word, 1)?;
+        // SAFETY: in bounds and 8-byte aligned (frames are page aligned);
+        // volatile because another process may write it.
+        Some(unsafe { p.read_volatile() })
+    }
+    pub fn write_u64s(&self, frame: usize, word: usize, words: &[u64]) -> bool {
+        match self.word_ptr(frame, word, words.len()) {
+            Some(p) => {
+                // SAFETY: in bounds (checked for the whole run) and aligned.
+                unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), p, words.len()) };
+                true
+            }
+            None => false,
+        }
+    }
+    pub fn read_page(&self, frame: usize, out: &mut [u8]) -> bool {
+        match self.word_ptr(frame, 0, PAGE_WORDS) {
+            Some(p) if out.len() == 4096 => {
+                // SAFETY: a whole in-bounds frame into a 4096-byte buffer.
+                unsafe { std::ptr::copy_nonoverlapping(p as *const u8, out.as_mut_ptr(), 4096) };
+                true
+            }
+            _ => false,
+        }
+    }
+    pub fn write_page(&self, frame: usize, data: &[u8]) -> bool {
+        match self.word_ptr(frame, 0, PAGE_WORDS) {
+            Some(p) if data.len() == 4096 => {
+                // SAFETY: a whole in-bounds frame from a 4096-byte buffer.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p as *mut u8, 4096) };
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Xen's machine-to-phys table for the domain's frames: shared (a live
+/// domain) or private (a reference guest).
+#[derive(Clone, Copy)]
+pub enum M2p<'a> {
+    Shared(&'a [AtomicU64]),
+    Private(&'a [u64]),
+}
+
+impl M2p<'_> {
+    pub fn pfn_of(&self, frame: usize) -> Option<u64> {
+        let p = match self {
+            M2p::Shared(s) => s.get(frame)?.load(Ordering::Relaxed),
+            M2p::Private(s) => *s.get(frame)?,
+        };
+        (p != crate::hv::INVALID_MFN).then_some(p)
+    }
+}
+
+/// Where a domain's frames sit in machine space.
+#[derive(Clone, Copy)]
+pub struct Frames<'a> {
+    pub ram: &'a RamView,
+    /// mfn of frame 0 (0 for HVM, where frames are gfns).
+    pub base: u64,
+    pub m2p: M2p<'a>,
+}
+
+impl Frames<'_> {
+    /// Frame index of an mfn that belongs to this domain and is populated.
+    pub fn frame_of(&self, mfn: u64) -> Option<usize> {
+        let f = mfn.checked_sub(self.base)? as usize;
+        (f < self.ram.frames() && self.m2p.pfn_of(f).is_some()).then_some(f)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "mfns {:#x}..{:#x}",
+            self.base,
+            self.base + self.ram.frames() as u64
+        )
+    }
+
+    /// Walk 4-level page tables from an L4 mfn; returns (frame, leaf pte).
+    pub fn walk(&self, l4_mfn: u64, va: u64) -> BootResult<(usize, u64)> {
+        let mut mfn = l4_mfn;
+        for level in (1..=4u32).rev() {
+            let table = self.frame_of(mfn).ok_or_else(|| {
+                format!(
+                    "page-table walk of {va:#x}: L{level} table at mfn {mfn:#x} is outside this domain ({}); page tables not localised?",
+                    self.describe()
+                )
+            })?;
+            let slot = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
+            let pte = self
+                .ram
+                .read_u64(table, slot)
+                .ok_or_else(|| format!("frame {table} unreadable"))?;
+            if pte & PTE_PRESENT == 0 {
+                return Err(format!(
+                    "page-table walk of {va:#x}: L{level} slot {slot} not present"
+                ));
+            }
+            if level > 1 && pte & PTE_PSE != 0 {
+                return Err(format!("page-table walk of {va:#x}: superpage at L{level}"));
+            }
+            mfn = pagetable::frame(pte);
+            if level == 1 {
+                let f = self.frame_of(mfn).ok_or_else(|| {
+                    format!(
+                        "page-table walk of {va:#x}: maps mfn {mfn:#x}, outside this domain ({}); page tables not localised?",
+                        self.describe()
+                    )
+                })?;
+                return Ok((f, pte));
+            }
+        }
+        unreachable!("the loop returns at level 1")
+    }
+}
+
+/// Workload registers in vCPU0: step r12, RNG r13 r14 r15 rbp, acc rbx.
+fn state_from_pv(ctx: &Context64) -> State {
+    State {
+        step: ctx.reg(Reg::R12),
+        rng: Rng([
+            ctx.reg(Reg::R13),
+            ctx.reg(Reg::R14),
+            ctx.reg(Reg::R15),
+            ctx.reg(Reg::Rbp),
+        ]),
+        acc: ctx.reg(Reg::Rbx),
+    }
+}
+
+pub fn state_to_pv(ctx: &mut Context64Mut, st: &State) {
+    ctx.set_reg(Reg::R12, st.step);
+    ctx.set_reg(Reg::R13, st.rng.0[0]);
+    ctx.set_reg(Reg::R14, st.rng.0[1]);
+    ctx.set_reg(Reg::R15, st.rng.0[2]);
+    ctx.set_reg(Reg::Rbp, st.rng.0[3]);
+    ctx.set_reg(Reg::Rbx, st.acc);
+    ctx.set_reg(Reg::Rip, WORKLOAD_RIP);
+}
+
+fn state_from_hvm(rec: &[u8]) -> State {
+    use hvmctx::{cpu, get};
+    State {
+        step: get(rec, cpu::R12),
+        rng: Rng([
+            get(rec, cpu::R13),
+            get(rec, cpu::R14),
+            get(rec, cpu::R15),
+            get(rec, cpu::RBP),
+        ]),
+        acc: get(rec, cpu::RBX),
+    }
+}
+
+pub fn state_to_hvm(rec: &mut [u8], st: &State) {
+    use hvmctx::{cpu, set};
+    set(rec, cpu::R12, st.step);
+    set(rec, cpu::R13, st.rng.0[0]);
+    set(rec, cpu::R14, st.rng.0[1]);
+    set(rec, cpu::R15, st.rng.0[2]);
+    set(rec, cpu::RBP, st.rng.0[3]);
+    set(rec, cpu::RBX, st.acc);
+    set(rec, cpu::RIP, WORKLOAD_RIP);
+}
+
+/// A booted workload: descriptor, registers, and where its data pages are.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub desc: Descriptor,
+    pub state: State,
+    /// Data page index → frame index (the guest's translation cache).
+    pub xlat: Vec<u32>,
+    /// PV: start_info frame and the store/console pfns (for suspend).
+    pub start_info: Option<usize>,
+}
+
+/// Boot (or resume) a PV guest from its vCPU0 BASIC context.
+pub fn boot_pv(fr: Frames, basic0: &[u8]) -> BootResult<Kernel> {
+    let ctx = Context64::new(basic0).map_err(|e| format!("vCPU0 context: {e}"))?;
+    if ctx.flags() & VGCF_ONLINE == 0 {
+        return Err("vCPU0 is not online (context never set)".into());
+    }
+    if ctx.reg(Reg::Rip) != WORKLOAD_RIP {
+        return Err(format!(
+            "vCPU0 rip {:#x} is not the workload loop {WORKLOAD_RIP:#x}: context not restored?",
+            ctx.reg(Reg::Rip)
+        ));
+    }
+    let cr3 = ctx.cr3_frame();
+    let si_mfn = ctx.reg(Reg::Rdx);
+    let si_frame = fr.frame_of(si_mfn).ok_or_else(|| {
+        format!(
+            "start_info mfn {si_mfn:#x} (vCPU0 rdx) is outside this domain ({}): context not localised?",
+            fr.describe()
+        )
+    })?;
+    let mut si = vec![0u8; 4096];
+    fr.ram.read_page(si_frame, &mut si);
+    if !start_info::is_x86_64(&si) {
+        return Err(format!("no start_info at mfn {si_mfn:#x}: bad magic"));
+    }
+    let nr_pages = start_info::nr_pages(&si);
+    if nr_pages != fr.ram.frames() as u64 {
+        return Err(format!(
+            "start_info nr_pages {nr_pages} but the domain has {} pages",
+            fr.ram.frames()
+        ));
+    }
+    for (what, mfn) in [
+        ("store_mfn", start_info::store_mfn(&si)),
+        ("console mfn", start_info::console_mfn(&si)),
+    ] {
+        if fr.frame_of(mfn).is_none() {
+            return Err(format!(
+                "start_info {what} {mfn:#x} is outside this domain ({}): start_info not rewritten?",
+                fr.describe()
+            ));
+        }
+    }
+    // The descriptor, through the page tables.
+    let (df, _) = fr.walk(cr3, PvLayout::va(PvLayout::DESCRIPTOR))?;
+    let mut page = vec![0u8; 4096];
+    fr.ram.read_page(df, &mut page);
+    let desc = Descriptor::decode(&page).map_err(|e| e.to_string())?;
+    if desc.pages != nr_pages {
+        return Err(format!(
+            "descriptor says {} pages, start_info {nr_pages}",
+            desc.pages
+        ));
+    }
+    // The P2M, through the page tables: every entry must be ours and agree
+    // with Xen's M2P (a restore that did not rewrite it fails here).
+    let mfn_list = u64_at(&si, start_info::MFN_LIST);
+    let mut p2m_frame = usize::MAX;
+    for pfn in 0..nr_pages {
+        if pfn % 512 == 0 {
+            p2m_frame = fr.walk(cr3, mfn_list + pfn * 8)?.0;
+        }
+        let mfn = fr
+            .ram
+            .read_u64(p2m_frame, (pfn % 512) as usize)
+            .ok_or("P2M frame unreadable")?;
+        let f = fr.frame_of(mfn).ok_or_else(|| {
+            format!(
+                "P2M entry of pfn {pfn:#x} is mfn {mfn:#x}, outside this domain ({}): P2M not rewritten?",
+                fr.describe()
+            )
+        })?;
+        if fr.m2p.pfn_of(f) != Some(pfn) {
+            return Err(format!(
+                "P2M maps pfn {pfn:#x} to mfn {mfn:#x}, which Xen's M2P gives to another pfn"
+            ));
+        }
+    }
+    // The data pages, through the page tables; they must be writable.
+    let mut xlat = Vec::with_capacity(desc.data_pages as usize);
+    for i in 0..desc.data_pages {
+        let va = desc.data_base + i * 4096;
+        let (f, pte) = fr.walk(cr3, va)?;
+        if pte & PTE_RW == 0 {
+            return Err(format!("data page at {va:#x} is mapped read-only"));
+        }
+        xlat.push(f as u32);
+    }
+    if desc.data_base < DIRECT_MAP_VA {
+        return Err(format!(
+            "data base {:#x} below the direct map",
+            desc.data_base
+        ));
+    }
+    Ok(Kernel {
+        desc,
+        state: state_from_pv(&ctx),
+        xlat,
+        start_info: Some(si_frame),
+    })
+}
+
+fn u64_at(p: &[u8], o: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&p[o..o + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Boot (or resume) an HVM guest from its HVM context.
+pub fn boot_hvm(ram: &RamView, blob: &[u8]) -> BootResult<Kernel> {
+    let r = hvmctx::cpu_record(blob, 0).map_err(|e| e.to_string())?;
+    let rec = &blob[r];
+    let rip = hvmctx::get(rec, hvmctx::cpu::RIP);
+    if rip != WORKLOAD_RIP {
+        return Err(format!(
+            "vCPU0 rip {rip:#x} is not the workload loop {WORKLOAD_RIP:#x}: context not restored?"
+        ));
+    }
+    let pages = ram.frames() as u64;
+    let lay = HvmLayout { pages };
+    let dg = hvmctx::get(rec, hvmctx::cpu::RDI);
+    if dg >= pages {
+        return Err(format!("descriptor gfn {dg:#x} (rdi) beyond RAM"));
+    }
+    let mut page = vec![0u8; 4096];
+    ram.read_page(dg as usize, &mut page);
+    let desc = Descriptor::decode(&page).map_err(|e| e.to_string())?;
+    if desc.pages != pages || desc.data_base + desc.data_pages > pages - HVM_TOP_RESERVED {
+        return Err(format!(
+            "descriptor data {:#x}+{} does not fit a {pages}-page guest",
+            desc.data_base, desc.data_pages
+        ));
+    }
+    let _ = lay;
+    let xlat = (0..desc.data_pages)
+        .map(|i| (desc.data_base + i) as u32)
+        .collect();
+    Ok(Kernel {
+        desc,
+        state: state_from_hvm(rec),
+        xlat,
+        start_info: None,
+    })
+}
+
+/// The workload's memory: data pages through the translation, optionally
+/// marking the software dirty bitmap after each write lands.
+pub struct DataMem<'a> {
+    pub ram: &'a RamView,
+    pub xlat: &'a [u32],
+    pub dirty: Option<&'a [AtomicU64]>,
+}
+
+impl GuestMem for DataMem<'_> {
+    fn data_pages(&self) -> u64 {
+        self.xlat.len() as u64
+    }
+    fn write_words(&mut self, page: u64, word: usize, words: &[u64]) {
+        let Some(&f) = self.xlat.get(page as usize) else {
+            return;
+        };
+        self.ram.write_u64s(f as usize, word, words);
+        if let Some(d) = self.dirty {
+            // After the write: a CLEAN racing with it can only see the bit
+            // one round late, never lose the page.
+            if let Some(w) = d.get(f as usize / 64) {
+                w.fetch_or(1 << (f % 64), Ordering::Release);
+            }
+        }
+    }
+    fn read_word(&self, page: u64, word: usize) -> u64 {
+        self.xlat
+            .get(page as usize)
+            .and_then(|&f| self.ram.read_u64(f as usize, word))
+            .unwrap_or(0)
+    }
+}
+
+impl Kernel {
+    /// One workload step; returns the frame written, if any.
+    pub fn step(&mut self, ram: &RamView, dirty: Option<&[AtomicU64]>) -> Option<u32> {
+        let mut mem = DataMem {
+            ram,
+            xlat: &self.xlat,
+            dirty,
+        };
+        let p = workload::step(&self.desc, &mut self.state, &mut mem)?;
+        self.xlat.get(p as usize).copied()
+    }
+}
