@@ -110,7 +110,7 @@ impl PvRestore {
             .frames
             .take()
             .ok_or_else(|| RestoreError::Missing("no X86_PV_P2M_FRAMES record".into()))?;
-        if !self.vcpus.get(&0).is_some_and(|v| !v.basic.is_empty()) {
+        if self.vcpus.get(&0).is_none_or(|v| v.basic.is_empty()) {
             return Err(RestoreError::Missing("no X86_PV_VCPU_BASIC record for vCPU 0".into()));
         }
         let info = hv.domain_info(dom)?;

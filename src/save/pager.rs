@@ -139,13 +139,11 @@ impl<W: Write> Pager for HvPager<'_, W> {
                 self.types[i] = vt[k];
             }
         }
-        for i in 0..n {
-            if !self.types[i].is_known() {
-                return Err(SaveError::Unsupported(format!(
-                    "pfn {:#x}: hypervisor reported unknown page type {:#x}",
-                    pfns[i], self.types[i].0
-                )));
-            }
+        if let Some((pfn, ty)) = pfns.iter().zip(&self.types).find(|(_, t)| !t.is_known()) {
+            return Err(SaveError::Unsupported(format!(
+                "pfn {pfn:#x}: hypervisor reported unknown page type {:#x}",
+                ty.0
+            )));
         }
         let with_data: Vec<usize> = (0..n).filter(|&i| self.types[i].has_data()).collect();
         let data_gfns: Vec<u64> = with_data.iter().map(|&i| self.gfns[i]).collect();
@@ -189,8 +187,8 @@ impl<W: Write> Pager for HvPager<'_, W> {
 
         let mut pages: Vec<&[u8]> = Vec::with_capacity(with_data.len());
         let mut k = 0;
-        for i in 0..n {
-            let mut ty = self.types[i];
+        for (&pfn, &ty) in pfns.iter().zip(&self.types) {
+            let mut ty = ty;
             if ty.has_data() {
                 if skip[k] {
                     ty = PageType::XTAB;
@@ -201,7 +199,7 @@ impl<W: Write> Pager for HvPager<'_, W> {
                 }
                 k += 1;
             }
-            self.entries.push(PfnEntry { pfn: pfns[i], ty });
+            self.entries.push(PfnEntry { pfn, ty });
         }
         self.w.write_page_batch(&self.entries, &pages)?;
         drop(pages);

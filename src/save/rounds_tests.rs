@@ -156,7 +156,11 @@ proptest! {
 fn hot_working_set_caps_and_savings() {
     let pages = 20_000u64;
     let hot: Vec<u64> = (0..400).map(|i| i * 37 % pages).collect();
-    let script = vec![hot.clone()];
+    // Each tick rewrites a quarter of the hot set, a different quarter each
+    // time: a hot page is rewritten every few batches, not at every one.
+    let script: Vec<Vec<u64>> = (0..7)
+        .map(|t| hot.iter().copied().filter(|p| (p * 7 + t) % 4 == 0).collect())
+        .collect();
     let run = |p: &mut dyn Policy| {
         let mut m = Model::new(pages, script.clone(), vec![]);
         let out = run_live(&mut m, p, pages).unwrap();
@@ -167,6 +171,16 @@ fn hot_working_set_caps_and_savings() {
     let x4 = run(&mut Xen4::new(Xen4Params::default()));
     let hp = run(&mut HotPage::new(HotPageParams::default()).unwrap());
     let live = |o: &RoundsOutcome| o.rounds.iter().filter(|r| !r.last).count();
+    eprintln!(
+        "sent: xen33 {} ({} rounds), xen4 {} ({}), hotpage {} ({}), final hot {}",
+        x33.total_pages_sent,
+        live(&x33),
+        x4.total_pages_sent,
+        live(&x4),
+        hp.total_pages_sent,
+        live(&hp),
+        hp.hot_pages_final
+    );
     // The hot set never converges below 50 pages: xen33 stops at 29 rounds
     // (no 3x cap reached with 400 of 20000 pages per round).
     assert_eq!(live(&x33), 29);
