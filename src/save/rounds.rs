@@ -78,15 +78,20 @@ impl<P: Pager> RoundLoop<'_, P> {
         Ok((sent, skipped))
     }
 
-    fn record(&mut self, mut r: RoundStats, started: Instant, bytes_before: u64) -> RoundStats {
+    /// Finish a round's statistics (bytes, time, bandwidth).
+    fn measure(&self, mut r: RoundStats, started: Instant, bytes_before: u64) -> RoundStats {
         let secs = started.elapsed().as_secs_f64();
         r.bytes = self.pager.bytes_written() - bytes_before;
         r.duration_ms = secs * 1e3;
         r.bandwidth = if secs > 0.0 { r.bytes as f64 / secs } else { 0.0 };
+        r
+    }
+
+    /// Count a finished round and report it.
+    fn record(&mut self, r: RoundStats) {
         self.total_sent += r.pages_sent;
         self.pager.round_done(&r);
-        self.rounds.push(r.clone());
-        r
+        self.rounds.push(r);
     }
 }
 
@@ -115,7 +120,7 @@ pub fn run_live<P: Pager>(
         let planned = to_send.count();
         let (sent, skipped) = lp.send_set(&to_send, skip)?;
         lp.pager.clean(&mut dirty, false)?;
-        let r = lp.record(
+        let mut r = lp.measure(
             RoundStats {
                 round,
                 dirty_pages: planned,
@@ -131,21 +136,20 @@ pub fn run_live<P: Pager>(
             p2m_size,
             sent,
             skipped: r.pages_skipped,
-            total_sent: lp.total_sent,
+            total_sent: lp.total_sent + sent,
             total_bytes: lp.pager.bytes_written(),
             duration: started.elapsed(),
             bandwidth: r.bandwidth,
         };
         let decision = policy.plan(&facts, &mut dirty, &skipped);
         let held = policy.held().map_or(0, |h| h.count());
-        if let Some(last) = lp.rounds.last_mut() {
-            last.hot_pages = held;
-            last.expected_downtime_ms = if r.bandwidth > 0.0 {
-                (dirty.count() + held) as f64 * 4096.0 / r.bandwidth * 1e3
-            } else {
-                0.0
-            };
-        }
+        r.hot_pages = held;
+        r.expected_downtime_ms = if r.bandwidth > 0.0 {
+            (dirty.count() + held) as f64 * 4096.0 / r.bandwidth * 1e3
+        } else {
+            0.0
+        };
+        lp.record(r);
         round += 1;
         match decision {
             Decision::Continue => to_send.copy_from(&dirty),
@@ -154,7 +158,7 @@ pub fn run_live<P: Pager>(
                 let bytes_before = lp.pager.bytes_written();
                 let planned = dirty.count();
                 let (sent, skipped) = lp.send_set(&dirty, skip)?;
-                lp.record(
+                let r = lp.measure(
                     RoundStats {
                         round,
                         dirty_pages: planned,
@@ -166,6 +170,7 @@ pub fn run_live<P: Pager>(
                     started,
                     bytes_before,
                 );
+                lp.record(r);
                 round += 1;
                 break;
             }
@@ -190,7 +195,7 @@ pub fn run_live<P: Pager>(
     lp.pager.take_deferred(&mut last);
     let planned = last.count();
     let (sent, _) = lp.send_set(&last, false)?;
-    lp.record(
+    let r = lp.measure(
         RoundStats {
             round,
             last: true,
@@ -202,6 +207,7 @@ pub fn run_live<P: Pager>(
         started,
         bytes_before,
     );
+    lp.record(r);
     Ok(RoundsOutcome {
         total_pages_sent: lp.total_sent,
         rounds: lp.rounds,
@@ -227,7 +233,7 @@ pub fn run_nonlive<P: Pager>(
     let all = Bitmap::full(p2m_size);
     // The guest is suspended: the pager fails rather than defers.
     let (sent, _) = lp.send_set(&all, false)?;
-    lp.record(
+    let r = lp.measure(
         RoundStats {
             round: 0,
             last: true,
@@ -238,6 +244,7 @@ pub fn run_nonlive<P: Pager>(
         suspended_at,
         0,
     );
+    lp.record(r);
     Ok(RoundsOutcome {
         total_pages_sent: lp.total_sent,
         rounds: lp.rounds,
