@@ -58,8 +58,10 @@ impl Pager for Model {
         assert!(pfns.windows(2).all(|w| w[0] < w[1]), "batch not ascending");
         self.tick();
         for &p in pfns {
-            if let Some(i) = self.defer_once.iter().position(|&d| d == p) {
-                assert!(!self.suspended, "deferral after suspend");
+            // Like a PV page table that fails to normalise: deferred only
+            // while the guest runs.
+            let pos = self.defer_once.iter().position(|&d| d == p);
+            if let (Some(i), false) = (pos, self.suspended) {
                 self.defer_once.swap_remove(i);
                 self.deferred.set(p);
                 continue;
