@@ -107,7 +107,14 @@ impl Mode {
     }
 }
 
-const SAVE_NAMES: [&str; 6] = ["io_fd", "recv_fd", "domid", "xcflags", "cbflags", "stream_type"];
+const SAVE_NAMES: [&str; 6] = [
+    "io_fd",
+    "recv_fd",
+    "domid",
+    "xcflags",
+    "cbflags",
+    "stream_type",
+];
 const RESTORE_NAMES: [&str; 9] = [
     "io_fd",
     "send_back_fd",
@@ -262,7 +269,9 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(&v("--save-domain 7 8 3 1 184 1")).unwrap().stream_type(),
+            parse(&v("--save-domain 7 8 3 1 184 1"))
+                .unwrap()
+                .stream_type(),
             StreamType::Remus
         );
     }

@@ -191,10 +191,7 @@ impl Config {
             }
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(format!(
-                    "unknown key {key:?} (known: {})",
-                    known.join(", ")
-                ));
+                return Err(format!("unknown key {key:?} (known: {})", known.join(", ")));
             }
         }
         Ok(())
@@ -242,7 +239,10 @@ impl Config {
                 "policy xen33 (max_rounds {rounds}, min_progress {}, max_factor {})",
                 self.target_dirty, self.max_factor
             ),
-            p => format!("policy {p} (max_rounds {rounds}, target_dirty {})", self.target_dirty),
+            p => format!(
+                "policy {p} (max_rounds {rounds}, target_dirty {})",
+                self.target_dirty
+            ),
         }
     }
 }
@@ -274,17 +274,30 @@ mod tests {
     fn errors_name_the_place() {
         let mut c = Config::default();
         let e = c
-            .apply_file(Path::new("/etc/rxmigrate.conf"), "policy = hotpage\nmax_rounds = many\n")
+            .apply_file(
+                Path::new("/etc/rxmigrate.conf"),
+                "policy = hotpage\nmax_rounds = many\n",
+            )
             .unwrap_err();
-        assert_eq!(e.to_string(), "/etc/rxmigrate.conf:2: \"many\" is not a valid round count");
+        assert_eq!(
+            e.to_string(),
+            "/etc/rxmigrate.conf:2: \"many\" is not a valid round count"
+        );
         let e = c.apply_file(Path::new("f"), "polcy = xen4").unwrap_err();
-        assert!(e.to_string().starts_with("f:1: unknown key \"polcy\""), "{e}");
+        assert!(
+            e.to_string().starts_with("f:1: unknown key \"polcy\""),
+            "{e}"
+        );
         let e = c.apply_file(Path::new("f"), "just words").unwrap_err();
         assert!(e.to_string().contains("expected `key = value`"), "{e}");
         let e = c
             .apply_env(|k| (k == "RXMIGRATE_POLICY").then(|| "fast".to_string()))
             .unwrap_err();
-        assert!(e.to_string().starts_with("environment RXMIGRATE_POLICY: unknown policy"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("environment RXMIGRATE_POLICY: unknown policy"),
+            "{e}"
+        );
         let e = c
             .apply_env(|k| (k == "RXMIGRATE_HOT_RELEASE").then(|| "maybe".to_string()))
             .unwrap_err();

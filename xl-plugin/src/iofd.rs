@@ -30,8 +30,11 @@ pub fn take(fd: RawFd, what: &'static str) -> Result<File, FdError> {
     fcntl(fd, FcntlArg::F_GETFD).map_err(|source| FdError::NotOpen { what, fd, source })?;
     // Children we might start (none in the engines today) must not keep
     // libxl's stream open.
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-        .map_err(|source| FdError::NotOpen { what, fd, source })?;
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|source| FdError::NotOpen {
+        what,
+        fd,
+        source,
+    })?;
     // SAFETY: the fd is open (checked above), was inherited from libxl for
     // this purpose, and nothing else in this process owns or closes it.
     Ok(unsafe { File::from_raw_fd(fd) })
@@ -41,7 +44,10 @@ static ABORT_FD: AtomicI32 = AtomicI32::new(-1);
 static DEVNULL: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_sigterm(_: libc::c_int) {
-    let (io, null) = (ABORT_FD.load(Ordering::Relaxed), DEVNULL.load(Ordering::Relaxed));
+    let (io, null) = (
+        ABORT_FD.load(Ordering::Relaxed),
+        DEVNULL.load(Ordering::Relaxed),
+    );
     if io >= 0 && null >= 0 {
         // SAFETY: dup2 is async-signal-safe; both fds stay open for the life
         // of the process. errno is saved and restored around it.

@@ -83,23 +83,24 @@ impl PluginError {
 pub fn handover_reason(mode: &Mode) -> Option<String> {
     match mode.stream_type() {
         StreamType::Plain => {}
-        t => return Some(format!("{t} checkpointed streams are not supported by rxmigrate")),
+        t => {
+            return Some(format!(
+                "{t} checkpointed streams are not supported by rxmigrate"
+            ))
+        }
     }
     if let Mode::Save(a) = mode {
         if a.xcflags & XCFLAGS_DEBUG != 0 {
-            return Some("the debug VERIFY pass (xl migrate --debug) is not supported by rxmigrate".into());
+            return Some(
+                "the debug VERIFY pass (xl migrate --debug) is not supported by rxmigrate".into(),
+            );
         }
     }
     None
 }
 
 /// Hand the run to the stock helper; returns only if that fails.
-fn hand_over(
-    why: &str,
-    cfg_helper: Option<&Path>,
-    argv0: &Path,
-    rest: &[OsString],
-) -> PluginError {
+fn hand_over(why: &str, cfg_helper: Option<&Path>, argv0: &Path, rest: &[OsString]) -> PluginError {
     match stock::locate(cfg_helper, argv0) {
         Ok(p) => {
             log::info!("{why}: handing over to the stock helper {}", p.display());

@@ -274,14 +274,16 @@ impl Libxl {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         self.send(m)?;
         let mut v = [0u8; 4];
-        replies.read_exact(&mut v).map_err(|source| ProtoError::Reply {
-            what: m.name(),
-            source: if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                std::io::Error::new(source.kind(), "libxl closed the reply pipe")
-            } else {
-                source
-            },
-        })?;
+        replies
+            .read_exact(&mut v)
+            .map_err(|source| ProtoError::Reply {
+                what: m.name(),
+                source: if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                    std::io::Error::new(source.kind(), "libxl closed the reply pipe")
+                } else {
+                    source
+                },
+            })?;
         Ok(i32::from_ne_bytes(v))
     }
 }
@@ -343,9 +345,23 @@ mod tests {
     #[test]
     fn reply_flags_follow_the_generator() {
         assert!(Message::Suspend.wants_reply());
-        assert!(Message::Complete { retval: 0, errnoval: 0 }.wants_reply());
-        assert!(!Message::RestoreResults { store_gfn: 0, console_gfn: 0 }.wants_reply());
-        assert_eq!(cbflag(msg::SUSPEND) | cbflag(msg::SWITCH_QEMU_LOGDIRTY), 136);
-        assert_eq!(cbflag(msg::STATIC_DATA_DONE) | cbflag(msg::RESTORE_RESULTS), 768);
+        assert!(Message::Complete {
+            retval: 0,
+            errnoval: 0
+        }
+        .wants_reply());
+        assert!(!Message::RestoreResults {
+            store_gfn: 0,
+            console_gfn: 0
+        }
+        .wants_reply());
+        assert_eq!(
+            cbflag(msg::SUSPEND) | cbflag(msg::SWITCH_QEMU_LOGDIRTY),
+            136
+        );
+        assert_eq!(
+            cbflag(msg::STATIC_DATA_DONE) | cbflag(msg::RESTORE_RESULTS),
+            768
+        );
     }
 }

@@ -53,7 +53,10 @@ impl SaveHooks for LibxlSaveHooks<'_> {
                 self.cbflags
             )));
         }
-        match self.libxl.call(&Message::SwitchQemuLogdirty { domid: dom, enable }) {
+        match self
+            .libxl
+            .call(&Message::SwitchQemuLogdirty { domid: dom, enable })
+        {
             Ok(0) => Ok(()),
             Ok(r) => Err(SaveError::Hook(format!(
                 "libxl could not {} QEMU's dirty tracking for domain {dom} (returned {r})",
@@ -65,7 +68,11 @@ impl SaveHooks for LibxlSaveHooks<'_> {
 
     fn round_done(&mut self, r: &RoundStats) {
         log::info!("{}", round_line(r));
-        let doing = format!("Memory, round {}{}", r.round, if r.last { " (final)" } else { "" });
+        let doing = format!(
+            "Memory, round {}{}",
+            r.round,
+            if r.last { " (final)" } else { "" }
+        );
         let m = Message::Progress {
             context: crate::logger::CONTEXT,
             doing_what: &doing,
@@ -129,7 +136,11 @@ pub fn run(
     let live = a.xcflags & XCFLAGS_LIVE != 0;
     let mut policy = cfg.policy()?;
     if live {
-        log::info!("live save of domain {} with {}", a.domid, cfg.describe_policy());
+        log::info!(
+            "live save of domain {} with {}",
+            a.domid,
+            cfg.describe_policy()
+        );
     } else {
         log::info!("non-live save of domain {}", a.domid);
     }

@@ -78,7 +78,10 @@ pub fn locate(configured: Option<&Path>, argv0: &Path) -> Result<PathBuf, StockE
 /// Replace this process with the stock helper, same arguments. Returns only
 /// on failure.
 pub fn exec(path: &Path, args: &[OsString]) -> StockError {
-    let source = std::process::Command::new(path).arg0(path).args(args).exec();
+    let source = std::process::Command::new(path)
+        .arg0(path)
+        .args(args)
+        .exec();
     StockError::Exec {
         path: path.to_path_buf(),
         source,

@@ -35,7 +35,17 @@ fn bad_command_lines_fail_with_a_clear_error_and_no_protocol_bytes() {
             "--save-domain takes 6 arguments (io_fd recv_fd domid xcflags cbflags stream_type",
         ),
         (
-            &["--restore-domain", "5", "-1", "4", "1", "0", "2", "0", "768"],
+            &[
+                "--restore-domain",
+                "5",
+                "-1",
+                "4",
+                "1",
+                "0",
+                "2",
+                "0",
+                "768",
+            ],
             "--restore-domain takes 9 arguments",
         ),
         (
@@ -43,7 +53,18 @@ fn bad_command_lines_fail_with_a_clear_error_and_no_protocol_bytes() {
             "argument 3 (domid): \"dom0\" is not a decimal number",
         ),
         (
-            &["--restore-domain", "5", "-1", "4", "1", "0", "2", "0", "768", "3"],
+            &[
+                "--restore-domain",
+                "5",
+                "-1",
+                "4",
+                "1",
+                "0",
+                "2",
+                "0",
+                "768",
+                "3",
+            ],
             "argument 9 (stream_type)",
         ),
     ];
@@ -51,7 +72,11 @@ fn bad_command_lines_fail_with_a_clear_error_and_no_protocol_bytes() {
         let (code, stderr, stdout) = run_bad(args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr:?} lacks {want:?}");
-        assert!(stdout.is_empty(), "{args:?}: wrote {} bytes to libxl", stdout.len());
+        assert!(
+            stdout.is_empty(),
+            "{args:?}: wrote {} bytes to libxl",
+            stdout.len()
+        );
     }
 }
 
@@ -69,14 +94,19 @@ fn fake_stock(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-/// Run a save-side handover and return (argv the stock helper saw, what it
-/// wrote on the stream fd, the helper's messages before the exec).
-fn handover(
-    mode: &str,
-    tail: &[&str],
-    env: &[(&str, String)],
-    with_stock_env: bool,
-) -> (Vec<String>, Vec<u8>, Vec<(u32, String)>, Option<i32>, String) {
+/// What a handover run produced.
+struct Handover {
+    /// argv the stock helper saw (empty if it did not run).
+    argv: Vec<String>,
+    /// What arrived on the stream fd.
+    stream: Vec<u8>,
+    logs: Vec<(u32, String)>,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Run the helper where it may hand over to a fake stock helper.
+fn handover(mode: &str, tail: &[&str], env: &[(&str, String)], with_stock_env: bool) -> Handover {
     let d = tempfile::tempdir().unwrap();
     let stock = fake_stock(d.path());
     let argv_file = d.path().join("argv");
@@ -107,9 +137,18 @@ fn handover(
     let mut want = vec![stock.display().to_string()];
     want.extend(args);
     if !argv.is_empty() {
-        assert_eq!(argv, want, "the stock helper must get libxl's argv unchanged");
+        assert_eq!(
+            argv, want,
+            "the stock helper must get libxl's argv unchanged"
+        );
     }
-    (argv, stream.join().unwrap(), logs(&received), code, stderr)
+    Handover {
+        argv,
+        stream: stream.join().unwrap(),
+        logs: logs(&received),
+        code,
+        stderr,
+    }
 }
 
 #[test]
@@ -118,16 +157,33 @@ fn remus_colo_and_debug_streams_go_to_the_stock_helper() {
         ("--save-domain", &["3", "1", "184", "1"], "Remus"),
         ("--save-domain", &["3", "1", "248", "2"], "COLO"),
         ("--save-domain", &["3", "3", "136", "0"], "VERIFY"),
-        ("--restore-domain", &["4", "1", "0", "2", "0", "768", "2"], "COLO"),
+        (
+            "--restore-domain",
+            &["4", "1", "0", "2", "0", "768", "2"],
+            "COLO",
+        ),
     ];
     for (mode, tail, why) in cases {
-        let (argv, stream, logs, code, stderr) = handover(mode, tail, &[], true);
+        let Handover {
+            argv,
+            stream,
+            logs,
+            code,
+            stderr,
+        } = handover(mode, tail, &[], true);
         assert_eq!(code, Some(0), "{stderr}");
-        assert!(!argv.is_empty(), "{mode} {tail:?}: stock helper not run; {logs:?} {stderr}");
-        assert_eq!(stream, b"stock-stream", "the stream fd must reach the stock helper untouched");
         assert!(
-            logs.iter()
-                .any(|(l, t)| *l == 5 && t.contains(why) && t.contains("handing over to the stock helper")),
+            !argv.is_empty(),
+            "{mode} {tail:?}: stock helper not run; {logs:?} {stderr}"
+        );
+        assert_eq!(
+            stream, b"stock-stream",
+            "the stream fd must reach the stock helper untouched"
+        );
+        assert!(
+            logs.iter().any(|(l, t)| *l == 5
+                && t.contains(why)
+                && t.contains("handing over to the stock helper")),
             "{logs:?}"
         );
     }
@@ -136,7 +192,13 @@ fn remus_colo_and_debug_streams_go_to_the_stock_helper() {
 #[test]
 fn without_a_usable_backend_the_stock_helper_takes_over() {
     // No Xen backend in this build: `xen` is unavailable.
-    let (argv, stream, logs, code, _) = handover(
+    let Handover {
+        argv,
+        stream,
+        logs,
+        code,
+        ..
+    } = handover(
         "--save-domain",
         &["3", "1", "136", "0"],
         &[("RXMIGRATE_HV", "xen".into())],
@@ -145,33 +207,56 @@ fn without_a_usable_backend_the_stock_helper_takes_over() {
     assert_eq!(code, Some(0));
     assert!(!argv.is_empty());
     assert_eq!(stream, b"stock-stream");
-    assert!(logs.iter().any(|(l, t)| *l == 7 && t.contains("cannot use hypervisor \"xen\"")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|(l, t)| *l == 7 && t.contains("cannot use hypervisor \"xen\"")),
+        "{logs:?}"
+    );
 
     // fallback = fail: a clear failure through `complete` instead.
-    let (argv, stream, logs, code, _) = handover(
+    let Handover {
+        argv,
+        stream,
+        logs,
+        code,
+        ..
+    } = handover(
         "--save-domain",
         &["3", "1", "136", "0"],
-        &[("RXMIGRATE_HV", "xen".into()), ("RXMIGRATE_FALLBACK", "fail".into())],
+        &[
+            ("RXMIGRATE_HV", "xen".into()),
+            ("RXMIGRATE_FALLBACK", "fail".into()),
+        ],
         true,
     );
     assert_eq!(code, Some(0));
     assert!(argv.is_empty(), "stock helper ran despite fallback = fail");
     assert!(stream.is_empty());
-    assert!(logs.iter().any(|(l, t)| *l == 8 && t.contains("hypervisor")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|(l, t)| *l == 8 && t.contains("hypervisor")),
+        "{logs:?}"
+    );
 }
 
 #[test]
 fn missing_stock_helper_is_reported_through_complete() {
-    let (argv, _, logs, code, _) = handover(
+    let Handover {
+        argv, logs, code, ..
+    } = handover(
         "--save-domain",
         &["3", "1", "184", "1"],
-        &[("RXMIGRATE_STOCK_HELPER", "/nonexistent/libxl-save-helper".into())],
+        &[(
+            "RXMIGRATE_STOCK_HELPER",
+            "/nonexistent/libxl-save-helper".into(),
+        )],
         false,
     );
     assert_eq!(code, Some(0));
     assert!(argv.is_empty());
     assert!(
-        logs.iter().any(|(l, t)| *l == 8 && t.contains("/nonexistent/libxl-save-helper")),
+        logs.iter()
+            .any(|(l, t)| *l == 8 && t.contains("/nonexistent/libxl-save-helper")),
         "{logs:?}"
     );
 }
@@ -209,10 +294,24 @@ fn failures_reach_libxl_as_log_and_complete() {
     // A bad setting names where it is; restore still sends its results first.
     let (r, w) = pipe();
     let mut h = spawn(
-        &["--restore-domain", &r.as_raw_fd().to_string(), "-1", "1", "1", "0", "2", "0", "768", "0"]
-            .map(String::from),
+        &[
+            "--restore-domain",
+            &r.as_raw_fd().to_string(),
+            "-1",
+            "1",
+            "1",
+            "0",
+            "2",
+            "0",
+            "768",
+            "0",
+        ]
+        .map(String::from),
         &[r.as_raw_fd()],
-        &[("RXMIGRATE_HV", sim), ("RXMIGRATE_MAX_ROUNDS", "lots".into())],
+        &[
+            ("RXMIGRATE_HV", sim),
+            ("RXMIGRATE_MAX_ROUNDS", "lots".into()),
+        ],
     );
     drop(w);
     let mut seen = Vec::new();
@@ -227,7 +326,13 @@ fn failures_reach_libxl_as_log_and_complete() {
     let (code, _, received) = h.wait();
     assert_eq!(code, Some(0));
     let n = seen.len();
-    assert_eq!(seen[n - 2], Msg::RestoreResults { store: 0, console: 0 });
+    assert_eq!(
+        seen[n - 2],
+        Msg::RestoreResults {
+            store: 0,
+            console: 0
+        }
+    );
     assert!(matches!(seen[n - 1], Msg::Complete { retval: -1, .. }));
     assert!(
         logs(&received)

@@ -133,7 +133,9 @@ fn restore(host: &SimHost, dom: u32, stream: Vec<u8>, static_reply: i32) -> Rest
     // a writer stuck on a full pipe after a failure gets unstuck) is what it
     // did not read.
     let mut after = Vec::new();
-    std::fs::File::from(r).read_to_end(&mut after).expect("rest of the fd");
+    std::fs::File::from(r)
+        .read_to_end(&mut after)
+        .expect("rest of the fd");
     writer.join().expect("writer");
     Restored {
         received,
@@ -182,14 +184,21 @@ fn check_stream(stream: &[u8], t: GuestType) -> u64 {
         }
     }
     assert!(r.at_end(), "stream without END");
-    assert_eq!(r.offset(), stream.len() as u64, "bytes after the libxc END record");
+    assert_eq!(
+        r.offset(),
+        stream.len() as u64,
+        "bytes after the libxc END record"
+    );
     records
 }
 
 fn save_then_restore(t: GuestType) {
     let (_da, a) = new_host();
     let (_db, b) = new_host();
-    let mut src = Doms { host: &a, ids: vec![] };
+    let mut src = Doms {
+        host: &a,
+        ids: vec![],
+    };
     let dom = a.create_guest(&guest("web", t)).expect("create");
     src.ids.push(dom);
     a.run_until(dom, 2000).expect("warm up");
@@ -205,7 +214,9 @@ fn save_then_restore(t: GuestType) {
     let msgs: Vec<&Msg> = s.received.iter().map(|r| &r.msg).collect();
 
     // Suspend: exactly once, the four bytes of the reference.
-    let susp: Vec<usize> = (0..msgs.len()).filter(|&i| *msgs[i] == Msg::Suspend).collect();
+    let susp: Vec<usize> = (0..msgs.len())
+        .filter(|&i| *msgs[i] == Msg::Suspend)
+        .collect();
     assert_eq!(susp.len(), 1, "{msgs:?}");
     assert_eq!(s.received[susp[0]].raw, [2, 0, 3, 0]);
     // QEMU's dirty tracking: HVM only, on before the suspend, off after it.
@@ -237,12 +248,26 @@ fn save_then_restore(t: GuestType) {
     let logs = logs(&s.received);
     eprintln!("helper log for the {t} save: {logs:#?}");
     assert!(logs.iter().all(|(l, _)| (1..=9).contains(l)), "{logs:?}");
-    assert!(logs.iter().any(|(_, t)| t.contains("policy hotpage")), "{logs:?}");
+    assert!(
+        logs.iter().any(|(_, t)| t.contains("policy hotpage")),
+        "{logs:?}"
+    );
     let rounds = logs.iter().filter(|(_, t)| t.starts_with("round ")).count();
-    assert!((2..=6).contains(&rounds), "live rounds plus the final one: {logs:?}");
-    assert!(logs.iter().any(|(_, t)| t.contains("round") && t.contains("(final)")));
-    assert!(logs.iter().any(|(_, t)| t.starts_with("hotpage save done")), "{logs:?}");
-    assert!(s.received.iter().any(|r| matches!(r.msg, Msg::Progress { .. })));
+    assert!(
+        (2..=6).contains(&rounds),
+        "live rounds plus the final one: {logs:?}"
+    );
+    assert!(logs
+        .iter()
+        .any(|(_, t)| t.contains("round") && t.contains("(final)")));
+    assert!(
+        logs.iter().any(|(_, t)| t.starts_with("hotpage save done")),
+        "{logs:?}"
+    );
+    assert!(s
+        .received
+        .iter()
+        .any(|r| matches!(r.msg, Msg::Progress { .. })));
 
     // The stream: one whole libxc stream, nothing more.
     let records = check_stream(&s.stream, t);
@@ -253,7 +278,10 @@ fn save_then_restore(t: GuestType) {
     assert!(s.step > 2000);
 
     // The receiving libxl has built an empty domain from the config.
-    let mut dst = Doms { host: &b, ids: vec![] };
+    let mut dst = Doms {
+        host: &b,
+        ids: vec![],
+    };
     let nd = b
         .create_domain(&DomainSpec {
             name: "web--incoming".into(),
@@ -283,7 +311,10 @@ fn save_then_restore(t: GuestType) {
         panic!("restore_results must come right before complete: {msgs:?}")
     };
     assert_eq!(r.received[n - 2].raw.len(), 2 + 2 + 16);
-    assert_eq!(r.received[n - 1].raw, [10, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        r.received[n - 1].raw,
+        [10, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
     // libxl unpauses the guest; it runs on from where it was suspended.
     let info = b.domain_info(nd).expect("restored");
     assert!(info.paused, "the helper must leave the domain paused");
@@ -315,13 +346,21 @@ fn hvm_guest_saves_and_restores_through_the_helper() {
 fn restore_fails_cleanly_when_libxl_rejects_static_data() {
     let (_da, a) = new_host();
     let (_db, b) = new_host();
-    let mut src = Doms { host: &a, ids: vec![] };
+    let mut src = Doms {
+        host: &a,
+        ids: vec![],
+    };
     let dom = a.create_guest(&guest("db", GuestType::Pv)).expect("create");
     src.ids.push(dom);
     let info = a.domain_info(dom).unwrap();
     let s = save(&a, dom, "xen4");
-    assert!(logs(&s.received).iter().any(|(_, t)| t.contains("policy xen4")));
-    let mut dst = Doms { host: &b, ids: vec![] };
+    assert!(logs(&s.received)
+        .iter()
+        .any(|(_, t)| t.contains("policy xen4")));
+    let mut dst = Doms {
+        host: &b,
+        ids: vec![],
+    };
     let nd = b
         .create_domain(&DomainSpec {
             name: "db".into(),
@@ -338,7 +377,10 @@ fn restore_fails_cleanly_when_libxl_rejects_static_data() {
     // Results (zeros) still precede complete, which reports the failure.
     assert_eq!(
         r.received[n - 2].msg,
-        Msg::RestoreResults { store: 0, console: 0 }
+        Msg::RestoreResults {
+            store: 0,
+            console: 0
+        }
     );
     let Msg::Complete { retval, errnoval } = r.received[n - 1].msg else {
         panic!("no complete")

@@ -16,8 +16,12 @@ const INSTALL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh");
 const STOCK_SCRIPT: &str = "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > \"$STOCK_ARGV\"\neval \"printf stock-stream >&$2\"\n";
 
 fn sh(args: &[&str]) -> (bool, String) {
-    let out = Command::new(INSTALL).args(args).output().expect("run install.sh");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(INSTALL)
+        .args(args)
+        .output()
+        .expect("run install.sh");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -34,10 +38,20 @@ fn snapshot(root: &Path) -> Vec<(String, String)> {
                 stack.push(p);
                 v.push((rel, "dir".into()));
             } else if m.file_type().is_symlink() {
-                v.push((rel, format!("-> {}", std::fs::read_link(&p).unwrap().display())));
+                v.push((
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                ));
             } else {
                 let body = std::fs::read(&p).unwrap();
-                v.push((rel, format!("{:o} {}", m.permissions().mode(), String::from_utf8_lossy(&body))));
+                v.push((
+                    rel,
+                    format!(
+                        "{:o} {}",
+                        m.permissions().mode(),
+                        String::from_utf8_lossy(&body)
+                    ),
+                ));
             }
         }
     }
@@ -48,7 +62,10 @@ fn snapshot(root: &Path) -> Vec<(String, String)> {
 #[test]
 fn install_diverts_the_stock_helper_and_uninstall_restores_it() {
     assert!(
-        Command::new("dpkg-divert").arg("--version").output().is_ok(),
+        Command::new("dpkg-divert")
+            .arg("--version")
+            .output()
+            .is_ok(),
         "dpkg-divert is needed (Debian's dpkg package)"
     );
     let t = tempfile::tempdir().unwrap();
@@ -69,9 +86,15 @@ fn install_diverts_the_stock_helper_and_uninstall_restores_it() {
         std::fs::read_link(&stock).unwrap(),
         Path::new("/usr/local/lib/rxmigrate/rxmigrate-save-helper")
     );
-    assert_eq!(std::fs::read_to_string(bin.join("libxl-save-helper.stock")).unwrap(), STOCK_SCRIPT);
+    assert_eq!(
+        std::fs::read_to_string(bin.join("libxl-save-helper.stock")).unwrap(),
+        STOCK_SCRIPT
+    );
     let installed = root.join("usr/local/lib/rxmigrate/rxmigrate-save-helper");
-    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(HELPER).unwrap());
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(HELPER).unwrap()
+    );
     // The configuration it writes is one the helper accepts.
     let conf = root.join("etc/rxmigrate.conf");
     let mut c = Config::default();
@@ -92,7 +115,15 @@ fn install_diverts_the_stock_helper_and_uninstall_restores_it() {
     let (rd, wr) = pipe();
     let mut cmd = Command::new(&installed);
     cmd.arg0(&stock)
-        .args(["--save-domain", &wr.as_raw_fd().to_string(), "-1", "3", "1", "184", "1"])
+        .args([
+            "--save-domain",
+            &wr.as_raw_fd().to_string(),
+            "-1",
+            "3",
+            "1",
+            "184",
+            "1",
+        ])
         .env("RXMIGRATE_CONF", "/dev/null")
         .env("STOCK_ARGV", &argv_file)
         .env_remove("RXMIGRATE_STOCK_HELPER")
@@ -114,7 +145,13 @@ fn install_diverts_the_stock_helper_and_uninstall_restores_it() {
     assert!(status.success());
     assert_eq!(stream, b"stock-stream");
     let argv = std::fs::read_to_string(&argv_file).unwrap();
-    assert!(argv.starts_with(&format!("{}\n", bin.join("libxl-save-helper.stock").display())), "{argv}");
+    assert!(
+        argv.starts_with(&format!(
+            "{}\n",
+            bin.join("libxl-save-helper.stock").display()
+        )),
+        "{argv}"
+    );
     std::fs::remove_file(&argv_file).unwrap();
 
     let (ok, out) = sh(&["uninstall", "--root", &r]);
@@ -145,7 +182,13 @@ fn install_refuses_without_xen_or_binary() {
     assert!(!ok);
     assert!(out.contains("is xen-utils installed?"), "{out}");
     let (ok, out) = sh(&["install", "--root", &r, "--binary", "/nonexistent"]);
-    assert!(!ok && out.contains("/nonexistent is not an executable"), "{out}");
+    assert!(
+        !ok && out.contains("/nonexistent is not an executable"),
+        "{out}"
+    );
     let (ok, out) = sh(&["frobnicate"]);
-    assert!(!ok && out.contains("unknown argument 'frobnicate'"), "{out}");
+    assert!(
+        !ok && out.contains("unknown argument 'frobnicate'"),
+        "{out}"
+    );
 }

@@ -92,7 +92,10 @@ struct Body<'a> {
 
 impl Body<'_> {
     fn take(&mut self, n: usize) -> &[u8] {
-        assert!(self.b.len() >= n, "message body too short: wanted {n} more bytes");
+        assert!(
+            self.b.len() >= n,
+            "message body too short: wanted {n} more bytes"
+        );
         let (h, t) = self.b.split_at(n);
         self.b = t;
         h
@@ -112,7 +115,11 @@ impl Body<'_> {
         let n = self.u32() as usize;
         assert!(n > 0, "STRING with length 0 (libxl rejects it)");
         let s = self.take(n);
-        assert_eq!(s[n - 1], 0, "STRING without its final NUL (libxl rejects it)");
+        assert_eq!(
+            s[n - 1],
+            0,
+            "STRING without its final NUL (libxl rejects it)"
+        );
         String::from_utf8_lossy(&s[..n - 1]).into_owned()
     }
 }
@@ -162,7 +169,11 @@ pub fn read_msg(r: &mut impl Read) -> Option<Received> {
         },
         other => panic!("message number {other} is not one a plain save/restore sends"),
     };
-    assert!(b.b.is_empty(), "{} trailing bytes after message {num}", b.b.len());
+    assert!(
+        b.b.is_empty(),
+        "{} trailing bytes after message {num}",
+        b.b.len()
+    );
     Some(Received { raw, msg })
 }
 
@@ -238,7 +249,11 @@ impl Helper {
         // libxl stops reading after `complete`; anything more would be lost.
         let mut rest = Vec::new();
         self.messages.read_to_end(&mut rest).expect("drain stdout");
-        assert!(rest.is_empty(), "{} bytes on stdout after the last message", rest.len());
+        assert!(
+            rest.is_empty(),
+            "{} bytes on stdout after the last message",
+            rest.len()
+        );
         drop(self.replies);
         let out = self.child.wait_with_output().expect("wait");
         (
