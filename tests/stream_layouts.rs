@@ -80,7 +80,6 @@ fn reader_never_reads_past_end() {
     while r.next_record().unwrap().is_some() {}
     // After END: no more reads, Ok(None) forever.
     assert_eq!(r.next_record().unwrap(), None);
-    drop(r);
     assert_eq!(input, b"libxl goes on here");
 }
 
@@ -114,7 +113,7 @@ fn write_page_batch_is_a_page_data_record() {
     let before = w.bytes_written();
     assert!(w.write_page_batch(&entries, &refs[..1]).is_err());
     assert!(w
-        .write_page_batch(&entries, &[&refs[0][..], &refs[1][..100]])
+        .write_page_batch(&entries, &[refs[0], &refs[1][..100]])
         .is_err());
     assert_eq!(w.bytes_written(), before);
     assert_eq!(w.get_mut().len() as u64, before);
@@ -342,7 +341,6 @@ fn whole_xl_file_reads_layer_by_layer() {
     while let Some(rec) = lx.next_record().unwrap() {
         recs.push(rec);
     }
-    drop(lx);
     assert_eq!(recs, hvm_records());
     for want in hvm_tail(true) {
         assert_eq!(read_libxl_record(&mut r).unwrap(), want);
