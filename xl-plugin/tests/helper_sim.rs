@@ -417,3 +417,80 @@ fn restore_fails_cleanly_when_libxl_rejects_static_data() {
     // The domain libxl built is libxl's to destroy: still there.
     assert!(b.domain_info(nd).is_ok());
 }
+
+/// libxl aborts a save with SIGTERM (e.g. `xl migrate` interrupted): the
+/// helper must not die but fail the stream writes, unwind and report
+/// through `complete`, as Xen's helper does.
+#[test]
+fn sigterm_during_a_save_is_reported_through_complete() {
+    let (_da, a) = new_host();
+    let mut src = Doms {
+        host: &a,
+        ids: vec![],
+    };
+    let dom = a
+        .create_guest(&guest("abort", GuestType::Pv))
+        .expect("create");
+    src.ids.push(dom);
+    a.unpause(dom).expect("run");
+    let (r, w) = pipe();
+    let args: Vec<String> = [
+        "--save-domain".to_string(),
+        w.as_raw_fd().to_string(),
+        "-1".into(),
+        dom.to_string(),
+        "1".into(),
+        "136".into(),
+        "0".into(),
+    ]
+    .to_vec();
+    let mut h = spawn(
+        &args,
+        &[w.as_raw_fd()],
+        &[("RXMIGRATE_HV", format!("sim:{}", a.dir().display()))],
+    );
+    drop(w);
+    let stream = drain(r);
+    let mut complete = None;
+    while let Some(m) = h.next() {
+        match m {
+            Msg::Suspend => {
+                // The helper waits for this reply: the signal lands while
+                // the final round is still to be written.
+                let pid = nix::unistd::Pid::from_raw(h.child.id() as i32);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+                a.suspend(dom).expect("suspend");
+                h.reply(1);
+            }
+            Msg::Complete { retval, errnoval } => {
+                complete = Some((retval, errnoval));
+                h.reply(0);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let (code, stderr, received) = h.wait();
+    assert_eq!(
+        code,
+        Some(0),
+        "the helper died instead of reporting: {stderr}"
+    );
+    assert_eq!(complete, Some((-1, libc::EBADF)));
+    assert!(
+        logs(&received).iter().any(|(l, _)| *l == 8),
+        "no error logged: {received:?}"
+    );
+    // The stream stops short: no END.
+    let stream = stream.join().unwrap();
+    let mut input = stream.as_slice();
+    let mut rd = LibxcReader::new(&mut input).expect("headers were written");
+    let ended = loop {
+        match rd.next_record() {
+            Ok(Some(_)) if rd.at_end() => break true,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break false,
+        }
+    };
+    assert!(!ended, "a whole stream despite the abort");
+}
