@@ -20,6 +20,8 @@ struct Saved {
     stream: Vec<u8>,
     received: Vec<Received>,
     step: u64,
+    /// The JSON lines of RXMIGRATE_STATS.
+    stats: Vec<serde_json::Value>,
 }
 
 /// `xl migrate`'s sender side (or `xl save`'s with `xcflags` 0): run
@@ -28,6 +30,8 @@ struct Saved {
 fn save(host: &SimHost, dom: u32, policy: &str, xcflags: u32) -> Saved {
     let (r, w) = pipe();
     let null = devnull();
+    let stats_dir = tempfile::tempdir().expect("tempdir");
+    let stats_file = stats_dir.path().join("stats.jsonl");
     let args: Vec<String> = [
         "--save-domain".to_string(),
         w.as_raw_fd().to_string(),
@@ -44,6 +48,7 @@ fn save(host: &SimHost, dom: u32, policy: &str, xcflags: u32) -> Saved {
         &[
             ("RXMIGRATE_HV", format!("sim:{}", host.dir().display())),
             ("RXMIGRATE_POLICY", policy.to_string()),
+            ("RXMIGRATE_STATS", stats_file.display().to_string()),
         ],
     );
     drop(w);
@@ -74,10 +79,16 @@ fn save(host: &SimHost, dom: u32, policy: &str, xcflags: u32) -> Saved {
     }
     let (code, stderr, received) = h.wait();
     assert_eq!(code, Some(0), "helper exit; stderr: {stderr}");
+    let stats = std::fs::read_to_string(&stats_file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stats line is JSON"))
+        .collect();
     Saved {
         stream: stream.join().expect("stream reader"),
         received,
         step,
+        stats,
     }
 }
 
@@ -280,6 +291,15 @@ fn save_then_restore(t: GuestType, live: bool) {
         .received
         .iter()
         .any(|r| matches!(r.msg, Msg::Progress { .. })));
+    // The stats file: a line per round, then the summary.
+    let (last, round_lines) = s.stats.split_last().expect("stats lines");
+    assert_eq!(round_lines.len(), rounds);
+    assert!(round_lines
+        .iter()
+        .all(|l| l["round"]["pages_sent"].is_u64()));
+    let policy = if live { "hotpage" } else { "non-live" };
+    assert_eq!(last["summary"]["policy"], policy, "{last}");
+    assert_eq!(last["summary"]["total_bytes"], s.stream.len() as u64);
 
     // The stream: one whole libxc stream, nothing more.
     let records = check_stream(&s.stream, t);
