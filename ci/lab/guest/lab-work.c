@@ -7,9 +7,10 @@
  * Prints "HEARTBEAT n gap_ms=G ..." once a second on stdout (the guest
  * console), where n counts up from 0 for the life of the guest, so the
  * counter carries on across save/restore and migration, and G is the longest
- * stall of the work loop seen in that second, measured on the guest's
- * monotonic clock: a migration's downtime shows up as a large G right after
- * it (as far as the guest's clock kept running while it was stopped).
+ * stall of the work loop seen in that second, measured on CLOCK_BOOTTIME
+ * (which, unlike CLOCK_MONOTONIC, counts the time the kernel spent
+ * suspended): a save/restore's or migration's outage shows up as a large G
+ * right after it.
  *
  * dirty: rewrites every page of a hot set each tick (10 ms) -- pages that stay
  * dirty round after round, which a hot-page policy holds back for the final
@@ -30,7 +31,7 @@
 static double now_ms(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_BOOTTIME, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 

@@ -15,7 +15,7 @@ mkdir -p "$OUT"
     echo
     [ -x "$BIN/rxmigrate" ] && ldd "$BIN/rxmigrate"
 } >"$OUT/dom0-facts.txt" 2>&1
-echo "LAB-FACTS $(xl info | awk -F': ' '/^(xen_version|virt_caps|nr_cpus)/ { printf "%s=%s ", $1, $2 }' | tr -s ' ')"
+echo "LAB-FACTS $(xl info | awk -F' *: ' '/^(xen_version|virt_caps|nr_cpus) / { gsub(" ", ",", $2); printf "%s=%s ", $1, $2 }')"
 
 for s in "$@"; do
     echo "LAB-SCENARIO start $s"
