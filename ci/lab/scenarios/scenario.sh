@@ -19,6 +19,7 @@ case $TYPE in pv | pvh | hvm) ;; *) echo "unknown guest type in $SCENARIO" >&2; 
 NAME=$TYPE-lab
 FILE=$SAVE_DIR/$NAME.save
 STATS=$OUT/$SCENARIO.stats.jsonl
+# shellcheck disable=SC2034 # read by finish (lib.sh)
 T_START=$(now)
 rec_reset
 rec meta "scenario=$SCENARIO" "family=$FAMILY" "guest_type=$TYPE" "memory_mib=$LAB_MEMORY" \
