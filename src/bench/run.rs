@@ -1,0 +1,158 @@
+//! One live migration between the two simulated hosts: a fresh guest on the
+//! source, the receiver in a thread, the stream through the sender's rate
+//! limiter over a socket pair, then the destination copy is destroyed.
+
+use super::results::RunResult;
+use super::suite::Scenario;
+use super::{BenchError, Observer};
+use crate::hv::sim::{GuestConfig, SimHost};
+use crate::hv::{DomId, GuestType, Hypervisor};
+use crate::migrate::{self, SendOptions};
+use crate::precopy;
+use crate::save::SaveHooks;
+use crate::stats::RoundStats;
+use crate::transport::RateLimited;
+use std::io::{BufReader, BufWriter};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Which run of the suite this is.
+#[derive(Debug, Clone)]
+pub struct RunSpec<'a> {
+    pub size_mib: u64,
+    pub scenario: &'a Scenario,
+    pub policy: &'a str,
+    pub repeat: u32,
+    pub seed: u64,
+    pub guest_type: GuestType,
+    pub bandwidth: u64,
+    pub warmup: Duration,
+}
+
+impl RunSpec<'_> {
+    pub fn label(&self) -> String {
+        format!(
+            "{} MiB {} {} #{}",
+            self.size_mib,
+            self.scenario.name,
+            self.policy,
+            self.repeat + 1
+        )
+    }
+
+    fn guest(&self) -> GuestConfig {
+        let mut g = GuestConfig::new("bench", self.guest_type, self.size_mib, self.scenario.kind);
+        g.params = self.scenario.params;
+        g.seed = self.seed;
+        g.rate = self.scenario.steps_per_s(self.bandwidth);
+        g
+    }
+}
+
+/// Forwards the engine's per-round statistics to the observer.
+struct Hooks<'a> {
+    obs: &'a mut dyn Observer,
+}
+impl SaveHooks for Hooks<'_> {
+    fn round_done(&mut self, stats: &RoundStats) {
+        self.obs.round_done(stats);
+    }
+}
+
+/// Destroy every domain left on a host (after a failed run).
+fn clear_host(host: &SimHost) {
+    if let Ok(doms) = host.list_domains() {
+        for d in doms {
+            if let Err(e) = host.destroy(d.domid) {
+                log::warn!("bench: destroying leftover domain {}: {e}", d.domid);
+            }
+        }
+    }
+}
+
+/// Run one migration from `src` to the host in `dst_dir`.
+pub fn run_one(
+    src: &SimHost,
+    dst_dir: &Path,
+    spec: &RunSpec<'_>,
+    obs: &mut dyn Observer,
+) -> Result<RunResult, BenchError> {
+    let fail = |msg: String| BenchError::Run {
+        case: spec.label(),
+        msg,
+    };
+    let dst = SimHost::open(dst_dir)?;
+    let guest = spec.guest();
+    let dom = src.create_guest(&guest)?;
+    let result = migrate_guest(src, dom, dst_dir, spec, obs);
+    let (outcome, dst_dom, step0, elapsed) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            clear_host(src);
+            clear_host(&dst);
+            return Err(fail(e));
+        }
+    };
+    // Steps the guest made from the start of the migration to now: whether
+    // it kept to its rate while sharing the machine with the migration.
+    let step1 = dst.step(dst_dom).unwrap_or(step0);
+    let destroyed = dst.destroy(dst_dom);
+    clear_host(src);
+    destroyed?;
+    Ok(RunResult::new(
+        spec,
+        guest.rate,
+        &outcome,
+        step1.saturating_sub(step0) as f64 / elapsed.as_secs_f64().max(1e-9),
+    ))
+}
+
+type Migrated = (migrate::MigrateOutcome, DomId, u64, Duration);
+
+fn migrate_guest(
+    src: &SimHost,
+    dom: DomId,
+    dst_dir: &Path,
+    spec: &RunSpec<'_>,
+    obs: &mut dyn Observer,
+) -> Result<Migrated, String> {
+    thread::sleep(spec.warmup);
+    let step0 = src.step(dom).map_err(|e| e.to_string())?;
+    let (s1, s2) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
+    let dst_dir = dst_dir.to_path_buf();
+    let receiver = thread::spawn(move || -> Result<DomId, String> {
+        let host = SimHost::open(&dst_dir).map_err(|e| e.to_string())?;
+        let data = s2.try_clone().map_err(|e| format!("socket: {e}"))?;
+        migrate::receive(&host, BufReader::with_capacity(1 << 20, data), s2, false)
+            .map(|o| o.domid)
+            .map_err(|e| format!("receiver: {e}"))
+    });
+    let mut policy = precopy::by_name(spec.policy).map_err(|e| e.to_string())?;
+    let data = s1.try_clone().map_err(|e| format!("socket: {e}"))?;
+    // Buffer above the limiter, as `rxmigrate migrate` does: the limiter
+    // sees large writes and paces them.
+    let data = BufWriter::with_capacity(1 << 20, RateLimited::new(data, spec.bandwidth));
+    let started = Instant::now();
+    let sent = migrate::send(
+        src,
+        dom,
+        s1,
+        data,
+        SendOptions {
+            policy: policy.as_mut(),
+            hooks: &mut Hooks { obs },
+        },
+    );
+    let elapsed = started.elapsed();
+    let got = receiver
+        .join()
+        .map_err(|_| "the receiver thread panicked".to_string())?;
+    match (sent, got) {
+        (Ok(out), Ok(dst_dom)) => Ok((out, dst_dom, step0, elapsed)),
+        (Err(e), Err(r)) => Err(format!("sender: {e}; {r}")),
+        (Err(e), Ok(_)) => Err(format!("sender: {e}")),
+        (Ok(_), Err(r)) => Err(r),
+    }
+}

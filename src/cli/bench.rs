@@ -1,0 +1,173 @@
+//! `rxmigrate bench`: arguments, progress bar, and where the results go.
+
+use crate::bench::{self, BenchConfig, Observer, RunResult};
+use crate::hv::GuestType;
+use crate::stats::RoundStats;
+use crate::transport::parse_bandwidth;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A small suite that runs in seconds (CI smoke test): 16 MiB guests,
+    /// hot-set, idle and streaming, one repeat. Options below override it.
+    #[arg(long)]
+    pub quick: bool,
+    /// Output directory for table.md, results.csv, results.json and the SVG plots.
+    #[arg(long, short, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Guest sizes, comma-separated (e.g. 256M,1G) [default: 256M,1G].
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<String>,
+    /// Workload scenarios, comma-separated: hot-set, read-mostly, idle,
+    /// uniform-low, streaming [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// Policies, comma-separated [default: xen33,xen4,hotpage].
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Vec<String>,
+    /// Runs per case; the report takes the median [default: 3].
+    #[arg(long)]
+    pub repeats: Option<u32>,
+    /// Link rate through the sender's rate limiter (1G = 1 Gbit/s, 100M, 50MB).
+    #[arg(long, default_value = "1G")]
+    pub bandwidth: String,
+    /// Workload seed, the same for every policy and repeat.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Guest flavour.
+    #[arg(long = "type", value_enum, default_value = "pv")]
+    pub guest_type: super::sim::TypeArg,
+    /// How long each guest runs before its migration starts, ms [default:
+    /// 500, quick 100].
+    #[arg(long)]
+    pub warmup_ms: Option<u64>,
+    /// Directory under which the two simulated hosts live while the suite
+    /// runs (guest RAM itself is in /dev/shm) [default: the temp dir].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The suite these arguments ask for.
+    pub fn config(&self) -> Result<BenchConfig> {
+        let work = self.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mut c = if self.quick {
+            BenchConfig::quick(work)
+        } else {
+            BenchConfig::full(work)
+        };
+        if !self.sizes.is_empty() {
+            c.sizes_mib = self
+                .sizes
+                .iter()
+                .map(|s| bench::parse_size_mib(s))
+                .collect::<Result<_, _>>()?;
+        }
+        if !self.workloads.is_empty() {
+            c.scenarios = self
+                .workloads
+                .iter()
+                .map(|w| bench::scenario(w.trim()))
+                .collect::<Result<_, _>>()?;
+        }
+        if !self.policies.is_empty() {
+            c.policies = self.policies.iter().map(|p| p.trim().to_string()).collect();
+        }
+        if let Some(r) = self.repeats {
+            c.repeats = r;
+        }
+        c.bandwidth = parse_bandwidth(&self.bandwidth).map_err(anyhow::Error::msg)?;
+        c.seed = self.seed;
+        c.guest_type = match self.guest_type {
+            super::sim::TypeArg::Pv => GuestType::Pv,
+            super::sim::TypeArg::Hvm => GuestType::Hvm,
+        };
+        if let Some(ms) = self.warmup_ms {
+            c.warmup = Duration::from_millis(ms);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// A bar over the suite's migrations; the message shows the current run's
+/// last round. indicatif hides it when stderr is not a terminal.
+struct Bar {
+    bar: ProgressBar,
+    label: String,
+}
+
+impl Observer for Bar {
+    fn run_started(&mut self, index: usize, _total: usize, label: &str) {
+        self.bar.set_position(index as u64);
+        self.label = label.to_string();
+        self.bar.set_message(self.label.clone());
+        if self.bar.is_hidden() {
+            log::info!("bench: run {} of {}: {label}", index + 1, self.bar.length().unwrap_or(0));
+        }
+    }
+    fn round_done(&mut self, r: &RoundStats) {
+        self.bar.set_message(format!(
+            "{}: round {}{} {} pages",
+            self.label,
+            r.round,
+            if r.last { " (final)" } else { "" },
+            r.pages_sent
+        ));
+    }
+    fn run_done(&mut self, r: &RunResult) {
+        self.bar.inc(1);
+        let line = format!(
+            "{}: {:.1} MiB in {:.2} s, downtime {:.1} ms, {} rounds",
+            self.label,
+            r.total_bytes as f64 / 1048576.0,
+            r.total_time_ms / 1e3,
+            r.downtime_ms,
+            r.rounds
+        );
+        if self.bar.is_hidden() {
+            log::info!("bench: {line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+    fn run_failed(&mut self, label: &str, error: &str) {
+        self.bar.inc(1);
+        self.bar.println(format!("{label}: FAILED: {error}"));
+    }
+}
+
+pub fn run(hv_spec: Option<&str>, a: &BenchArgs) -> Result<()> {
+    if let Some(s) = hv_spec {
+        bail!("`rxmigrate bench` runs its own pair of simulated hosts; --hv {s:?} does not apply");
+    }
+    let cfg = a.config()?;
+    let total = cfg.total_runs();
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut obs = Bar {
+        bar,
+        label: String::new(),
+    };
+    let results = bench::run_suite(&cfg, &mut obs)?;
+    obs.bar.finish_and_clear();
+    let files = bench::report::write_all(&results, &a.out)
+        .with_context(|| format!("writing results into {}", a.out.display()))?;
+    print!("{}", bench::report::table_md(&results));
+    eprintln!("rxmigrate bench: wrote {} files into {}", files.len(), a.out.display());
+    if !results.failures.is_empty() {
+        bail!(
+            "{} of {total} migrations failed (see {})",
+            results.failures.len(),
+            a.out.join("table.md").display()
+        );
+    }
+    Ok(())
+}
