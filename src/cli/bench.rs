@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Link rate through the sender's rate limiter (1G = 1 Gbit/s, 100M, 50MB).
     #[arg(long, default_value = "1G")]
     pub bandwidth: String,
+    /// Override a scenario's write rate, as a fraction of the link's page
+    /// rate: WORKLOAD=FACTOR (e.g. hot-set=2), repeatable.
+    #[arg(long, value_name = "WORKLOAD=FACTOR")]
+    pub write_load: Vec<String>,
     /// Workload seed, the same for every policy and repeat.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -73,6 +77,25 @@ impl BenchArgs {
                 .iter()
                 .map(|w| bench::scenario(w.trim()))
                 .collect::<Result<_, _>>()?;
+        }
+        for o in &self.write_load {
+            let (name, v) = o
+                .split_once('=')
+                .with_context(|| format!("--write-load {o:?}: expected WORKLOAD=FACTOR"))?;
+            let v: f64 = v
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v > 0.0)
+                .with_context(|| format!("--write-load {o:?}: FACTOR must be a positive number"))?;
+            let sc = c
+                .scenarios
+                .iter_mut()
+                .find(|s| s.name == name)
+                .with_context(|| format!("--write-load {o:?}: workload {name:?} is not in the suite"))?;
+            if sc.write_load.is_none() {
+                bail!("--write-load {o:?}: {name} writes nothing");
+            }
+            sc.write_load = Some(v);
         }
         if !self.policies.is_empty() {
             c.policies = self.policies.iter().map(|p| p.trim().to_string()).collect();
