@@ -136,7 +136,7 @@ pub fn table_md(r: &BenchResults) -> String {
     }
     t.push_str(
         "\nRounds count the final stop-and-copy round; the hot set is the pages hotpage held \
-         for the final round. Guest rates are workload steps per second (read-mostly: 2% write).\n\n\
+         for the final round. Guest rates are workload steps per second, asked for and achieved during the migration.\n\n\
          | guest | workload | bytes hotpage/xen33 | time hotpage/xen33 | hotpage live rounds | \
          paper's claim met | bytes hotpage/xen4 | time hotpage/xen4 | downtime hotpage/xen4 |\n\
          |---|---|---:|---:|---:|---|---:|---:|---:|\n",

@@ -44,7 +44,7 @@ impl RunSpec<'_> {
 
     fn guest(&self) -> GuestConfig {
         let mut g = GuestConfig::new("bench", self.guest_type, self.size_mib, self.scenario.kind);
-        g.params = self.scenario.params;
+        g.params = self.scenario.params_for(self.size_mib);
         g.seed = self.seed;
         g.rate = self.scenario.steps_per_s(self.bandwidth);
         g

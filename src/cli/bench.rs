@@ -1,6 +1,7 @@
 //! `rxmigrate bench`: arguments, progress bar, and where the results go.
 
 use crate::bench::{self, BenchConfig, Observer, RunResult};
+use crate::hv::sim::WorkloadKind;
 use crate::hv::GuestType;
 use crate::stats::RoundStats;
 use crate::transport::parse_bandwidth;
@@ -39,6 +40,13 @@ pub struct BenchArgs {
     /// rate: WORKLOAD=FACTOR (e.g. hot-set=2), repeatable.
     #[arg(long, value_name = "WORKLOAD=FACTOR")]
     pub write_load: Vec<String>,
+    /// Override a scenario's hot set, as a fraction of guest memory:
+    /// WORKLOAD=FRACTION (e.g. read-mostly=0.0625), repeatable.
+    #[arg(long, value_name = "WORKLOAD=FRACTION")]
+    pub hot_fraction: Vec<String>,
+    /// Override the per mille of read-mostly steps that write.
+    #[arg(long)]
+    pub write_permille: Option<u32>,
     /// Workload seed, the same for every policy and repeat.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -96,6 +104,30 @@ impl BenchArgs {
                 bail!("--write-load {o:?}: {name} writes nothing");
             }
             sc.write_load = Some(v);
+        }
+        for o in &self.hot_fraction {
+            let (name, v) = o
+                .split_once('=')
+                .with_context(|| format!("--hot-fraction {o:?}: expected WORKLOAD=FRACTION"))?;
+            let v: f64 = v
+                .parse()
+                .ok()
+                .filter(|v: &f64| *v > 0.0 && *v <= 1.0)
+                .with_context(|| format!("--hot-fraction {o:?}: FRACTION must be in (0, 1]"))?;
+            let sc = c
+                .scenarios
+                .iter_mut()
+                .find(|s| s.name == name)
+                .with_context(|| format!("--hot-fraction {o:?}: workload {name:?} is not in the suite"))?;
+            sc.hot_fraction = Some(v);
+        }
+        if let Some(pm) = self.write_permille {
+            if pm == 0 || pm > 1000 {
+                bail!("--write-permille {pm}: must be in 1..=1000");
+            }
+            for sc in c.scenarios.iter_mut().filter(|s| s.kind == WorkloadKind::ReadMostly) {
+                sc.params.write_permille = pm;
+            }
         }
         if !self.policies.is_empty() {
             c.policies = self.policies.iter().map(|p| p.trim().to_string()).collect();
