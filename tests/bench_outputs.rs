@@ -58,9 +58,18 @@ fn tiny_suite_writes_consistent_outputs() {
         assert!(policies.contains(&run.policy.as_str()));
         assert!(run.total_bytes > 0 && run.total_time_ms > 0.0 && run.downtime_ms > 0.0);
         assert_eq!(run.pages_per_round.len() as u32, run.rounds);
-        assert_eq!(run.pages_per_round.iter().sum::<u64>(), run.total_pages_sent);
-        assert_eq!(run.pages_per_round[0], guest_pages, "round 0 sends all memory");
-        assert!(run.total_bytes > run.total_pages_sent * 4096, "pages plus headers");
+        assert_eq!(
+            run.pages_per_round.iter().sum::<u64>(),
+            run.total_pages_sent
+        );
+        // Round 0 offers every page (xen33 and hotpage skip those already
+        // dirty again); every page crosses at least once.
+        assert!(run.pages_per_round[0] <= guest_pages);
+        assert!(run.total_pages_sent >= guest_pages, "{run:?}");
+        assert!(
+            run.total_bytes > run.total_pages_sent * 4096,
+            "pages plus headers"
+        );
         assert!(run.downtime_ms <= run.total_time_ms);
         if run.policy != "hotpage" {
             assert_eq!(run.hot_pages_final, 0, "{run:?}");
@@ -78,7 +87,10 @@ fn tiny_suite_writes_consistent_outputs() {
                 .filter(|x| x.workload == wl && x.policy == c.policy)
                 .collect();
             let mean_bytes = runs.iter().map(|x| x.total_bytes as f64).sum::<f64>() / 2.0;
-            assert!(near(c.total_bytes, mean_bytes), "median of two is their mean");
+            assert!(
+                near(c.total_bytes, mean_bytes),
+                "median of two is their mean"
+            );
         }
         let hot = cases[2];
         for (i, base) in ["xen33", "xen4"].into_iter().enumerate() {
@@ -93,7 +105,10 @@ fn tiny_suite_writes_consistent_outputs() {
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     for p in policies {
         assert_eq!(
-            table.lines().filter(|l| l.contains(&format!("| {p} |"))).count(),
+            table
+                .lines()
+                .filter(|l| l.contains(&format!("| {p} |")))
+                .count(),
             2,
             "{p} rows in\n{table}"
         );
@@ -105,7 +120,10 @@ fn tiny_suite_writes_consistent_outputs() {
     assert!(lines.iter().all(|l| l.split(',').count() == cols), "{csv}");
     for svg in ["totals.svg", "rounds-8M-hot-set.svg", "rounds-8M-idle.svg"] {
         let s = std::fs::read_to_string(out.join(svg)).unwrap_or_else(|e| panic!("{svg}: {e}"));
-        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"), "{svg}");
+        assert!(
+            s.starts_with("<svg") && s.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
         assert!(s.contains("hotpage"), "{svg} has no hotpage series");
     }
     // The hosts' directory is gone; only the outputs remain.

@@ -151,7 +151,8 @@ pub fn table_md(r: &BenchResults) -> String {
             .cases_of(size, &wl)
             .into_iter()
             .find(|c| c.policy == "hotpage");
-        let f = |o: Option<&Ratio>, g: fn(&Ratio) -> f64| o.map_or("–".into(), |x| ratio_str(g(x)));
+        let f =
+            |o: Option<&Ratio>, g: fn(&Ratio) -> f64| o.map_or("–".into(), |x| ratio_str(g(x)));
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -188,7 +189,13 @@ pub fn results_csv(r: &BenchResults) -> String {
          bytes_vs_xen33,time_vs_xen33,downtime_vs_xen33,bytes_vs_xen4,time_vs_xen4,\
          downtime_vs_xen4\n",
     );
-    let num = |x: f64| if x.is_finite() { format!("{x}") } else { String::new() };
+    let num = |x: f64| {
+        if x.is_finite() {
+            format!("{x}")
+        } else {
+            String::new()
+        }
+    };
     for c in &r.cases {
         let rat = |base: &str| {
             let x = (c.policy == "hotpage")

@@ -47,7 +47,12 @@ impl RunResult {
             pages_per_round: out.rounds.iter().map(|r| r.pages_sent).collect(),
             final_round_pages: s.final_round_pages,
             hot_pages_final: s.hot_pages_final,
-            hot_pages_max: out.rounds.iter().map(|r: &RoundStats| r.hot_pages).max().unwrap_or(0),
+            hot_pages_max: out
+                .rounds
+                .iter()
+                .map(|r: &RoundStats| r.hot_pages)
+                .max()
+                .unwrap_or(0),
             guest_rate: rate,
             guest_rate_achieved: achieved,
         }
@@ -119,9 +124,11 @@ pub fn case_of(runs: &[&RunResult]) -> Option<CaseResult> {
     let downs = get(|r| r.downtime_ms);
     let mt = median(&times);
     // The representative run: closest to the median time.
-    let rep = runs
-        .iter()
-        .min_by(|a, b| (a.total_time_ms - mt).abs().total_cmp(&(b.total_time_ms - mt).abs()))?;
+    let rep = runs.iter().min_by(|a, b| {
+        (a.total_time_ms - mt)
+            .abs()
+            .total_cmp(&(b.total_time_ms - mt).abs())
+    })?;
     Some(CaseResult {
         size_mib: first.size_mib,
         workload: first.workload.clone(),
@@ -246,7 +253,9 @@ impl BenchResults {
 
     pub fn ratio_of(&self, size: u64, workload: &str, against: &str) -> Option<&Ratio> {
         self.ratios.iter().find(|r| {
-            r.size_mib == size && r.workload == workload && r.against == format!("hotpage/{against}")
+            r.size_mib == size
+                && r.workload == workload
+                && r.against == format!("hotpage/{against}")
         })
     }
 }
@@ -308,14 +317,23 @@ mod tests {
         let r = BenchResults::from_runs(setup(), runs, vec![]);
         assert_eq!(r.cases.len(), 2);
         let x = &r.cases[0];
-        assert_eq!((x.policy.as_str(), x.total_bytes, x.total_time_ms), ("xen33", 200.0, 20.0));
+        assert_eq!(
+            (x.policy.as_str(), x.total_bytes, x.total_time_ms),
+            ("xen33", 200.0, 20.0)
+        );
         assert_eq!(x.pages_per_round[0], 2, "the median-time run's rounds");
         assert_eq!(x.total_time_ms_range, (10.0, 30.0));
         let h = &r.cases[1];
-        assert_eq!((h.total_bytes, h.total_time_ms, h.downtime_ms), (100.0, 10.0, 2.0));
+        assert_eq!(
+            (h.total_bytes, h.total_time_ms, h.downtime_ms),
+            (100.0, 10.0, 2.0)
+        );
         assert_eq!(r.ratios.len(), 1, "no xen4 runs, no xen4 ratio");
         let q = r.ratio_of(16, "hot-set", "xen33").unwrap();
-        assert_eq!((q.bytes, q.time, q.downtime, q.rounds), (0.5, 0.5, 1.0, 1.0));
+        assert_eq!(
+            (q.bytes, q.time, q.downtime, q.rounds),
+            (0.5, 0.5, 1.0, 1.0)
+        );
         assert!(r.ratio_of(16, "hot-set", "xen4").is_none());
     }
 }

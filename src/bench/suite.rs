@@ -179,13 +179,19 @@ pub fn parse_size_mib(s: &str) -> Result<u64, BenchError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| bad(format!("guest size {s:?}: expected a number of MiB or e.g. 256M, 1G")))?;
+    let n: u64 = num.parse().map_err(|_| {
+        bad(format!(
+            "guest size {s:?}: expected a number of MiB or e.g. 256M, 1G"
+        ))
+    })?;
     let mib = match unit.to_ascii_lowercase().as_str() {
         "" | "m" | "mb" | "mib" => n,
         "g" | "gb" | "gib" => n.saturating_mul(1024),
-        other => return Err(bad(format!("guest size {s:?}: unknown unit {other:?} (M or G)"))),
+        other => {
+            return Err(bad(format!(
+                "guest size {s:?}: unknown unit {other:?} (M or G)"
+            )))
+        }
     };
     if mib == 0 {
         return Err(bad(format!("guest size {s:?}: must be at least 1 MiB")));
@@ -320,7 +326,10 @@ mod tests {
 
     #[test]
     fn suites_are_valid_and_cover_every_class() {
-        for cfg in [BenchConfig::full("/x".into()), BenchConfig::quick("/x".into())] {
+        for cfg in [
+            BenchConfig::full("/x".into()),
+            BenchConfig::quick("/x".into()),
+        ] {
             cfg.validate().unwrap();
             for class in [
                 ScenarioClass::Paper,

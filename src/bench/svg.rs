@@ -262,9 +262,33 @@ pub fn totals(r: &BenchResults) -> String {
             esc(p)
         );
     }
-    panel(&mut s, r, 80.0, "total bytes / xen33", "xen33", |c| c.total_bytes, Some(0.66));
-    panel(&mut s, r, 290.0, "total time / xen33", "xen33", |c| c.total_time_ms, Some(0.675));
-    panel(&mut s, r, 500.0, "downtime / xen4", "xen4", |c| c.downtime_ms, None);
+    panel(
+        &mut s,
+        r,
+        80.0,
+        "total bytes / xen33",
+        "xen33",
+        |c| c.total_bytes,
+        Some(0.66),
+    );
+    panel(
+        &mut s,
+        r,
+        290.0,
+        "total time / xen33",
+        "xen33",
+        |c| c.total_time_ms,
+        Some(0.675),
+    );
+    panel(
+        &mut s,
+        r,
+        500.0,
+        "downtime / xen4",
+        "xen4",
+        |c| c.downtime_ms,
+        None,
+    );
     s.push_str("</svg>\n");
     s
 }

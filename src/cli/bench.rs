@@ -99,7 +99,9 @@ impl BenchArgs {
                 .scenarios
                 .iter_mut()
                 .find(|s| s.name == name)
-                .with_context(|| format!("--write-load {o:?}: workload {name:?} is not in the suite"))?;
+                .with_context(|| {
+                    format!("--write-load {o:?}: workload {name:?} is not in the suite")
+                })?;
             if sc.write_load.is_none() {
                 bail!("--write-load {o:?}: {name} writes nothing");
             }
@@ -118,14 +120,20 @@ impl BenchArgs {
                 .scenarios
                 .iter_mut()
                 .find(|s| s.name == name)
-                .with_context(|| format!("--hot-fraction {o:?}: workload {name:?} is not in the suite"))?;
+                .with_context(|| {
+                    format!("--hot-fraction {o:?}: workload {name:?} is not in the suite")
+                })?;
             sc.hot_fraction = Some(v);
         }
         if let Some(pm) = self.write_permille {
             if pm == 0 || pm > 1000 {
                 bail!("--write-permille {pm}: must be in 1..=1000");
             }
-            for sc in c.scenarios.iter_mut().filter(|s| s.kind == WorkloadKind::ReadMostly) {
+            for sc in c
+                .scenarios
+                .iter_mut()
+                .filter(|s| s.kind == WorkloadKind::ReadMostly)
+            {
                 sc.params.write_permille = pm;
             }
         }
@@ -162,7 +170,11 @@ impl Observer for Bar {
         self.label = label.to_string();
         self.bar.set_message(self.label.clone());
         if self.bar.is_hidden() {
-            log::info!("bench: run {} of {}: {label}", index + 1, self.bar.length().unwrap_or(0));
+            log::info!(
+                "bench: run {} of {}: {label}",
+                index + 1,
+                self.bar.length().unwrap_or(0)
+            );
         }
     }
     fn round_done(&mut self, r: &RoundStats) {
@@ -216,7 +228,11 @@ pub fn run(hv_spec: Option<&str>, a: &BenchArgs) -> Result<()> {
     let files = bench::report::write_all(&results, &a.out)
         .with_context(|| format!("writing results into {}", a.out.display()))?;
     print!("{}", bench::report::table_md(&results));
-    eprintln!("rxmigrate bench: wrote {} files into {}", files.len(), a.out.display());
+    eprintln!(
+        "rxmigrate bench: wrote {} files into {}",
+        files.len(),
+        a.out.display()
+    );
     if !results.failures.is_empty() {
         bail!(
             "{} of {total} migrations failed (see {})",
