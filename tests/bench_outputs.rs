@@ -125,13 +125,46 @@ fn tiny_suite_writes_consistent_outputs() {
             "{svg}"
         );
         assert!(s.contains("hotpage"), "{svg} has no hotpage series");
+        assert_attributes_unique(&s, svg);
     }
+    // The outputs can be rewritten from results.json alone, identically.
+    let again = tmp.path().join("again");
+    let o = Command::new(env!("CARGO_BIN_EXE_rxmigrate"))
+        .args(["bench", "--from-json"])
+        .arg(out.join("results.json"))
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["table.md", "results.csv", "totals.svg"] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(again.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    std::fs::remove_dir_all(&again).unwrap();
+
     // The hosts' directory is gone; only the outputs remain.
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("out")]);
+}
+
+/// A repeated attribute makes an SVG unreadable XML.
+fn assert_attributes_unique(svg: &str, name: &str) {
+    for tag in svg.split('<').skip(1) {
+        let tag = tag.split('>').next().unwrap_or("");
+        let mut seen = std::collections::HashSet::new();
+        for attr in tag.split_whitespace().skip(1) {
+            if let Some((k, _)) = attr.split_once("=\"") {
+                assert!(seen.insert(k), "{name}: attribute {k} twice in <{tag}>");
+            }
+        }
+    }
 }
 
 #[test]

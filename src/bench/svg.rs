@@ -6,7 +6,8 @@ use super::results::{BenchResults, CaseResult};
 use std::fmt::Write as _;
 
 const W: f64 = 720.0;
-const FONT: &str = "font-family=\"sans-serif\" font-size=\"12\"";
+/// Text attributes; the size defaults to 12 from the root element.
+const FONT: &str = "font-family=\"sans-serif\"";
 
 fn colour(policy: &str) -> &'static str {
     match policy {
@@ -29,7 +30,7 @@ fn header(h: f64, title: &str) -> String {
     let _ = writeln!(
         s,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" \
-         viewBox=\"0 0 {W} {h}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         viewBox=\"0 0 {W} {h}\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{}\" y=\"20\" text-anchor=\"middle\" {FONT} font-size=\"14\">{}</text>",
         W / 2.0,
         esc(title)

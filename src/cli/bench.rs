@@ -17,6 +17,10 @@ pub struct BenchArgs {
     /// hot-set, idle and streaming, one repeat. Options below override it.
     #[arg(long)]
     pub quick: bool,
+    /// Do not run anything: rewrite the table, CSV and plots from a
+    /// results.json of an earlier run into --out.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    pub from_json: Option<PathBuf>,
     /// Output directory for table.md, results.csv, results.json and the SVG plots.
     #[arg(long, short, default_value = "bench-results")]
     pub out: PathBuf,
@@ -211,6 +215,21 @@ impl Observer for Bar {
 pub fn run(hv_spec: Option<&str>, a: &BenchArgs) -> Result<()> {
     if let Some(s) = hv_spec {
         bail!("`rxmigrate bench` runs its own pair of simulated hosts; --hv {s:?} does not apply");
+    }
+    if let Some(p) = &a.from_json {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let results: bench::BenchResults = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a bench results.json", p.display()))?;
+        let files = bench::report::write_all(&results, &a.out)
+            .with_context(|| format!("writing results into {}", a.out.display()))?;
+        print!("{}", bench::report::table_md(&results));
+        eprintln!(
+            "rxmigrate bench: wrote {} files into {}",
+            files.len(),
+            a.out.display()
+        );
+        return Ok(());
     }
     let cfg = a.config()?;
     let total = cfg.total_runs();
