@@ -189,9 +189,11 @@ pub fn results_csv(r: &BenchResults) -> String {
          bytes_vs_xen33,time_vs_xen33,downtime_vs_xen33,bytes_vs_xen4,time_vs_xen4,\
          downtime_vs_xen4\n",
     );
+    // Fixed precision: a value re-read from results.json may differ in
+    // the last binary digit.
     let num = |x: f64| {
         if x.is_finite() {
-            format!("{x}")
+            format!("{x:.6}")
         } else {
             String::new()
         }
