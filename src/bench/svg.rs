@@ -42,7 +42,7 @@ fn header(h: f64, title: &str) -> String {
 /// memory, later rounds orders of magnitude less).
 pub fn rounds(r: &BenchResults, size: u64, workload: &str) -> String {
     let cases = r.cases_of(size, workload);
-    let (h, left, right, top, bottom) = (360.0, 70.0, 130.0, 40.0, 50.0);
+    let (h, left, right, top, bottom) = (360.0, 70.0, 175.0, 40.0, 50.0);
     let (pw, ph) = (W - left - right, h - top - bottom);
     let max_rounds = cases
         .iter()
@@ -149,7 +149,8 @@ fn panel(
     value: fn(&CaseResult) -> f64,
     target: Option<f64>,
 ) {
-    let (left, ph, pw) = (60.0, 150.0, W - 80.0);
+    // Room on the right for the paper's target label.
+    let (left, ph, pw) = (60.0, 150.0, W - 60.0 - 75.0);
     let groups = r.groups();
     let bars: Vec<Vec<(String, f64, f64)>> = groups
         .iter()
@@ -206,8 +207,8 @@ fn panel(
             "<line x1=\"{left}\" y1=\"{yy:.1}\" x2=\"{}\" y2=\"{yy:.1}\" stroke=\"#2ca02c\" \
              stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{:.1}\" {FONT} fill=\"#2ca02c\">paper {t}</text>",
             left + pw,
-            left + pw - 70.0,
-            y(t) - 3.0,
+            left + pw + 4.0,
+            y(t) + 4.0,
             yy = y(t)
         );
     }
@@ -231,10 +232,12 @@ fn panel(
         }
         let _ = writeln!(
             s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" {FONT} font-size=\"10\">{size}M {}</text>",
-            gx + gw * 0.4,
-            top + ph + 14.0,
-            esc(wl)
+            "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\" {FONT} font-size=\"10\">{size} MiB</text>\
+             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\" {FONT} font-size=\"10\">{}</text>",
+            top + ph + 13.0,
+            top + ph + 25.0,
+            esc(wl),
+            x = gx + gw * 0.4
         );
     }
 }
