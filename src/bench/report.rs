@@ -113,20 +113,24 @@ pub fn table_md(r: &BenchResults) -> String {
         s.tracking
     );
     t.push_str(
-        "| guest | workload | policy | MiB sent | time s | downtime ms | rounds | hot set | \
-         pages sent per round | guest writes/s (asked → got) |\n\
+        "| guest | workload | policy | MiB sent | time s (min–max) | downtime ms (min–max) | rounds | hot set | \
+         pages sent per round | guest steps/s (asked → got) |\n\
          |---|---|---|---:|---:|---:|---:|---:|---|---|\n",
     );
     for c in &r.cases {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} → {:.0} |",
+            "| {} | {} | {} | {} | {:.2} ({:.2}–{:.2}) | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {} → {:.0} |",
             size_str(c.size_mib),
             c.workload,
             c.policy,
             mib(c.total_bytes),
             c.total_time_ms / 1e3,
+            c.total_time_ms_range.0 / 1e3,
+            c.total_time_ms_range.1 / 1e3,
             c.downtime_ms,
+            c.downtime_ms_range.0,
+            c.downtime_ms_range.1,
             c.rounds,
             c.hot_pages_final,
             rounds_str(&c.pages_per_round),
@@ -135,7 +139,7 @@ pub fn table_md(r: &BenchResults) -> String {
         );
     }
     t.push_str(
-        "\nRounds count the final stop-and-copy round; the hot set is the pages hotpage held \
+        "\nMedians of the repeats, each column on its own; rounds count the final stop-and-copy round; the hot set is the pages hotpage held \
          for the final round. Guest rates are workload steps per second, asked for and achieved during the migration.\n\n\
          | guest | workload | bytes hotpage/xen33 | time hotpage/xen33 | hotpage live rounds | \
          paper's claim met | bytes hotpage/xen4 | time hotpage/xen4 | downtime hotpage/xen4 |\n\
