@@ -8,6 +8,7 @@
 //! Module map: `suite` (what runs), `run` (one migration), `results`
 //! (medians, ratios), `report` (table.md, CSV, JSON), `svg` (plots).
 
+pub mod netns;
 pub mod report;
 pub mod results;
 pub mod run;
@@ -80,7 +81,16 @@ pub fn run_suite(cfg: &BenchConfig, obs: &mut dyn Observer) -> Result<BenchResul
     let dst_dir = work.0.join("dst");
     let src = SimHost::open(&src_dir)?;
     SimHost::open(&dst_dir)?;
+    let link = if cfg.netns {
+        Some(netns::NetnsLink::create(cfg.bandwidth)?)
+    } else {
+        None
+    };
     let setup = results::Setup {
+        link: match &link {
+            Some(l) => format!("veth pair into network namespace {}, tc tbf", l.ns),
+            None => "sender rate limit".into(),
+        },
         bandwidth_bytes_per_s: cfg.bandwidth,
         seed: cfg.seed,
         repeats: cfg.repeats,
@@ -122,6 +132,7 @@ pub fn run_suite(cfg: &BenchConfig, obs: &mut dyn Observer) -> Result<BenchResul
                         guest_type: cfg.guest_type,
                         bandwidth: cfg.bandwidth,
                         warmup: cfg.warmup,
+                        link: link.as_ref(),
                     };
                     let label = spec.label();
                     obs.run_started(index, total, &label);
@@ -143,6 +154,7 @@ pub fn run_suite(cfg: &BenchConfig, obs: &mut dyn Observer) -> Result<BenchResul
         }
     }
     drop(src);
+    drop(link);
     drop(work);
     // Keep the suite's order of policies in the report.
     runs.sort_by_key(|r| {

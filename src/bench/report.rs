@@ -103,9 +103,14 @@ pub fn table_md(r: &BenchResults) -> String {
     let s = &r.setup;
     let _ = writeln!(
         t,
-        "Link {:.0} Mbit/s (sender rate limit), {} guests, seed {}, median of {} run(s), \
+        "Link {:.0} Mbit/s ({}), {} guests, seed {}, median of {} run(s), \
          {} CPU(s), dirty tracking: {}.\n",
         s.bandwidth_bytes_per_s as f64 * 8.0 / 1e6,
+        if s.link.is_empty() {
+            "sender rate limit"
+        } else {
+            &s.link
+        },
         s.guest_type.to_uppercase(),
         s.seed,
         s.repeats,

@@ -176,6 +176,9 @@ pub struct BenchResults {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Setup {
+    /// How the link was made (absent in older results: the rate limiter).
+    #[serde(default)]
+    pub link: String,
     pub bandwidth_bytes_per_s: u64,
     pub seed: u64,
     pub repeats: u32,
@@ -286,6 +289,7 @@ mod tests {
 
     fn setup() -> Setup {
         Setup {
+            link: String::new(),
             bandwidth_bytes_per_s: 1,
             seed: 1,
             repeats: 3,

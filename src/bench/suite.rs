@@ -215,6 +215,9 @@ pub struct BenchConfig {
     pub guest_type: GuestType,
     /// How long the guest runs before the migration starts.
     pub warmup: Duration,
+    /// Over a veth pair into a network namespace shaped with tc (root only)
+    /// instead of the sender's rate limiter.
+    pub netns: bool,
     /// Where the two simulated hosts keep their state, in a directory of
     /// their own made (and removed afterwards) under this one.
     pub work_dir: PathBuf,
@@ -236,6 +239,7 @@ impl BenchConfig {
             seed: 1,
             guest_type: GuestType::Pv,
             warmup: Duration::from_millis(500),
+            netns: false,
             work_dir,
         }
     }

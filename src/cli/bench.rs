@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// 500, quick 100].
     #[arg(long)]
     pub warmup_ms: Option<u64>,
+    /// Run over a veth pair into a network namespace of its own, shaped with
+    /// `tc` to --bandwidth, instead of the sender's rate limiter (root only).
+    #[arg(long)]
+    pub netns: bool,
     /// Directory under which the two simulated hosts live while the suite
     /// runs (guest RAM itself is in /dev/shm) [default: the temp dir].
     #[arg(long)]
@@ -149,6 +153,7 @@ impl BenchArgs {
         }
         c.bandwidth = parse_bandwidth(&self.bandwidth).map_err(anyhow::Error::msg)?;
         c.seed = self.seed;
+        c.netns = self.netns;
         c.guest_type = match self.guest_type {
             super::sim::TypeArg::Pv => GuestType::Pv,
             super::sim::TypeArg::Hvm => GuestType::Hvm,
