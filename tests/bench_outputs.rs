@@ -188,3 +188,46 @@ fn bad_arguments_are_refused_by_name() {
         assert!(!out.exists(), "{args:?} wrote outputs");
     }
 }
+
+#[test]
+fn netns_link_is_set_up_used_and_removed() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("skipped: --netns needs root and iproute2");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_rxmigrate"))
+        .args(["bench", "--netns", "--sizes", "8M", "--workloads", "idle"])
+        .args([
+            "--policies",
+            "xen4,hotpage",
+            "--repeats",
+            "1",
+            "--warmup-ms",
+            "20",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ns = format!("rxmbench{}", child.id());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: BenchResults =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert!(r.setup.link.contains(&ns), "{}", r.setup.link);
+    assert_eq!(r.runs.len(), 2);
+    assert!(r.runs.iter().all(|x| x.total_bytes > 8 << 20));
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&ns),
+        "namespace {ns} left behind"
+    );
+}
