@@ -432,7 +432,10 @@ impl SimHost {
         }
         Ok(match proc_stat(pid) {
             Some((st, start)) => {
-                st != 'Z' && st != 'X' && start == d.st.pid_start()?.load(Ordering::Acquire)
+                // The guest publishes its pid, then its start time: a zero
+                // start time means it is between the two stores, not dead.
+                let want = d.st.pid_start()?.load(Ordering::Acquire);
+                st != 'Z' && st != 'X' && (want == 0 || start == want)
             }
             None => false,
         })
