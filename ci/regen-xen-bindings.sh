@@ -96,7 +96,8 @@ gen_lib xenctrl XenCtrl \
     xc_domain_get_tsc_info xc_domain_set_tsc_info xc_domain_hvm_getcontext \
     xc_domain_hvm_setcontext xc_hvm_param_get xc_hvm_param_set \
     xc_domain_populate_physmap_exact xc_mmuext_op xc__hypercall_buffer_alloc \
-    xc__hypercall_buffer_free xc_evtchn_alloc_unbound xc_clear_domain_pages
+    xc__hypercall_buffer_free xc__hypercall_buffer_alloc_pages xc__hypercall_buffer_free_pages \
+    xc_evtchn_alloc_unbound xc_clear_domain_pages
 gen_lib xenguest XenGuest \
     xc_domain_resume xc_cpu_policy_init xc_cpu_policy_destroy xc_cpu_policy_get_domain \
     xc_cpu_policy_serialise xc_cpu_policy_get_size xc_set_domain_cpu_policy xc_dom_gnttab_seed
@@ -107,7 +108,7 @@ gen_lib xenevtchn XenEvtchn \
     xenevtchn_notify xenevtchn_pending xenevtchn_unmask xenevtchn_unbind
 gen_lib xenstore XenStore \
     xs_open xs_close xs_read xs_write xs_rm xs_mkdir xs_directory xs_set_permissions \
-    xs_introduce_domain xs_release_domain xs_get_domain_path \
+    xs_introduce_domain xs_release_domain xs_resume_domain xs_get_domain_path \
     xs_transaction_start xs_transaction_end
 
 # rustfmt so the files read like the rest of the tree and diffs stay small.

@@ -18,6 +18,16 @@ pub struct XenCtrl {
     ) -> *mut ::std::os::raw::c_void,
     pub xc__hypercall_buffer_free:
         unsafe extern "C" fn(xch: *mut xc_interface, b: *mut xc_hypercall_buffer_t),
+    pub xc__hypercall_buffer_alloc_pages: unsafe extern "C" fn(
+        xch: *mut xc_interface,
+        b: *mut xc_hypercall_buffer_t,
+        nr_pages: ::std::os::raw::c_int,
+    ) -> *mut ::std::os::raw::c_void,
+    pub xc__hypercall_buffer_free_pages: unsafe extern "C" fn(
+        xch: *mut xc_interface,
+        b: *mut xc_hypercall_buffer_t,
+        nr_pages: ::std::os::raw::c_int,
+    ),
     pub xc_domain_create: unsafe extern "C" fn(
         xch: *mut xc_interface,
         pdomid: *mut u32,
@@ -196,6 +206,12 @@ impl XenCtrl {
         let xc__hypercall_buffer_free = __library
             .get(b"xc__hypercall_buffer_free\0")
             .map(|sym| *sym)?;
+        let xc__hypercall_buffer_alloc_pages = __library
+            .get(b"xc__hypercall_buffer_alloc_pages\0")
+            .map(|sym| *sym)?;
+        let xc__hypercall_buffer_free_pages = __library
+            .get(b"xc__hypercall_buffer_free_pages\0")
+            .map(|sym| *sym)?;
         let xc_domain_create = __library.get(b"xc_domain_create\0").map(|sym| *sym)?;
         let xc_domain_max_vcpus = __library.get(b"xc_domain_max_vcpus\0").map(|sym| *sym)?;
         let xc_domain_pause = __library.get(b"xc_domain_pause\0").map(|sym| *sym)?;
@@ -240,6 +256,8 @@ impl XenCtrl {
             xc_interface_close,
             xc__hypercall_buffer_alloc,
             xc__hypercall_buffer_free,
+            xc__hypercall_buffer_alloc_pages,
+            xc__hypercall_buffer_free_pages,
             xc_domain_create,
             xc_domain_max_vcpus,
             xc_domain_pause,
@@ -295,6 +313,22 @@ impl XenCtrl {
         b: *mut xc_hypercall_buffer_t,
     ) {
         (self.xc__hypercall_buffer_free)(xch, b)
+    }
+    pub unsafe fn xc__hypercall_buffer_alloc_pages(
+        &self,
+        xch: *mut xc_interface,
+        b: *mut xc_hypercall_buffer_t,
+        nr_pages: ::std::os::raw::c_int,
+    ) -> *mut ::std::os::raw::c_void {
+        (self.xc__hypercall_buffer_alloc_pages)(xch, b, nr_pages)
+    }
+    pub unsafe fn xc__hypercall_buffer_free_pages(
+        &self,
+        xch: *mut xc_interface,
+        b: *mut xc_hypercall_buffer_t,
+        nr_pages: ::std::os::raw::c_int,
+    ) {
+        (self.xc__hypercall_buffer_free_pages)(xch, b, nr_pages)
     }
     pub unsafe fn xc_domain_create(
         &self,

@@ -52,6 +52,8 @@ pub struct XenStore {
         mfn: ::std::os::raw::c_ulong,
         eventchn: ::std::os::raw::c_uint,
     ) -> bool,
+    pub xs_resume_domain:
+        unsafe extern "C" fn(h: *mut xs_handle, domid: ::std::os::raw::c_uint) -> bool,
     pub xs_release_domain:
         unsafe extern "C" fn(h: *mut xs_handle, domid: ::std::os::raw::c_uint) -> bool,
     pub xs_get_domain_path: unsafe extern "C" fn(
@@ -83,6 +85,7 @@ impl XenStore {
         let xs_transaction_start = __library.get(b"xs_transaction_start\0").map(|sym| *sym)?;
         let xs_transaction_end = __library.get(b"xs_transaction_end\0").map(|sym| *sym)?;
         let xs_introduce_domain = __library.get(b"xs_introduce_domain\0").map(|sym| *sym)?;
+        let xs_resume_domain = __library.get(b"xs_resume_domain\0").map(|sym| *sym)?;
         let xs_release_domain = __library.get(b"xs_release_domain\0").map(|sym| *sym)?;
         let xs_get_domain_path = __library.get(b"xs_get_domain_path\0").map(|sym| *sym)?;
         Ok(XenStore {
@@ -98,6 +101,7 @@ impl XenStore {
             xs_transaction_start,
             xs_transaction_end,
             xs_introduce_domain,
+            xs_resume_domain,
             xs_release_domain,
             xs_get_domain_path,
         })
@@ -181,6 +185,13 @@ impl XenStore {
         eventchn: ::std::os::raw::c_uint,
     ) -> bool {
         (self.xs_introduce_domain)(h, domid, mfn, eventchn)
+    }
+    pub unsafe fn xs_resume_domain(
+        &self,
+        h: *mut xs_handle,
+        domid: ::std::os::raw::c_uint,
+    ) -> bool {
+        (self.xs_resume_domain)(h, domid)
     }
     pub unsafe fn xs_release_domain(
         &self,
