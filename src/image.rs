@@ -21,6 +21,16 @@ pub enum ImageError {
 /// The xl-style domain config we carry: the fields of libxl's JSON that a
 /// restore needs, plus the host's own description of the guest.
 pub fn config_json(info: &DomainInfo, host_config: Option<Value>) -> Value {
+    // A host that has xl's own config of the domain (Xen) hands it over
+    // whole, as `xl save` writes it: stock `xl restore` rebuilds the domain
+    // (devices included) from it.
+    if let Some(libxl) = host_config
+        .as_ref()
+        .and_then(|h| h.get("libxl"))
+        .filter(|l| l.is_object())
+    {
+        return libxl.clone();
+    }
     let mut v = json!({
         "c_info": {
             "type": match info.guest_type { GuestType::Pv => "pv", GuestType::Hvm => "hvm" },
