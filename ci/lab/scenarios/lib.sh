@@ -1,0 +1,223 @@
+# Helpers for the lab scenarios; runs in dom0 (sourced by scenario.sh).
+#
+# Environment (set by run.sh): OUT (results directory), BIN (rxmigrate
+# binaries), LAB_MEMORY (guest MiB), LAB_WORKLOAD (idle | dirty:HOT:SWEEP:RATE),
+# LAB_BOOT_WAIT (seconds for a guest to show its first heartbeat).
+
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+XEN_LIB=/usr/lib/xen-4.17
+CONSOLE_DIR=/var/log/xen/console
+SAVE_DIR=/var/lib/xenlab
+mkdir -p "$SAVE_DIR"
+
+now() { date +%s.%N; }
+secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+say() { echo "[$(date +%T)] $SCENARIO: $*"; }
+
+# --- the record of one scenario ------------------------------------------
+# Lines of tab-separated key=value pairs; report.py turns them into JSON.
+REC=$SAVE_DIR/$SCENARIO.rec
+rec_reset() { : >"$REC"; }
+rec() { local IFS=$'\t'; echo "$*" >>"$REC"; }
+# first failure wins: it is the reason shown in the table
+FAILED=""
+fail() { [ -n "$FAILED" ] || FAILED=$*; say "FAIL: $*"; }
+finish() {
+    local status=pass reason=""
+    [ -n "$FAILED" ] && status=fail reason=$FAILED
+    [ -n "${NOT_AVAILABLE:-}" ] && status="not available" reason=$NOT_AVAILABLE
+    rec "result" "status=$status" "reason=$reason" "total_s=$(secs_since "$T_START")"
+    python3 "$SCEN_DIR/report.py" "$REC" >"$OUT/$SCENARIO.json"
+    say "$status${reason:+: $reason}"
+}
+not_available() { NOT_AVAILABLE=$*; finish; exit 0; }
+
+# Run and time one operation; its output goes to OUT/SCENARIO.OP.log.
+# Usage: op NAME [key=value...] -- COMMAND...
+op() {
+    local name=$1 extra=() s rc secs
+    shift
+    while [ "$1" != -- ]; do extra+=("$1"); shift; done
+    shift
+    say "$name: $*"
+    s=$(now)
+    "$@" >"$OUT/$SCENARIO.$name.log" 2>&1
+    rc=$?
+    secs=$(secs_since "$s")
+    rec step "op=$name" "rc=$rc" "secs=$secs" "${extra[@]}"
+    if [ $rc != 0 ]; then
+        sed 's/^/    | /' "$OUT/$SCENARIO.$name.log" | tail -15
+        fail "$name exited $rc ($(grep -v '^\s*$' "$OUT/$SCENARIO.$name.log" | tail -1 | cut -c1-160))"
+    else
+        say "$name ok in ${secs}s"
+    fi
+    return $rc
+}
+
+# --- guests --------------------------------------------------------------
+# Writes the xl config of a test guest: no disks, no network; the dom0's
+# kernel with the lab initramfs; on_reboot/on_crash "preserve" so a crash
+# leaves the domain (and its console) for the record instead of rebooting.
+guest_config() {
+    local name=$1 type=$2 cfg=$SAVE_DIR/$1.cfg work args
+    IFS=: read -r work hot sweep rate <<<"$LAB_WORKLOAD"
+    args="quiet lab.work=$work${hot:+ lab.hot=$hot}${sweep:+ lab.sweep=$sweep}${rate:+ lab.rate=$rate}"
+    {
+        echo "name = \"$name\""
+        echo "type = \"$type\""
+        echo "memory = $LAB_MEMORY"
+        echo "vcpus = 1"
+        echo 'on_poweroff = "destroy"'
+        echo 'on_reboot = "preserve"'
+        echo 'on_crash = "preserve"'
+        echo 'kernel = "/root/guest/vmlinuz"'
+        echo 'ramdisk = "/root/guest/initrd.gz"'
+        if [ "$type" = hvm ]; then
+            # xenconsoled does not log an HVM guest's serial port: QEMU writes it
+            echo "cmdline = \"console=ttyS0 $args\""
+            echo "serial = \"file:$CONSOLE_DIR/guest-$name-serial.log\""
+            echo 'vga = "none"'
+            echo 'nographic = 1'
+            echo 'device_model_version = "qemu-xen"'
+        else
+            echo "extra = \"console=hvc0 $args\""
+        fi
+    } >"$cfg"
+    echo "$cfg"
+}
+
+# Reads every console log of guest NAME -- xenconsoled's (also under the
+# temporary names of a migration, NAME--incoming), the HVM serial file, and
+# the copies of it kept before operations that start a new device model
+# (QEMU truncates the file when it opens it) -- in one awk, since process
+# starts are slow in an emulated dom0. Prints three fields:
+#   the highest heartbeat ("-" if none), the number of distinct kernel boots,
+#   the longest work-loop stall (ms) in heartbeats numbered above FROM.
+console_scan() {
+    local name=$1 from=${2:-0} files=() f
+    for f in "$CONSOLE_DIR/guest-$name.log" "$CONSOLE_DIR/guest-$name"--*.log \
+        "$CONSOLE_DIR/guest-$name"-serial.log*; do
+        [ -f "$f" ] && files+=("$f")
+    done
+    [ ${#files[@]} = 0 ] && { echo "- 0 0"; return; }
+    awk -v from="$from" '
+        match($0, /HEARTBEAT [0-9]+/) {
+            n = substr($0, RSTART + 10, RLENGTH - 10) + 0
+            if (!seen || n > hb) hb = n
+            seen = 1
+            if (n > from + 0 && match($0, /gap_ms=[0-9]+/)) {
+                g = substr($0, RSTART + 7, RLENGTH - 7) + 0
+                if (g > stall) stall = g
+            }
+        }
+        match($0, /GUEST-UP boot=[0-9a-f-]+/) { ids[substr($0, RSTART, RLENGTH)] = 1 }
+        END { b = 0; for (i in ids) b++; print (seen ? hb : "-"), b, stall + 0 }' "${files[@]}"
+}
+heartbeat() { local r; r=$(console_scan "$1"); r=${r%% *}; [ "$r" != - ] && echo "$r"; return 0; }
+guest_tail() { tail -n 5 "$CONSOLE_DIR/guest-$1"*.log 2>/dev/null | sed 's/^/    | /'; }
+keep_serial() {
+    local f=$CONSOLE_DIR/guest-$1-serial.log
+    [ -f "$f" ] && cp "$f" "$f.$(date +%s%N)"
+    return 0
+}
+domain_exists() { xl domid "$1" >/dev/null 2>&1; }
+
+# Create guest NAME of TYPE and wait for its first heartbeat.
+guest_create() {
+    local name=$1 type=$2 cfg i s
+    xl destroy "$name" >/dev/null 2>&1
+    rm -f "$CONSOLE_DIR"/guest-"$name"*.log*
+    cfg=$(guest_config "$name" "$type")
+    s=$(now)
+    op create -- xl create "$cfg" || return 1
+    # one cheap grep a second: process starts are slow in an emulated dom0
+    for ((i = 0; i < LAB_BOOT_WAIT; i++)); do
+        grep -aqs HEARTBEAT "$CONSOLE_DIR"/guest-"$name"*.log && break
+        [ $((i % 15)) = 14 ] && ! domain_exists "$name" && break
+        sleep 1
+    done
+    if [ -z "$(heartbeat "$name")" ]; then
+        rec step "op=boot" "rc=1" "secs=$(secs_since "$s")"
+        guest_tail "$name"
+        fail "guest $name showed no heartbeat within ${LAB_BOOT_WAIT}s of xl create"
+        return 1
+    fi
+    rec step "op=boot" "rc=0" "secs=$(secs_since "$s")" "heartbeat=$(heartbeat "$name")"
+    say "guest $name up, heartbeat $(heartbeat "$name")"
+}
+
+# Liveness after an operation: the domain exists, its heartbeat moves past
+# HB0 (the value before the operation: the counter lives in guest memory, so
+# it carries on across save/restore), and it booted exactly once.
+check_alive() {
+    local name=$1 hb0=${2:-0} what=$3 i hb b stall ok=yes why=""
+    for ((i = 0; i < 90; i++)); do
+        read -r hb b stall <<<"$(console_scan "$name" "$hb0")"
+        [ "$hb" != - ] && [ "$hb" -gt "$hb0" ] && break
+        sleep 1
+    done
+    [ "$hb" = - ] && hb=0
+    if ! domain_exists "$name"; then
+        ok=no why="domain $name is gone"
+    elif [ "$hb" -le "$hb0" ]; then
+        ok=no why="heartbeat stuck at $hb for 90s"
+    elif [ "$b" != 1 ]; then
+        ok=no why="guest booted $b times (a silent reboot)"
+    fi
+    rec alive "after=$what" "alive=$ok" "heartbeat_before=$hb0" "heartbeat_after=$hb" \
+        "boots=$b" "stall_ms=$stall"
+    if [ $ok = yes ]; then
+        say "alive after $what: heartbeat $hb0 -> $hb, boots $b, longest stall ${stall}ms"
+    else
+        fail "not alive after $what: $why"
+        xl list
+        guest_tail "$name"
+    fi
+    [ $ok = yes ]
+}
+
+# --- streams -------------------------------------------------------------
+file_bytes() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# Xen's own verifier (and rxmigrate's, when present) on a file.
+verify_file() {
+    local name=$1 file=$2
+    op "$name.verify-stream-v2" -- env PYTHONPATH=$XEN_LIB/lib/python \
+        python3 $XEN_LIB/bin/verify-stream-v2 -f xl -i "$file"
+}
+
+# Rounds, downtime and bytes from an rxmigrate --stats file (its summary line).
+stats_fields() {
+    [ -s "$1" ] || return 0
+    python3 - "$1" <<'EOF'
+import json, sys
+summary = None
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line:
+        obj = json.loads(line)
+        summary = obj.get("summary", summary)
+if summary:
+    print("rounds=%d" % summary["rounds"], "downtime_ms=%.0f" % summary["downtime_ms"],
+          "stream_bytes=%d" % summary["total_bytes"], "policy=%s" % summary["policy"], sep="\t")
+EOF
+}
+
+# --- rxmigrate -----------------------------------------------------------
+RX=$BIN/rxmigrate
+HELPER=$BIN/rxmigrate-save-helper
+# "not available" (and exit) unless rxmigrate runs here with its Xen backend.
+need_rxmigrate() {
+    [ -x "$RX" ] || not_available "rxmigrate was not brought in (build it: cargo build --release)"
+    local out
+    # a lookup of a domain that cannot exist: harmless, and it needs the backend
+    out=$("$RX" --hv xen save lab-no-such-domain "$SAVE_DIR/probe" 2>&1)
+    rm -f "$SAVE_DIR/probe"
+    if echo "$out" | grep -qiE 'not available|not implemented|unsupported hypervisor'; then
+        not_available "rxmigrate's Xen backend: $(echo "$out" | head -1 | cut -c1-160)"
+    fi
+    rec meta "rxmigrate_version=$("$RX" --version 2>&1 | head -1)"
+}
+need_helper() {
+    [ -x "$HELPER" ] || not_available "rxmigrate-save-helper was not built"
+}

@@ -1,0 +1,40 @@
+#!/bin/bash
+# The lab's payload in dom0 (started by run.sh on the transfer disk): runs
+# each scenario under a time limit and records the dom0's facts.
+#   main.sh SCENARIO...
+# Environment: see lib.sh, plus LAB_TIMEOUT (seconds per scenario).
+SCEN_DIR=$(cd "$(dirname "$0")" && pwd)
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mkdir -p "$OUT"
+{
+    xl info
+    echo
+    cat /proc/cmdline
+    echo
+    ls -l /usr/lib/x86_64-linux-gnu/libxen*.so* /usr/lib/xen-4.17/bin/
+    echo
+    [ -x "$BIN/rxmigrate" ] && ldd "$BIN/rxmigrate"
+} >"$OUT/dom0-facts.txt" 2>&1
+echo "LAB-FACTS $(xl info | awk -F' *: ' '/^(xen_version|virt_caps|nr_cpus) / { gsub(" ", ",", $2); printf "%s=%s ", $1, $2 }')"
+
+for s in "$@"; do
+    echo "LAB-SCENARIO start $s"
+    t=$(date +%s)
+    SCENARIO=$s timeout -k 30 "$LAB_TIMEOUT" bash "$SCEN_DIR/scenario.sh" "$s"
+    rc=$?
+    if [ $rc = 124 ] || [ $rc = 137 ] || [ ! -s "$OUT/$s.json" ]; then
+        # the record so far, with the reason it has no result
+        reason="no result: scenario exited $rc"
+        [ $rc = 124 ] || [ $rc = 137 ] && reason="timed out after ${LAB_TIMEOUT}s"
+        printf 'result\tstatus=fail\treason=%s\ttotal_s=%s\n' "$reason" "$(($(date +%s) - t))" \
+            >>"/var/lib/xenlab/$s.rec"
+        python3 "$SCEN_DIR/report.py" "/var/lib/xenlab/$s.rec" >"$OUT/$s.json"
+        for d in $(xl list | awk 'NR > 2 { print $1 }'); do xl destroy "$d"; done
+    fi
+    echo "LAB-SCENARIO end $s status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$OUT/$s.json" | tr ' ' _) secs=$(($(date +%s) - t))"
+done
+xl dmesg >"$OUT/xen-dmesg.txt" 2>&1
+cp /var/log/xen/console/*.log* /var/log/xen/*.log "$OUT/" 2>/dev/null
+mkdir -p "$OUT/consoles"
+mv "$OUT"/guest-*.log* "$OUT/consoles/" 2>/dev/null
+echo "LAB-DONE"

@@ -1,0 +1,111 @@
+#!/bin/bash
+# One lab scenario, in dom0:  scenario.sh FAMILY-TYPE
+#
+#   stock-TYPE               xl save, xl restore, xl migrate localhost (the baseline)
+#   rx-save-xl-restore-TYPE  rxmigrate save, then stock xl restore of its file
+#   xl-save-rx-restore-TYPE  stock xl save, then rxmigrate restore of that file
+#   rx-migrate-TYPE          rxmigrate migrate to `rxmigrate receive` on this host
+#   plugin-TYPE              the stock sequence with LIBXL_SAVE_HELPER=rxmigrate-save-helper
+#
+# TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
+# per operation. Every save file is checked with Xen's verify-stream-v2.
+SCENARIO=$1
+SCEN_DIR=$(cd "$(dirname "$0")" && pwd)
+. "$SCEN_DIR/lib.sh"
+
+TYPE=${SCENARIO##*-}
+FAMILY=${SCENARIO%-*}
+case $TYPE in pv | pvh | hvm) ;; *) echo "unknown guest type in $SCENARIO" >&2; exit 2 ;; esac
+NAME=$TYPE-lab
+FILE=$SAVE_DIR/$NAME.save
+STATS=$OUT/$SCENARIO.stats.jsonl
+T_START=$(now)
+rec_reset
+rec meta "scenario=$SCENARIO" "family=$FAMILY" "guest_type=$TYPE" "memory_mib=$LAB_MEMORY" \
+    "workload=$LAB_WORKLOAD" "attempt=${LAB_ATTEMPT:-1}"
+trap 'xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
+
+# A save with xl (or xl + the plugin), the file checked, then xl restore.
+xl_save() {
+    local hb0=$1
+    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+    op save -- xl save "$NAME" "$FILE" || return 1
+    rec file "op=save" "bytes=$(file_bytes "$FILE")" "writer=xl"
+    verify_file save "$FILE"
+}
+xl_restore() {
+    local hb0=$1
+    op restore -- xl restore "$FILE" || return 1
+    rm -f "$FILE"
+    check_alive "$NAME" "$hb0" restore
+}
+xl_migrate() {
+    local hb0
+    hb0=$(heartbeat "$NAME")
+    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+    # localhost without ssh: with -s "" xl runs the host argument itself as
+    # the receiving command
+    op migrate -- xl migrate -s "" "$NAME" "xl migrate-receive" || return 1
+    check_alive "$NAME" "$hb0" migrate
+}
+
+stock_sequence() {
+    local hb0
+    guest_create "$NAME" "$TYPE" || return
+    hb0=$(heartbeat "$NAME")
+    xl_save "$hb0" && xl_restore "$hb0" && xl_migrate
+}
+
+case $FAMILY in
+    stock)
+        stock_sequence
+        ;;
+    plugin)
+        need_helper
+        export LIBXL_SAVE_HELPER=$HELPER
+        rec meta "save_helper=$HELPER"
+        stock_sequence
+        ;;
+    rx-save-xl-restore)
+        need_rxmigrate
+        if guest_create "$NAME" "$TYPE"; then
+            hb0=$(heartbeat "$NAME")
+            [ "$TYPE" = hvm ] && keep_serial "$NAME"
+            if op rx-save -- "$RX" --hv xen save "$NAME" "$FILE" --stats "$STATS"; then
+                rec file "op=rx-save" "bytes=$(file_bytes "$FILE")" "writer=rxmigrate"
+                # shellcheck disable=SC2046
+                rec stats "op=rx-save" $(stats_fields "$STATS")
+                verify_file rx-save "$FILE"
+                op rx-save.rxmigrate-verify -- "$RX" verify "$FILE"
+                xl_restore "$hb0"
+            fi
+        fi
+        ;;
+    xl-save-rx-restore)
+        need_rxmigrate
+        if guest_create "$NAME" "$TYPE"; then
+            hb0=$(heartbeat "$NAME")
+            if xl_save "$hb0" && op rx-restore -- "$RX" --hv xen restore "$FILE"; then
+                check_alive "$NAME" "$hb0" rx-restore
+            fi
+        fi
+        ;;
+    rx-migrate)
+        need_rxmigrate
+        if guest_create "$NAME" "$TYPE"; then
+            hb0=$(heartbeat "$NAME")
+            [ "$TYPE" = hvm ] && keep_serial "$NAME"
+            if op rx-migrate -- "$RX" --hv xen migrate "$NAME" "$RX --hv xen receive" -s "" \
+                --stats "$STATS"; then
+                # shellcheck disable=SC2046
+                rec stats "op=rx-migrate" $(stats_fields "$STATS")
+                check_alive "$NAME" "$hb0" rx-migrate
+            fi
+        fi
+        ;;
+    *)
+        echo "unknown scenario $SCENARIO" >&2
+        exit 2
+        ;;
+esac
+finish
