@@ -9,8 +9,14 @@ use xen_sys::*;
 #[test]
 fn vcpu_context_is_5168_bytes_with_the_engines_offsets() {
     assert_eq!(size_of::<vcpu_guest_context_x86_64>(), 5168);
-    assert_eq!(size_of::<vcpu_guest_context_x86_64>(), vcpu::CONTEXT_SIZE_64);
-    assert_eq!(size_of::<vcpu_guest_context_x86_32>(), vcpu::CONTEXT_SIZE_32);
+    assert_eq!(
+        size_of::<vcpu_guest_context_x86_64>(),
+        vcpu::CONTEXT_SIZE_64
+    );
+    assert_eq!(
+        size_of::<vcpu_guest_context_x86_32>(),
+        vcpu::CONTEXT_SIZE_32
+    );
     assert_eq!(rxmigrate::hv::xen::VCPU_BASIC_SIZE, 5168);
     type C = vcpu_guest_context_x86_64;
     assert_eq!(offset_of!(C, flags), vcpu::FLAGS);
@@ -26,16 +32,28 @@ fn vcpu_context_is_5168_bytes_with_the_engines_offsets() {
     assert_eq!(offset_of!(C, ctrlreg), vcpu::CTRLREG);
     assert_eq!(offset_of!(C, debugreg), vcpu::DEBUGREG);
     assert_eq!(offset_of!(C, event_callback_eip), vcpu::EVENT_CALLBACK_EIP);
-    assert_eq!(offset_of!(C, failsafe_callback_eip), vcpu::FAILSAFE_CALLBACK_EIP);
-    assert_eq!(offset_of!(C, syscall_callback_eip), vcpu::SYSCALL_CALLBACK_EIP);
+    assert_eq!(
+        offset_of!(C, failsafe_callback_eip),
+        vcpu::FAILSAFE_CALLBACK_EIP
+    );
+    assert_eq!(
+        offset_of!(C, syscall_callback_eip),
+        vcpu::SYSCALL_CALLBACK_EIP
+    );
     assert_eq!(offset_of!(C, vm_assist), vcpu::VM_ASSIST);
     assert_eq!(offset_of!(C, fs_base), vcpu::FS_BASE);
     assert_eq!(offset_of!(C, gs_base_kernel), vcpu::GS_BASE_KERNEL);
     assert_eq!(offset_of!(C, gs_base_user), vcpu::GS_BASE_USER);
     type R = cpu_user_regs_x86_64;
     // rdx carries the start_info frame across suspend; rax the suspend result.
-    assert_eq!(vcpu::USER_REGS + offset_of!(R, __bindgen_anon_11), vcpu::RAX);
-    assert_eq!(vcpu::USER_REGS + offset_of!(R, __bindgen_anon_13), vcpu::RDX);
+    assert_eq!(
+        vcpu::USER_REGS + offset_of!(R, __bindgen_anon_11),
+        vcpu::RAX
+    );
+    assert_eq!(
+        vcpu::USER_REGS + offset_of!(R, __bindgen_anon_13),
+        vcpu::RDX
+    );
     assert_eq!(VGCF_online, 32);
 }
 
@@ -55,8 +73,14 @@ fn shared_info_arch_fields_where_the_engine_reads_them() {
         si::PFN_TO_MFN_FRAME_LIST_LIST
     );
     assert_eq!(arch + offset_of!(arch_shared_info, p2m_cr3), si::P2M_CR3);
-    assert_eq!(arch + offset_of!(arch_shared_info, p2m_vaddr), si::P2M_VADDR);
-    assert_eq!(arch + offset_of!(arch_shared_info, p2m_generation), si::P2M_GENERATION);
+    assert_eq!(
+        arch + offset_of!(arch_shared_info, p2m_vaddr),
+        si::P2M_VADDR
+    );
+    assert_eq!(
+        arch + offset_of!(arch_shared_info, p2m_generation),
+        si::P2M_GENERATION
+    );
     assert_eq!(size_of::<vcpu_info>(), si::VCPU_INFO_SIZE);
 }
 
@@ -84,7 +108,10 @@ fn record_entry_sizes() {
     assert_eq!(size_of::<xen_domctl_vcpu_msr_t>(), 16);
     assert_eq!(rxmigrate::hv::xen::VCPU_MSR_SIZE, 16);
     // HVM_CONTEXT entries start with an 8-byte descriptor.
-    assert_eq!(size_of::<hvm_save_descriptor>(), rxmigrate::stream::hvm_context::DESC_SIZE);
+    assert_eq!(
+        size_of::<hvm_save_descriptor>(),
+        rxmigrate::stream::hvm_context::DESC_SIZE
+    );
     // The ext context is copied whole into the domctl union.
     assert!(size_of::<xen_domctl_ext_vcpucontext>() <= 128);
     // Xen's dirty bitmaps are arrays of native longs: bit p = pfn p.

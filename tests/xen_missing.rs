@@ -18,10 +18,20 @@ fn every_missing_piece_is_named() {
     assert_eq!(m.len(), 1 + LIBRARIES.len(), "{m:?}");
     assert_eq!(m[0], Missing::Device(d.path().join("privcmd")));
     for (lib, got) in LIBRARIES.iter().zip(&m[1..]) {
-        assert!(matches!(got, Missing::Library { soname, .. } if soname == lib), "{got:?}");
+        assert!(
+            matches!(got, Missing::Library { soname, .. } if soname == lib),
+            "{got:?}"
+        );
     }
     let text = err.to_string();
-    for want in ["privcmd is missing", "libxenctrl.so.4.17 cannot be loaded", "libxenguest.so.4.17", "libxenforeignmemory.so.1", "libxenevtchn.so.1", "libxenstore.so.4"] {
+    for want in [
+        "privcmd is missing",
+        "libxenctrl.so.4.17 cannot be loaded",
+        "libxenguest.so.4.17",
+        "libxenforeignmemory.so.1",
+        "libxenevtchn.so.1",
+        "libxenstore.so.4",
+    ] {
         assert!(text.contains(want), "{want:?} not in {text}");
     }
 }
@@ -32,10 +42,14 @@ fn a_library_of_the_wrong_kind_is_named_with_its_missing_function() {
     std::fs::write(d.path().join("privcmd"), b"").unwrap();
     // A real shared library that is not libxenctrl: it loads, but lacks
     // Xen's functions (as a libxenctrl of another Xen version would).
-    let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("libm.so.6");
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libm.so.6");
     std::os::unix::fs::symlink(libm, d.path().join("libxenctrl.so.4.17")).unwrap();
     let err = XenLibs::open_with(&probe(d.path())).unwrap_err();
     let m = err.missing();
@@ -51,7 +65,12 @@ fn a_library_of_the_wrong_kind_is_named_with_its_missing_function() {
     assert!(sym.1.contains("xc_"), "{}", sym.1);
     assert!(err.to_string().contains("lacks a function"), "{err}");
     // The four others are still reported as absent libraries.
-    assert_eq!(m.iter().filter(|x| matches!(x, Missing::Library { .. })).count(), 4);
+    assert_eq!(
+        m.iter()
+            .filter(|x| matches!(x, Missing::Library { .. }))
+            .count(),
+        4
+    );
 }
 
 #[test]

@@ -61,7 +61,10 @@ impl LoadError {
 }
 
 fn list(m: &[Missing]) -> String {
-    m.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; ")
+    m.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Where to look: the real locations by default; tests point elsewhere.

@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn permission_errors_say_to_run_as_root_in_dom0() {
         let e = xc_error(3, "domain_info", libc::EPERM).to_string();
-        assert!(e.contains("domain 3") && e.contains("domain_info") && e.contains("root in dom0"), "{e}");
+        assert!(
+            e.contains("domain 3") && e.contains("domain_info") && e.contains("root in dom0"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -55,12 +58,18 @@ mod tests {
         assert!(e.to_string().contains("shadow paging"));
         // The same errno elsewhere is an ordinary failure with its text.
         let e = xc_error(4, "pin_table", libc::EOPNOTSUPP).to_string();
-        assert!(e.contains("pin_table") && e.contains("not supported"), "{e}");
+        assert!(
+            e.contains("pin_table") && e.contains("not supported"),
+            "{e}"
+        );
     }
 
     #[test]
     fn other_errnos_keep_their_text() {
         let e = xc_error(9, "populate", libc::ENOMEM).to_string();
-        assert!(e.contains("domain 9: populate failed") && e.contains("memory"), "{e}");
+        assert!(
+            e.contains("domain 9: populate failed") && e.contains("memory"),
+            "{e}"
+        );
     }
 }

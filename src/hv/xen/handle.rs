@@ -45,7 +45,10 @@ pub struct Xc<'a> {
 impl Handles {
     pub fn open(libs: XenLibs) -> Result<Handles> {
         // SAFETY: plain constructor calls; NULL loggers mean "log to stderr".
-        let xch = unsafe { libs.ctrl.xc_interface_open(std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+        let xch = unsafe {
+            libs.ctrl
+                .xc_interface_open(std::ptr::null_mut(), std::ptr::null_mut(), 0)
+        };
         if xch.is_null() {
             return Err(HvError::Unavailable(format!(
                 "xc_interface_open failed: {} (run as root in dom0)",
@@ -58,7 +61,9 @@ impl Handles {
             let e = std::io::Error::last_os_error();
             // SAFETY: xch was opened above and is not used again.
             unsafe { libs.ctrl.xc_interface_close(xch) };
-            return Err(HvError::Unavailable(format!("xenforeignmemory_open failed: {e}")));
+            return Err(HvError::Unavailable(format!(
+                "xenforeignmemory_open failed: {e}"
+            )));
         }
         // SAFETY: as above; flags 0 = the xenstored socket or the kernel device.
         let xsh = unsafe { libs.store.xs_open(0) };
@@ -93,7 +98,12 @@ impl Handles {
 
     /// Runs one libxenctrl call under the lock; a negative result becomes
     /// an error built from the errno it left.
-    pub fn call(&self, dom: DomId, op: &'static str, f: impl FnOnce(&Xc<'_>) -> i64) -> Result<i64> {
+    pub fn call(
+        &self,
+        dom: DomId,
+        op: &'static str,
+        f: impl FnOnce(&Xc<'_>) -> i64,
+    ) -> Result<i64> {
         let xc = self.xc();
         let rc = f(&xc);
         if rc < 0 {
@@ -136,7 +146,10 @@ impl Handles {
             )
         };
         if !ok {
-            return Err(HvError::io(format!("xenstore write {path}"), std::io::Error::last_os_error()));
+            return Err(HvError::io(
+                format!("xenstore write {path}"),
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -158,9 +171,13 @@ impl Handles {
             .collect();
         // SAFETY: p is NUL-terminated; v holds v.len() entries.
         let ok = unsafe {
-            self.libs
-                .store
-                .xs_set_permissions(self.xsh, 0, p.as_ptr(), v.as_mut_ptr(), v.len() as u32)
+            self.libs.store.xs_set_permissions(
+                self.xsh,
+                0,
+                p.as_ptr(),
+                v.as_mut_ptr(),
+                v.len() as u32,
+            )
         };
         if !ok {
             return Err(HvError::io(
@@ -248,7 +265,10 @@ impl Handles {
         let mut b: Box<xc_hypercall_buffer_t> = Box::default();
         let xc = self.xc();
         // SAFETY: b is a zeroed buffer descriptor that lives as long as HBuf.
-        let p = unsafe { xc.lib.xc__hypercall_buffer_alloc_pages(xc.xch, &mut *b, pages as i32) };
+        let p = unsafe {
+            xc.lib
+                .xc__hypercall_buffer_alloc_pages(xc.xch, &mut *b, pages as i32)
+        };
         drop(xc);
         if p.is_null() {
             return Err(xc_error(dom, "hypercall buffer", last_errno()));
@@ -302,7 +322,10 @@ impl Drop for HBuf<'_> {
     fn drop(&mut self) {
         let xc = self.h.xc();
         // SAFETY: the buffer was allocated by alloc_pages with this count.
-        unsafe { xc.lib.xc__hypercall_buffer_free_pages(xc.xch, &mut *self.b, self.pages as i32) };
+        unsafe {
+            xc.lib
+                .xc__hypercall_buffer_free_pages(xc.xch, &mut *self.b, self.pages as i32)
+        };
     }
 }
 
@@ -346,10 +369,11 @@ impl Drop for Mapping<'_> {
         if self.n > 0 {
             // SAFETY: ptr/n are exactly what xenforeignmemory_map returned.
             unsafe {
-                self.h
-                    .libs
-                    .fmem
-                    .xenforeignmemory_unmap(self.h.fmem, self.ptr as *mut c_void, self.n)
+                self.h.libs.fmem.xenforeignmemory_unmap(
+                    self.h.fmem,
+                    self.ptr as *mut c_void,
+                    self.n,
+                )
             };
         }
     }

@@ -45,7 +45,14 @@ pub fn create_params(guest_type: GuestType, max_pfn: u64, max_vcpu_id: u32) -> C
 /// Formats a domain handle as a UUID.
 pub fn uuid_string(h: &[u8; 16]) -> String {
     let x: String = h.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 /// The nodes written at creation, before the guest's rings are known.
@@ -72,8 +79,16 @@ pub fn base_nodes(dom: DomId, name: &str, uuid: &str, max_vcpu_id: u32, mem_kb: 
         n(format!("{dp}/control"), "", &ro),
         n(format!("{dp}/control/shutdown"), "", &rw),
         n(format!("{dp}/control/sysrq"), "", &rw),
-        n(format!("{dp}/control/platform-feature-multiprocessor-suspend"), "1", &ro),
-        n(format!("{dp}/control/platform-feature-xs_reset_watches"), "1", &ro),
+        n(
+            format!("{dp}/control/platform-feature-multiprocessor-suspend"),
+            "1",
+            &ro,
+        ),
+        n(
+            format!("{dp}/control/platform-feature-xs_reset_watches"),
+            "1",
+            &ro,
+        ),
         n(format!("{dp}/device"), "", &ro),
         n(format!("{dp}/device/suspend/event-channel"), "", &rw),
         n(format!("{dp}/data"), "", &rw),
@@ -120,7 +135,15 @@ mod tests {
     fn sizes_follow_libxl() {
         // 128 MiB, 2 vCPUs: 1 MiB slack; shadow 4*(512+256) KiB = 3 MiB.
         let p = create_params(GuestType::Hvm, 32767, 1);
-        assert_eq!(p, CreateParams { hvm: true, max_vcpus: 2, max_kb: 131072 + 1024, shadow_mb: 3 });
+        assert_eq!(
+            p,
+            CreateParams {
+                hvm: true,
+                max_vcpus: 2,
+                max_kb: 131072 + 1024,
+                shadow_mb: 3
+            }
+        );
         assert!(!create_params(GuestType::Pv, 32767, 0).hvm);
     }
 
@@ -133,10 +156,20 @@ mod tests {
     #[test]
     fn guest_can_write_control_but_not_its_name() {
         let v = base_nodes(5, "g", "u", 1, 1000);
-        let get = |p: &str| v.iter().find(|n| n.path == p).unwrap_or_else(|| panic!("{p} missing"));
+        let get = |p: &str| {
+            v.iter()
+                .find(|n| n.path == p)
+                .unwrap_or_else(|| panic!("{p} missing"))
+        };
         assert_eq!(get("/local/domain/5/name").value, "g");
-        assert_eq!(get("/local/domain/5/name").perms, vec![(0, PERM_NONE), (5, PERM_READ)]);
-        assert_eq!(get("/local/domain/5/control/shutdown").perms, vec![(5, PERM_NONE)]);
+        assert_eq!(
+            get("/local/domain/5/name").perms,
+            vec![(0, PERM_NONE), (5, PERM_READ)]
+        );
+        assert_eq!(
+            get("/local/domain/5/control/shutdown").perms,
+            vec![(5, PERM_NONE)]
+        );
         assert_eq!(get("/local/domain/5/vm").value, "/vm/u");
         assert_eq!(get("/local/domain/5/cpu/1/availability").value, "online");
         assert_eq!(get("/local/domain/5/memory/target").value, "1000");
@@ -145,7 +178,13 @@ mod tests {
     #[test]
     fn rings_name_frames_and_ports() {
         let v = ring_nodes(3, (0x1234, 1), (0x1235, 2));
-        let get = |p: &str| v.iter().find(|n| n.path == format!("/local/domain/3/{p}")).unwrap().value.clone();
+        let get = |p: &str| {
+            v.iter()
+                .find(|n| n.path == format!("/local/domain/3/{p}"))
+                .unwrap()
+                .value
+                .clone()
+        };
         assert_eq!(get("store/ring-ref"), (0x1234).to_string());
         assert_eq!(get("store/port"), "1");
         assert_eq!(get("console/ring-ref"), (0x1235).to_string());

@@ -115,7 +115,9 @@ impl XenHost {
             }
         }
         let shutdown = if info.flags & XEN_DOMINF_shutdown != 0 {
-            conv::shutdown_reason((info.flags >> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask)
+            conv::shutdown_reason(
+                (info.flags >> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask,
+            )
         } else {
             None
         };
@@ -125,7 +127,11 @@ impl XenHost {
                 .h
                 .xs_read(&format!("/local/domain/{dom}/name"))
                 .unwrap_or_else(|| format!("Domain-{dom}")),
-            guest_type: if Self::is_hvm(info) { GuestType::Hvm } else { GuestType::Pv },
+            guest_type: if Self::is_hvm(info) {
+                GuestType::Hvm
+            } else {
+                GuestType::Pv
+            },
             max_pfn: gpfns as u64,
             max_vcpu_id: info.max_vcpu_id,
             online_vcpus: online,
@@ -141,7 +147,11 @@ impl XenHost {
 
     fn require(&self, dom: DomId, want: GuestType, op: &'static str) -> Result<xc_domaininfo_t> {
         let info = self.raw_info(dom)?;
-        let is = if Self::is_hvm(&info) { GuestType::Hvm } else { GuestType::Pv };
+        let is = if Self::is_hvm(&info) {
+            GuestType::Hvm
+        } else {
+            GuestType::Pv
+        };
         if is != want {
             return Err(HvError::Unsupported {
                 dom,
@@ -166,7 +176,14 @@ impl XenHost {
             })
     }
 
-    fn logdirty_op(&self, dom: DomId, out: &mut Bitmap, op: u32, mode: u32, name: &'static str) -> Result<u64> {
+    fn logdirty_op(
+        &self,
+        dom: DomId,
+        out: &mut Bitmap,
+        op: u32,
+        mode: u32,
+        name: &'static str,
+    ) -> Result<u64> {
         let pages = out.len();
         let mut map = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(&dom).is_none_or(|d| d.pages != pages) {
@@ -182,7 +199,8 @@ impl XenHost {
         // SAFETY: desc describes a hypercall buffer of ≥ pages bits.
         let got = self.h.call(dom, name, |x| unsafe {
             x.lib
-                .xc_logdirty_control(x.xch, dom, op, desc, pages as _, mode, &mut stats) as i64
+                .xc_logdirty_control(x.xch, dom, op, desc, pages as _, mode, &mut stats)
+                as i64
         })?;
         if got as u64 != pages {
             return Err(HvError::op(
@@ -203,7 +221,10 @@ impl Hypervisor for XenHost {
     fn xen_version(&self) -> (u32, u32) {
         let xc = self.h.xc();
         // SAFETY: XENVER_version takes no argument buffer.
-        let v = unsafe { xc.lib.xc_version(xc.xch, XENVER_version as i32, std::ptr::null_mut()) };
+        let v = unsafe {
+            xc.lib
+                .xc_version(xc.xch, XENVER_version as i32, std::ptr::null_mut())
+        };
         if v < 0 {
             return (4, 17);
         }
@@ -214,7 +235,9 @@ impl Hypervisor for XenHost {
         let mut buf = vec![xc_domaininfo_t::default(); 1024];
         // SAFETY: buf has room for 1024 entries.
         let n = self.h.call(0, "list_domains", |x| unsafe {
-            x.lib.xc_domain_getinfolist(x.xch, 0, buf.len() as u32, buf.as_mut_ptr()) as i64
+            x.lib
+                .xc_domain_getinfolist(x.xch, 0, buf.len() as u32, buf.as_mut_ptr())
+                as i64
         })?;
         let mut out = Vec::new();
         for info in &buf[..n as usize] {
@@ -245,7 +268,8 @@ impl Hypervisor for XenHost {
             }
         }
         self.raw_info(dom)?;
-        self.h.xs_write(&format!("/local/domain/{dom}/name"), name)?;
+        self.h
+            .xs_write(&format!("/local/domain/{dom}/name"), name)?;
         if let Some(vm) = self.h.xs_read(&format!("/local/domain/{dom}/vm")) {
             if !vm.is_empty() {
                 self.h.xs_write(&format!("{vm}/name"), name)?;
@@ -256,13 +280,17 @@ impl Hypervisor for XenHost {
 
     fn pause(&self, dom: DomId) -> Result<()> {
         // SAFETY: integer arguments only.
-        self.h.call(dom, "pause", |x| unsafe { x.lib.xc_domain_pause(x.xch, dom) as i64 })?;
+        self.h.call(dom, "pause", |x| unsafe {
+            x.lib.xc_domain_pause(x.xch, dom) as i64
+        })?;
         Ok(())
     }
 
     fn unpause(&self, dom: DomId) -> Result<()> {
         // SAFETY: integer arguments only.
-        self.h.call(dom, "unpause", |x| unsafe { x.lib.xc_domain_unpause(x.xch, dom) as i64 })?;
+        self.h.call(dom, "unpause", |x| unsafe {
+            x.lib.xc_domain_unpause(x.xch, dom) as i64
+        })?;
         Ok(())
     }
 
@@ -285,8 +313,14 @@ impl Hypervisor for XenHost {
     }
 
     fn destroy(&self, dom: DomId) -> Result<()> {
-        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).remove(&dom);
-        self.created.lock().unwrap_or_else(|e| e.into_inner()).remove(&dom);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&dom);
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&dom);
         // A domain xl built has devices and libxl state: only xl tears that
         // down properly.
         if Self::libxl_userdata(dom).is_some() {
@@ -296,13 +330,19 @@ impl Hypervisor for XenHost {
                 .status()
                 .map_err(|e| HvError::io("running xl destroy", e))?;
             if !st.success() {
-                return Err(HvError::op(dom, "destroy", format!("xl destroy exited with {st}")));
+                return Err(HvError::op(
+                    dom,
+                    "destroy",
+                    format!("xl destroy exited with {st}"),
+                ));
             }
             return Ok(());
         }
         let vm = self.h.xs_read(&format!("/local/domain/{dom}/vm"));
         // SAFETY: integer arguments only.
-        self.h.call(dom, "destroy", |x| unsafe { x.lib.xc_domain_destroy(x.xch, dom) as i64 })?;
+        self.h.call(dom, "destroy", |x| unsafe {
+            x.lib.xc_domain_destroy(x.xch, dom) as i64
+        })?;
         self.h.xs_rm(&format!("/local/domain/{dom}"));
         if let Some(vm) = vm.filter(|v| v.starts_with("/vm/")) {
             self.h.xs_rm(&vm);
@@ -325,17 +365,29 @@ impl Hypervisor for XenHost {
     }
 
     fn logdirty_disable(&self, dom: DomId) -> Result<()> {
-        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).remove(&dom);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&dom);
         // SAFETY: no bitmap for OFF.
         self.h.call(dom, "logdirty_disable", |x| unsafe {
-            x.lib
-                .xc_shadow_control(x.xch, dom, XEN_DOMCTL_SHADOW_OP_OFF, std::ptr::null_mut(), 0) as i64
+            x.lib.xc_shadow_control(
+                x.xch,
+                dom,
+                XEN_DOMCTL_SHADOW_OP_OFF,
+                std::ptr::null_mut(),
+                0,
+            ) as i64
         })?;
         Ok(())
     }
 
     fn logdirty_clean(&self, dom: DomId, out: &mut Bitmap, final_round: bool) -> Result<u64> {
-        let mode = if final_round { XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL } else { 0 };
+        let mode = if final_round {
+            XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL
+        } else {
+            0
+        };
         self.logdirty_op(dom, out, XEN_DOMCTL_SHADOW_OP_CLEAN, mode, "logdirty_clean")
     }
 
@@ -357,7 +409,8 @@ impl Hypervisor for XenHost {
         // SAFETY: arr holds arr.len() entries, rewritten in place by Xen.
         self.h.call(dom, "page_types", |x| unsafe {
             x.lib
-                .xc_get_pfn_type_batch(x.xch, dom, arr.len() as u32, arr.as_mut_ptr()) as i64
+                .xc_get_pfn_type_batch(x.xch, dom, arr.len() as u32, arr.as_mut_ptr())
+                as i64
         })?;
         for (o, &t) in out.iter_mut().zip(&arr) {
             *o = conv::page_type(t as u64);
@@ -365,7 +418,12 @@ impl Hypervisor for XenHost {
         Ok(())
     }
 
-    fn map_pages<'a>(&'a self, dom: DomId, gfns: &[u64], writable: bool) -> Result<Box<dyn PageMapping + 'a>> {
+    fn map_pages<'a>(
+        &'a self,
+        dom: DomId,
+        gfns: &[u64],
+        writable: bool,
+    ) -> Result<Box<dyn PageMapping + 'a>> {
         Ok(Box::new(self.h.map(dom, gfns, writable)?))
     }
 
@@ -391,7 +449,9 @@ impl Hypervisor for XenHost {
         d.domain = dom as u16;
         d.u.address_size.size = width * 8;
         // SAFETY: d is complete.
-        self.h.call(dom, "set_guest_width", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+        self.h.call(dom, "set_guest_width", |x| unsafe {
+            x.lib.xc_domctl(x.xch, &mut d) as i64
+        })?;
         Ok(())
     }
 
@@ -411,11 +471,18 @@ impl Hypervisor for XenHost {
             .iter()
             .map(|m| {
                 m2p.get(m).copied().ok_or_else(|| {
-                    HvError::op(dom, "pv_p2m", format!("P2M leaf mfn {m:#x} is not one of the guest's frames"))
+                    HvError::op(
+                        dom,
+                        "pv_p2m",
+                        format!("P2M leaf mfn {m:#x} is not one of the guest's frames"),
+                    )
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(PvP2m { p2m: raw.p2m, frames })
+        Ok(PvP2m {
+            p2m: raw.p2m,
+            frames,
+        })
     }
 
     fn pv_vcpu(&self, dom: DomId, v: u32) -> Result<PvVcpuState> {
@@ -469,7 +536,9 @@ impl Hypervisor for XenHost {
         op.arg1.mfn = mfn as xen_pfn_t;
         // SAFETY: one complete op.
         self.h
-            .call(dom, "pin_table", |x| unsafe { x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64 })
+            .call(dom, "pin_table", |x| unsafe {
+                x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64
+            })
             .map_err(|e| match e {
                 HvError::Op { dom, op, msg } => HvError::Op {
                     dom,
@@ -485,12 +554,15 @@ impl Hypervisor for XenHost {
         self.require(dom, GuestType::Hvm, "hvm_context")?;
         // SAFETY: a NULL buffer asks for the size.
         let size = self.h.call(dom, "hvm_context", |x| unsafe {
-            x.lib.xc_domain_hvm_getcontext(x.xch, dom, std::ptr::null_mut(), 0) as i64
+            x.lib
+                .xc_domain_hvm_getcontext(x.xch, dom, std::ptr::null_mut(), 0) as i64
         })? as usize;
         let mut buf = vec![0u8; size];
         // SAFETY: buf holds size bytes.
         let got = self.h.call(dom, "hvm_context", |x| unsafe {
-            x.lib.xc_domain_hvm_getcontext(x.xch, dom, buf.as_mut_ptr(), size as u32) as i64
+            x.lib
+                .xc_domain_hvm_getcontext(x.xch, dom, buf.as_mut_ptr(), size as u32)
+                as i64
         })? as usize;
         buf.truncate(got.min(size));
         Ok(buf)
@@ -501,7 +573,9 @@ impl Hypervisor for XenHost {
         let mut b = blob.to_vec();
         // SAFETY: b holds b.len() bytes.
         self.h.call(dom, "set_hvm_context", |x| unsafe {
-            x.lib.xc_domain_hvm_setcontext(x.xch, dom, b.as_mut_ptr(), b.len() as u32) as i64
+            x.lib
+                .xc_domain_hvm_setcontext(x.xch, dom, b.as_mut_ptr(), b.len() as u32)
+                as i64
         })?;
         Ok(())
     }
@@ -528,7 +602,8 @@ impl Hypervisor for XenHost {
         // SAFETY: four out parameters.
         self.h.call(dom, "tsc_info", |x| unsafe {
             x.lib
-                .xc_domain_get_tsc_info(x.xch, dom, &mut mode, &mut nsec, &mut khz, &mut inc) as i64
+                .xc_domain_get_tsc_info(x.xch, dom, &mut mode, &mut nsec, &mut khz, &mut inc)
+                as i64
         })?;
         Ok(TscInfo {
             mode,
@@ -542,7 +617,8 @@ impl Hypervisor for XenHost {
         // SAFETY: integer arguments only.
         self.h.call(dom, "set_tsc_info", |x| unsafe {
             x.lib
-                .xc_domain_set_tsc_info(x.xch, dom, t.mode, t.nsec, t.khz, t.incarnation) as i64
+                .xc_domain_set_tsc_info(x.xch, dom, t.mode, t.nsec, t.khz, t.incarnation)
+                as i64
         })?;
         Ok(())
     }
@@ -551,7 +627,13 @@ impl Hypervisor for XenHost {
         let xc = self.h.xc();
         let g = xc.guest;
         let op = "cpu_policy";
-        let fail = |what: &str| HvError::op(dom, op, format!("{what}: {}", std::io::Error::last_os_error()));
+        let fail = |what: &str| {
+            HvError::op(
+                dom,
+                op,
+                format!("{what}: {}", std::io::Error::last_os_error()),
+            )
+        };
         // SAFETY: the policy object is created, used and destroyed here;
         // the arrays are sized by xc_cpu_policy_get_size.
         unsafe {
@@ -608,8 +690,16 @@ impl Hypervisor for XenHost {
         let mut msrs = vec![xen_msr_entry_t::default(); policy.msrs.len() / ms];
         // SAFETY: the vectors have exactly the byte sizes copied into them.
         unsafe {
-            std::ptr::copy_nonoverlapping(policy.cpuid.as_ptr(), leaves.as_mut_ptr() as *mut u8, policy.cpuid.len());
-            std::ptr::copy_nonoverlapping(policy.msrs.as_ptr(), msrs.as_mut_ptr() as *mut u8, policy.msrs.len());
+            std::ptr::copy_nonoverlapping(
+                policy.cpuid.as_ptr(),
+                leaves.as_mut_ptr() as *mut u8,
+                policy.cpuid.len(),
+            );
+            std::ptr::copy_nonoverlapping(
+                policy.msrs.as_ptr(),
+                msrs.as_mut_ptr() as *mut u8,
+                policy.msrs.len(),
+            );
         }
         let (mut el, mut es, mut em) = (0u32, 0u32, 0u32);
         let r = self.h.call(dom, "set_cpu_policy", |x| {
@@ -619,9 +709,17 @@ impl Hypervisor for XenHost {
                     x.xch,
                     dom,
                     leaves.len() as u32,
-                    if leaves.is_empty() { std::ptr::null_mut() } else { leaves.as_mut_ptr() },
+                    if leaves.is_empty() {
+                        std::ptr::null_mut()
+                    } else {
+                        leaves.as_mut_ptr()
+                    },
                     msrs.len() as u32,
-                    if msrs.is_empty() { std::ptr::null_mut() } else { msrs.as_mut_ptr() },
+                    if msrs.is_empty() {
+                        std::ptr::null_mut()
+                    } else {
+                        msrs.as_mut_ptr()
+                    },
                     &mut el,
                     &mut es,
                     &mut em,
@@ -650,8 +748,14 @@ impl Hypervisor for XenHost {
         // SAFETY: arr holds arr.len() extents of order 0, rewritten in place
         // (PV: with the new mfns).
         self.h.call(dom, "populate", |x| unsafe {
-            x.lib
-                .xc_domain_populate_physmap_exact(x.xch, dom, arr.len() as _, 0, 0, arr.as_mut_ptr()) as i64
+            x.lib.xc_domain_populate_physmap_exact(
+                x.xch,
+                dom,
+                arr.len() as _,
+                0,
+                0,
+                arr.as_mut_ptr(),
+            ) as i64
         })?;
         Ok(arr.into_iter().map(|m| m as u64).collect())
     }
@@ -662,7 +766,8 @@ impl Hypervisor for XenHost {
         let Some(path) = Self::libxl_userdata(dom) else {
             return Ok(None);
         };
-        let text = std::fs::read(&path).map_err(|e| HvError::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read(&path)
+            .map_err(|e| HvError::io(format!("reading {}", path.display()), e))?;
         let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| HvError::Op {
             dom,
             op: "domain_config",
@@ -680,7 +785,14 @@ impl Hypervisor for XenHost {
             .map(|c| (c.store_evtchn, c.console_evtchn)))
     }
 
-    fn seed_grant_table(&self, dom: DomId, console_gfn: u64, console_domid: u32, store_gfn: u64, store_domid: u32) -> Result<()> {
+    fn seed_grant_table(
+        &self,
+        dom: DomId,
+        console_gfn: u64,
+        console_domid: u32,
+        store_gfn: u64,
+        store_domid: u32,
+    ) -> Result<()> {
         let info = self.raw_info(dom)?;
         let hvm = Self::is_hvm(&info);
         // SAFETY: integer arguments only.
@@ -699,10 +811,20 @@ impl Hypervisor for XenHost {
     }
 
     fn restore_finished(&self, dom: DomId, store_gfn: u64, console_gfn: u64) -> Result<()> {
-        let Some(c) = self.created.lock().unwrap_or_else(|e| e.into_inner()).get(&dom).copied() else {
+        let Some(c) = self
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dom)
+            .copied()
+        else {
             return Ok(());
         };
-        for n in layout::ring_nodes(dom, (store_gfn, c.store_evtchn), (console_gfn, c.console_evtchn)) {
+        for n in layout::ring_nodes(
+            dom,
+            (store_gfn, c.store_evtchn),
+            (console_gfn, c.console_evtchn),
+        ) {
             self.h.xs_write(&n.path, &n.value)?;
             self.h.xs_set_perms(&n.path, &n.perms)?;
         }

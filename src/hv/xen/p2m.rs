@@ -4,7 +4,9 @@
 //! (`pfn_to_mfn_frame_list_list`). Pure logic over a frame reader, so it
 //! is tested without Xen.
 
-use crate::x86::pagetable::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, PTE_FRAME_MASK, PTE_PRESENT, PTE_PSE};
+use crate::x86::pagetable::{
+    HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START, PTE_FRAME_MASK, PTE_PRESENT, PTE_PSE,
+};
 use crate::x86::shared_info;
 use std::collections::HashMap;
 
@@ -35,7 +37,9 @@ fn canonical(va: u64) -> bool {
 pub fn read(si: &[u8], read: &mut ReadFrames<'_>) -> Result<RawP2m, String> {
     let count = shared_info::max_pfn(si);
     if count == 0 || count > (1 << 40) {
-        return Err(format!("shared_info.arch.max_pfn {count:#x} is not a plausible guest size"));
+        return Err(format!(
+            "shared_info.arch.max_pfn {count:#x} is not a plausible guest size"
+        ));
     }
     let leaves = count.div_ceil(FPP);
     let cr3 = shared_info::p2m_cr3(si);
@@ -59,12 +63,22 @@ pub fn read(si: &[u8], read: &mut ReadFrames<'_>) -> Result<RawP2m, String> {
 
 /// Walks the guest's 4-level page tables from `root` for each leaf page of
 /// the linear list at `vaddr`.
-fn linear_leaves(root: u64, vaddr: u64, leaves: u64, read: &mut ReadFrames<'_>) -> Result<Vec<u64>, String> {
+fn linear_leaves(
+    root: u64,
+    vaddr: u64,
+    leaves: u64,
+    read: &mut ReadFrames<'_>,
+) -> Result<Vec<u64>, String> {
     let end = vaddr
         .checked_add(leaves * 4096 - 1)
         .ok_or_else(|| format!("linear P2M at {vaddr:#x} wraps around"))?;
-    if !canonical(vaddr) || !canonical(end) || (vaddr <= HYPERVISOR_VIRT_END && end >= HYPERVISOR_VIRT_START) {
-        return Err(format!("linear P2M range {vaddr:#x}-{end:#x} is not a guest address range"));
+    if !canonical(vaddr)
+        || !canonical(end)
+        || (vaddr <= HYPERVISOR_VIRT_END && end >= HYPERVISOR_VIRT_START)
+    {
+        return Err(format!(
+            "linear P2M range {vaddr:#x}-{end:#x} is not a guest address range"
+        ));
     }
     let mut tables: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut out = Vec::with_capacity(leaves as usize);
@@ -79,10 +93,14 @@ fn linear_leaves(root: u64, vaddr: u64, leaves: u64, read: &mut ReadFrames<'_>) 
             let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
             let pte = u64_at(&tables[&table], idx);
             if pte & PTE_PRESENT == 0 {
-                return Err(format!("linear P2M: vaddr {va:#x} not mapped at level {level} (table mfn {table:#x})"));
+                return Err(format!(
+                    "linear P2M: vaddr {va:#x} not mapped at level {level} (table mfn {table:#x})"
+                ));
             }
             if level > 1 && pte & PTE_PSE != 0 {
-                return Err(format!("linear P2M: vaddr {va:#x} mapped by a superpage at level {level}"));
+                return Err(format!(
+                    "linear P2M: vaddr {va:#x} mapped by a superpage at level {level}"
+                ));
             }
             table = (pte & PTE_FRAME_MASK) >> 12;
         }
@@ -92,9 +110,16 @@ fn linear_leaves(root: u64, vaddr: u64, leaves: u64, read: &mut ReadFrames<'_>) 
 }
 
 /// Follows frame list list → frame lists → leaf mfns.
-fn tree_leaves(fll: u64, count: u64, leaves: u64, read: &mut ReadFrames<'_>) -> Result<Vec<u64>, String> {
+fn tree_leaves(
+    fll: u64,
+    count: u64,
+    leaves: u64,
+    read: &mut ReadFrames<'_>,
+) -> Result<Vec<u64>, String> {
     if fll == 0 {
-        return Err("the guest publishes no P2M (p2m_cr3 and pfn_to_mfn_frame_list_list are 0)".into());
+        return Err(
+            "the guest publishes no P2M (p2m_cr3 and pfn_to_mfn_frame_list_list are 0)".into(),
+        );
     }
     let fl_count = (count - 1) / (FPP * FPP) + 1;
     if fl_count > FPP {
@@ -102,12 +127,20 @@ fn tree_leaves(fll: u64, count: u64, leaves: u64, read: &mut ReadFrames<'_>) -> 
     }
     let top = read(&[fll])?;
     let fls: Vec<u64> = (0..fl_count as usize).map(|i| u64_at(&top, i)).collect();
-    if let Some((i, _)) = fls.iter().enumerate().find(|(_, &m)| m == 0 || m == u64::MAX) {
+    if let Some((i, _)) = fls
+        .iter()
+        .enumerate()
+        .find(|(_, &m)| m == 0 || m == u64::MAX)
+    {
         return Err(format!("P2M frame list list entry {i} is empty"));
     }
     let mids = read(&fls)?;
     let out: Vec<u64> = (0..leaves as usize).map(|i| u64_at(&mids, i)).collect();
-    if let Some((i, _)) = out.iter().enumerate().find(|(_, &m)| m == 0 || m == u64::MAX) {
+    if let Some((i, _)) = out
+        .iter()
+        .enumerate()
+        .find(|(_, &m)| m == 0 || m == u64::MAX)
+    {
         return Err(format!("P2M frame list entry {i} is empty"));
     }
     Ok(out)
@@ -130,7 +163,11 @@ mod tests {
             move |mfns: &[u64]| {
                 let mut v = Vec::new();
                 for m in mfns {
-                    v.extend_from_slice(self.0.get(m).ok_or_else(|| format!("mfn {m:#x} not mapped"))?);
+                    v.extend_from_slice(
+                        self.0
+                            .get(m)
+                            .ok_or_else(|| format!("mfn {m:#x} not mapped"))?,
+                    );
                 }
                 Ok(v)
             }
@@ -200,8 +237,15 @@ mod tests {
     fn unmapped_linear_list_is_an_error_naming_the_address() {
         let mut m = Mem::default();
         m.put(0x100, 0, 0); // empty L4
-        let e = read(&si(10, 0, 0x100 << 12, 0xffff_c900_0000_0000), &mut m.reader()).unwrap_err();
-        assert!(e.contains("0xffffc90000000000") && e.contains("level 4"), "{e}");
+        let e = read(
+            &si(10, 0, 0x100 << 12, 0xffff_c900_0000_0000),
+            &mut m.reader(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("0xffffc90000000000") && e.contains("level 4"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -212,7 +256,11 @@ mod tests {
         m.put(0x101, ((va >> 30) & 511) as usize, 0x102 << 12 | 0xE7); // PSE
         let e = read(&si(10, 0, 0x100 << 12, va), &mut m.reader()).unwrap_err();
         assert!(e.contains("superpage"), "{e}");
-        let e = read(&si(10, 0, 0x100 << 12, 0xffff_8000_0000_0000), &mut m.reader()).unwrap_err();
+        let e = read(
+            &si(10, 0, 0x100 << 12, 0xffff_8000_0000_0000),
+            &mut m.reader(),
+        )
+        .unwrap_err();
         assert!(e.contains("not a guest address range"), "{e}");
     }
 

@@ -64,7 +64,10 @@ pub fn suspend(host: &XenHost, dom: DomId) -> Result<()> {
         // An HVM guest without PV drivers: Xen suspends it directly.
         host.h.call(dom, "suspend", |x| {
             // SAFETY: integer arguments only.
-            unsafe { x.lib.xc_domain_shutdown(x.xch, dom, SHUTDOWN_suspend as i32) as i64 }
+            unsafe {
+                x.lib
+                    .xc_domain_shutdown(x.xch, dom, SHUTDOWN_suspend as i32) as i64
+            }
         })?;
         return wait_suspended(host, dom, "the suspend shutdown call");
     }
@@ -100,7 +103,10 @@ pub fn suspend(host: &XenHost, dom: DomId) -> Result<()> {
             return Err(HvError::op(
                 dom,
                 "suspend",
-                format!("guest didn't acknowledge the suspend request within {:?}", timeout()),
+                format!(
+                    "guest didn't acknowledge the suspend request within {:?}",
+                    timeout()
+                ),
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -114,16 +120,25 @@ fn notify_evtchn(host: &XenHost, dom: DomId, port: u32) -> Result<()> {
     unsafe {
         let xce = e.xenevtchn_open(std::ptr::null_mut(), 0);
         if xce.is_null() {
-            return Err(HvError::io("xenevtchn_open", std::io::Error::last_os_error()));
+            return Err(HvError::io(
+                "xenevtchn_open",
+                std::io::Error::last_os_error(),
+            ));
         }
         let local = e.xenevtchn_bind_interdomain(xce, dom, port);
         let r = if local < 0 {
-            Err(HvError::io("binding the suspend event channel", std::io::Error::last_os_error()))
+            Err(HvError::io(
+                "binding the suspend event channel",
+                std::io::Error::last_os_error(),
+            ))
         } else {
             let n = e.xenevtchn_notify(xce, local as u32);
             e.xenevtchn_unbind(xce, local as u32);
             if n < 0 {
-                Err(HvError::io("notifying the suspend event channel", std::io::Error::last_os_error()))
+                Err(HvError::io(
+                    "notifying the suspend event channel",
+                    std::io::Error::last_os_error(),
+                ))
             } else {
                 Ok(())
             }
@@ -152,7 +167,11 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
     // SAFETY: plain data, zero is its empty value.
     let mut cfg: xen_domctl_createdomain = unsafe { std::mem::zeroed() };
     cfg.handle = handle;
-    cfg.flags = if p.hvm { XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap } else { 0 };
+    cfg.flags = if p.hvm {
+        XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap
+    } else {
+        0
+    };
     cfg.max_vcpus = p.max_vcpus;
     cfg.max_evtchn_port = 1023;
     // -1: the hypervisor's defaults for grant and maptrack frames.
@@ -165,7 +184,9 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
     }
     let mut dom: u32 = 0;
     // SAFETY: cfg is complete; dom 0 asks Xen to pick the id.
-    host.h.call(0, "create_domain", |x| unsafe { x.lib.xc_domain_create(x.xch, &mut dom, &mut cfg) as i64 })?;
+    host.h.call(0, "create_domain", |x| unsafe {
+        x.lib.xc_domain_create(x.xch, &mut dom, &mut cfg) as i64
+    })?;
     let built = (|| -> Result<Created> {
         // SAFETY: integer arguments only.
         host.h.call(dom, "setmaxmem", |x| unsafe {
@@ -175,7 +196,9 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
             let mut mb = p.shadow_mb;
             // SAFETY: mb is the in/out size in MiB.
             host.h.call(dom, "paging pool", |x| unsafe {
-                x.lib.xc_shadow_control(x.xch, dom, XEN_DOMCTL_SHADOW_OP_SET_ALLOCATION, &mut mb, 0) as i64
+                x.lib
+                    .xc_shadow_control(x.xch, dom, XEN_DOMCTL_SHADOW_OP_SET_ALLOCATION, &mut mb, 0)
+                    as i64
             })?;
         }
         // SAFETY: integer arguments only (remote dom0 runs xenstored and
@@ -200,7 +223,10 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
     })();
     match built {
         Ok(c) => {
-            host.created.lock().unwrap_or_else(|e| e.into_inner()).insert(dom, c);
+            host.created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(dom, c);
             log::info!("created domain {dom} ({}) for the restore", spec.name);
             Ok(dom)
         }

@@ -52,7 +52,9 @@ pub fn get(h: &Handles, dom: DomId, vcpu: u32) -> Result<PvVcpuState> {
     let mut d = domctl(XEN_DOMCTL_get_ext_vcpucontext, dom);
     d.u.ext_vcpucontext.vcpu = vcpu;
     // SAFETY: d is a complete domctl.
-    h.call(dom, "get_ext_vcpucontext", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+    h.call(dom, "get_ext_vcpucontext", |x| unsafe {
+        x.lib.xc_domctl(x.xch, &mut d) as i64
+    })?;
     // SAFETY: reading the member this domctl filled.
     let ext = unsafe { d.u.ext_vcpucontext };
     let extended = as_bytes(&ext, (ext.size as usize).min(EXT_MAX));
@@ -71,7 +73,9 @@ fn get_xsave(h: &Handles, dom: DomId, vcpu: u32) -> Result<Vec<u8>> {
     let mut d = domctl(XEN_DOMCTL_getvcpuextstate, dom);
     d.u.vcpuextstate.vcpu = vcpu;
     // SAFETY: a size query: the buffer handle is NULL.
-    h.call(dom, "getvcpuextstate", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+    h.call(dom, "getvcpuextstate", |x| unsafe {
+        x.lib.xc_domctl(x.xch, &mut d) as i64
+    })?;
     // SAFETY: reading the member this domctl filled.
     let (mask, size) = unsafe { (d.u.vcpuextstate.xfeature_mask, d.u.vcpuextstate.size) };
     if mask == 0 || size == 0 {
@@ -82,7 +86,9 @@ fn get_xsave(h: &Handles, dom: DomId, vcpu: u32) -> Result<Vec<u8>> {
     // The handle points at hypercall-safe memory of ≥ size bytes.
     d.u.vcpuextstate.buffer.p = buf.ptr() as *mut u64;
     // SAFETY: d is complete; Xen writes at most size bytes into buf.
-    h.call(dom, "getvcpuextstate", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+    h.call(dom, "getvcpuextstate", |x| unsafe {
+        x.lib.xc_domctl(x.xch, &mut d) as i64
+    })?;
     // SAFETY: reading the member this domctl filled.
     let got = unsafe { d.u.vcpuextstate.size } as usize;
     Ok(buf.bytes_mut()[..got.min(size)].to_vec())
@@ -92,7 +98,9 @@ fn get_msrs(h: &Handles, dom: DomId, vcpu: u32) -> Result<Vec<u8>> {
     let mut d = domctl(XEN_DOMCTL_get_vcpu_msrs, dom);
     d.u.vcpu_msrs.vcpu = vcpu;
     // SAFETY: a count query: the buffer handle is NULL.
-    h.call(dom, "get_vcpu_msrs", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+    h.call(dom, "get_vcpu_msrs", |x| unsafe {
+        x.lib.xc_domctl(x.xch, &mut d) as i64
+    })?;
     // SAFETY: reading the member this domctl filled.
     let count = unsafe { d.u.vcpu_msrs.msr_count } as usize;
     if count == 0 {
@@ -103,7 +111,9 @@ fn get_msrs(h: &Handles, dom: DomId, vcpu: u32) -> Result<Vec<u8>> {
     // The handle points at hypercall-safe memory of ≥ bytes.
     d.u.vcpu_msrs.msrs.p = buf.ptr() as *mut xen_domctl_vcpu_msr_t;
     // SAFETY: d is complete; Xen writes at most msr_count entries.
-    h.call(dom, "get_vcpu_msrs", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+    h.call(dom, "get_vcpu_msrs", |x| unsafe {
+        x.lib.xc_domctl(x.xch, &mut d) as i64
+    })?;
     // SAFETY: reading the member this domctl filled.
     let got = unsafe { d.u.vcpu_msrs.msr_count } as usize;
     Ok(buf.bytes()[..got.min(count) * MSR_SIZE].to_vec())
@@ -116,13 +126,22 @@ pub fn validate(vcpu: u32, s: &PvVcpuState) -> Result<()> {
         msg: format!("vCPU {vcpu}: {msg}"),
     };
     if !s.basic.is_empty() && s.basic.len() != BASIC_SIZE {
-        return Err(bad(format!("BASIC context of {} bytes, expected {BASIC_SIZE}", s.basic.len())));
+        return Err(bad(format!(
+            "BASIC context of {} bytes, expected {BASIC_SIZE}",
+            s.basic.len()
+        )));
     }
     if s.extended.len() > EXT_MAX {
-        return Err(bad(format!("EXTENDED context of {} bytes, at most {EXT_MAX}", s.extended.len())));
+        return Err(bad(format!(
+            "EXTENDED context of {} bytes, at most {EXT_MAX}",
+            s.extended.len()
+        )));
     }
     if s.msrs.len() % MSR_SIZE != 0 {
-        return Err(bad(format!("MSRS blob of {} bytes is not a multiple of {MSR_SIZE}", s.msrs.len())));
+        return Err(bad(format!(
+            "MSRS blob of {} bytes is not a multiple of {MSR_SIZE}",
+            s.msrs.len()
+        )));
     }
     Ok(())
 }
@@ -144,7 +163,9 @@ pub fn set(h: &Handles, dom: DomId, vcpu: u32, s: &PvVcpuState) -> Result<()> {
         // SAFETY: the blob is the leading part of the member, as saved.
         copy_into(unsafe { &mut d.u.ext_vcpucontext }, &s.extended);
         // SAFETY: d is complete.
-        h.call(dom, "set_ext_vcpucontext", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+        h.call(dom, "set_ext_vcpucontext", |x| unsafe {
+            x.lib.xc_domctl(x.xch, &mut d) as i64
+        })?;
     }
     if !s.xsave.is_empty() {
         let mut buf = h.hbuf(dom, s.xsave.len().div_ceil(4096))?;
@@ -154,7 +175,9 @@ pub fn set(h: &Handles, dom: DomId, vcpu: u32, s: &PvVcpuState) -> Result<()> {
         d.u.vcpuextstate.size = s.xsave.len() as u64;
         d.u.vcpuextstate.buffer.p = buf.ptr() as *mut u64;
         // SAFETY: d is complete; buf holds size bytes.
-        h.call(dom, "setvcpuextstate", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+        h.call(dom, "setvcpuextstate", |x| unsafe {
+            x.lib.xc_domctl(x.xch, &mut d) as i64
+        })?;
     }
     if !s.msrs.is_empty() {
         let mut buf = h.hbuf(dom, s.msrs.len().div_ceil(4096))?;
@@ -164,7 +187,9 @@ pub fn set(h: &Handles, dom: DomId, vcpu: u32, s: &PvVcpuState) -> Result<()> {
         d.u.vcpu_msrs.msr_count = (s.msrs.len() / MSR_SIZE) as u32;
         d.u.vcpu_msrs.msrs.p = buf.ptr() as *mut xen_domctl_vcpu_msr_t;
         // SAFETY: d is complete; buf holds msr_count entries.
-        h.call(dom, "set_vcpu_msrs", |x| unsafe { x.lib.xc_domctl(x.xch, &mut d) as i64 })?;
+        h.call(dom, "set_vcpu_msrs", |x| unsafe {
+            x.lib.xc_domctl(x.xch, &mut d) as i64
+        })?;
     }
     Ok(())
 }
