@@ -5,7 +5,10 @@ use crate::hv::{DomId, HvError};
 /// The error of a failed call `op` on `dom`, from the errno it left.
 pub fn xc_error(dom: DomId, op: &'static str, errno: i32) -> HvError {
     match errno {
-        libc::ESRCH => HvError::NoSuchDomain(dom.to_string()),
+        // Only a lookup's ESRCH means the domain is gone; elsewhere it is
+        // a missing vCPU or port, and the operation must stay named.
+        libc::ESRCH if op == "domain_info" => HvError::NoSuchDomain(dom.to_string()),
+        libc::ESRCH => HvError::op(dom, op, "no such domain or vCPU (ESRCH)"),
         libc::EPERM | libc::EACCES => HvError::op(
             dom,
             op,
@@ -38,8 +41,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_domain_is_no_such_domain() {
-        assert!(matches!(xc_error(7, "pause", libc::ESRCH), HvError::NoSuchDomain(d) if d == "7"));
+    fn missing_domain_is_no_such_domain_only_for_lookups() {
+        assert!(
+            matches!(xc_error(7, "domain_info", libc::ESRCH), HvError::NoSuchDomain(d) if d == "7")
+        );
+        let e = xc_error(7, "vcpu_getinfo", libc::ESRCH).to_string();
+        assert!(
+            e.contains("domain 7: vcpu_getinfo failed") && e.contains("ESRCH"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -107,9 +107,15 @@ impl XenHost {
         for v in 0..=info.max_vcpu_id {
             let mut vi = xc_vcpuinfo_t::default();
             // SAFETY: vi is the out parameter.
-            self.h.call(dom, "vcpu_getinfo", |x| unsafe {
+            let r = self.h.call(dom, "vcpu_getinfo", |x| unsafe {
                 x.lib.xc_vcpu_getinfo(x.xch, dom, v, &mut vi) as i64
-            })?;
+            });
+            match r {
+                Ok(_) => {}
+                // A vCPU not created yet is not online.
+                Err(HvError::Op { ref msg, .. }) if msg.contains("ESRCH") => continue,
+                Err(e) => return Err(e),
+            }
             if vi.online != 0 {
                 online.push(v);
             }
@@ -164,7 +170,8 @@ impl XenHost {
 
     /// libxl's saved config of a domain xl created, if any.
     fn libxl_userdata(dom: DomId) -> Option<PathBuf> {
-        let prefix = format!("userdata-d{dom}.");
+        // libxl names it userdata-d.DOMID.UUID.libxl-json.
+        let prefix = format!("userdata-d.{dom}.");
         std::fs::read_dir("/var/lib/xen")
             .ok()?
             .flatten()
@@ -200,7 +207,6 @@ impl XenHost {
         let got = self.h.call(dom, name, |x| unsafe {
             x.lib
                 .xc_logdirty_control(x.xch, dom, op, desc, pages as _, mode, &mut stats)
-                as i64
         })?;
         if got as u64 != pages {
             return Err(HvError::op(
@@ -413,7 +419,7 @@ impl Hypervisor for XenHost {
                 as i64
         })?;
         for (o, &t) in out.iter_mut().zip(&arr) {
-            *o = conv::page_type(t as u64);
+            *o = conv::page_type(t);
         }
         Ok(())
     }
@@ -757,7 +763,7 @@ impl Hypervisor for XenHost {
                 arr.as_mut_ptr(),
             ) as i64
         })?;
-        Ok(arr.into_iter().map(|m| m as u64).collect())
+        Ok(arr)
     }
 
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>> {

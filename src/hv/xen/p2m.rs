@@ -86,12 +86,12 @@ fn linear_leaves(
         let va = vaddr + i * 4096;
         let mut table = root;
         for level in (1..=4u32).rev() {
-            if !tables.contains_key(&table) {
-                let page = read(&[table])?;
-                tables.insert(table, page);
-            }
+            let page = match tables.entry(table) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(read(&[table])?),
+            };
             let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
-            let pte = u64_at(&tables[&table], idx);
+            let pte = u64_at(page, idx);
             if pte & PTE_PRESENT == 0 {
                 return Err(format!(
                     "linear P2M: vaddr {va:#x} not mapped at level {level} (table mfn {table:#x})"

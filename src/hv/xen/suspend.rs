@@ -188,6 +188,11 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
         x.lib.xc_domain_create(x.xch, &mut dom, &mut cfg) as i64
     })?;
     let built = (|| -> Result<Created> {
+        // The vCPUs themselves (createdomain only sizes the array).
+        // SAFETY: integer arguments only.
+        host.h.call(dom, "max_vcpus", |x| unsafe {
+            x.lib.xc_domain_max_vcpus(x.xch, dom, p.max_vcpus) as i64
+        })?;
         // SAFETY: integer arguments only.
         host.h.call(dom, "setmaxmem", |x| unsafe {
             x.lib.xc_domain_setmaxmem(x.xch, dom, p.max_kb as _) as i64
