@@ -81,6 +81,30 @@ pub fn write_start<W: Write>(w: &mut W, config: &Value) -> Result<(), ImageError
     Ok(())
 }
 
+/// After the libxc stream of an HVM guest: its device model's xenstore
+/// entries (if any) and state.
+pub fn write_device_model<W: Write>(w: &mut W, dm: &crate::hv::DeviceModelState) -> Result<(), ImageError> {
+    if !dm.xenstore.is_empty() {
+        write_libxl_record(
+            w,
+            &LibxlRecord::EmulatorXenstoreData {
+                emulator_id: dm.emulator_id,
+                index: 0,
+                pairs: dm.xenstore.clone(),
+            },
+        )?;
+    }
+    write_libxl_record(
+        w,
+        &LibxlRecord::EmulatorContext {
+            emulator_id: dm.emulator_id,
+            index: 0,
+            blob: dm.context.clone(),
+        },
+    )?;
+    Ok(())
+}
+
 /// After the libxc stream: the libxl END record.
 pub fn write_end<W: Write>(w: &mut W) -> Result<(), ImageError> {
     write_libxl_record(w, &LibxlRecord::End)?;

@@ -288,6 +288,23 @@ pub trait Hypervisor: Send + Sync {
     fn restore_finished(&self, _dom: DomId, _store_gfn: u64, _console_gfn: u64) -> Result<()> {
         Ok(())
     }
+    /// A suspended HVM guest's device model, stopped and saved (libxl's
+    /// EMULATOR_XENSTORE_DATA and EMULATOR_CONTEXT records). `None`: there
+    /// is no device model.
+    fn device_model_state(&self, _dom: DomId) -> Result<Option<DeviceModelState>> {
+        Ok(None)
+    }
+}
+
+/// The device model state of an HVM guest, as libxl carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceModelState {
+    /// libxl's emulator id (2 = qemu-xen).
+    pub emulator_id: u32,
+    /// The device model's xenstore entries, relative to its directory.
+    pub xenstore: Vec<(String, String)>,
+    /// The device state QEMU saved.
+    pub context: Vec<u8>,
 }
 
 /// Open the hypervisor named by `spec`: `sim:DIR` (the simulated host in

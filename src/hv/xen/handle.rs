@@ -154,6 +154,34 @@ impl Handles {
         Ok(())
     }
 
+    /// The children of a node (empty if it has none or does not exist).
+    pub fn xs_directory(&self, path: &str) -> Vec<String> {
+        let Ok(p) = CString::new(path) else {
+            return Vec::new();
+        };
+        let mut n = 0u32;
+        // SAFETY: p is NUL-terminated; the result is one malloc'd block of
+        // n string pointers and their strings, freed once.
+        unsafe {
+            let v = self
+                .libs
+                .store
+                .xs_directory(self.xsh, 0, p.as_ptr(), &mut n);
+            if v.is_null() {
+                return Vec::new();
+            }
+            let out = (0..n as usize)
+                .map(|i| {
+                    std::ffi::CStr::from_ptr(*v.add(i))
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            libc::free(v as *mut c_void);
+            out
+        }
+    }
+
     pub fn xs_rm(&self, path: &str) {
         if let Ok(p) = cstr(path) {
             // SAFETY: p is NUL-terminated. A missing node is not an error here.

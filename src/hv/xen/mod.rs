@@ -8,6 +8,7 @@ mod errno;
 mod handle;
 pub mod layout;
 mod p2m;
+mod qmp;
 mod suspend;
 mod vcpu;
 
@@ -18,8 +19,8 @@ pub use vcpu::{BASIC_SIZE as VCPU_BASIC_SIZE, MSR_SIZE as VCPU_MSR_SIZE};
 
 use crate::bitmap::Bitmap;
 use crate::hv::{
-    CpuPolicy, DomId, DomainInfo, DomainSpec, GuestType, HvError, Hypervisor, PageMapping,
-    PageType, PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
+    CpuPolicy, DeviceModelState, DomId, DomainInfo, DomainSpec, GuestType, HvError, Hypervisor,
+    PageMapping, PageType, PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
 };
 use handle::{HBuf, Handles};
 use std::collections::HashMap;
@@ -814,6 +815,39 @@ impl Hypervisor for XenHost {
             ) as i64
         })?;
         Ok(())
+    }
+
+    fn device_model_state(&self, dom: DomId) -> Result<Option<DeviceModelState>> {
+        let info = self.raw_info(dom)?;
+        let sock = qmp::socket_path(dom);
+        if !Self::is_hvm(&info) || !sock.exists() {
+            return Ok(None);
+        }
+        let file = PathBuf::from(format!("/var/lib/xen/rxmigrate-dm.{dom}"));
+        let r = qmp::save_device_state(&sock, &file)
+            .map_err(|e| HvError::op(dom, "device_model_state", e))
+            .and_then(|()| {
+                std::fs::read(&file)
+                    .map_err(|e| HvError::io(format!("reading {}", file.display()), e))
+            });
+        let _ = std::fs::remove_file(&file);
+        let context = r?;
+        // Where the device model mapped guest memory (VRAM), as libxl saves it.
+        let dm = format!("/local/domain/0/device-model/{dom}");
+        let mut xenstore = Vec::new();
+        for p in self.h.xs_directory(&format!("{dm}/physmap")) {
+            for node in ["start_addr", "size", "name"] {
+                let key = format!("physmap/{p}/{node}");
+                if let Some(v) = self.h.xs_read(&format!("{dm}/{key}")) {
+                    xenstore.push((key, v));
+                }
+            }
+        }
+        Ok(Some(DeviceModelState {
+            emulator_id: 2,
+            xenstore,
+            context,
+        }))
     }
 
     fn restore_finished(&self, dom: DomId, store_gfn: u64, console_gfn: u64) -> Result<()> {
