@@ -21,6 +21,16 @@ pub enum ImageError {
 /// The xl-style domain config we carry: the fields of libxl's JSON that a
 /// restore needs, plus the host's own description of the guest.
 pub fn config_json(info: &DomainInfo, host_config: Option<Value>) -> Value {
+    // A host that has xl's own config of the domain (Xen) hands it over
+    // whole, as `xl save` writes it: stock `xl restore` rebuilds the domain
+    // (devices included) from it.
+    if let Some(libxl) = host_config
+        .as_ref()
+        .and_then(|h| h.get("libxl"))
+        .filter(|l| l.is_object())
+    {
+        return libxl.clone();
+    }
     let mut v = json!({
         "c_info": {
             "type": match info.guest_type { GuestType::Pv => "pv", GuestType::Hvm => "hvm" },
@@ -68,6 +78,30 @@ pub fn write_start<W: Write>(w: &mut W, config: &Value) -> Result<(), ImageError
     write_xl_header(w, Some(&text))?;
     write_libxl_header(w)?;
     write_libxl_record(w, &LibxlRecord::LibxcContext)?;
+    Ok(())
+}
+
+/// After the libxc stream of an HVM guest: its device model's xenstore
+/// entries (if any) and state.
+pub fn write_device_model<W: Write>(w: &mut W, dm: &crate::hv::DeviceModelState) -> Result<(), ImageError> {
+    if !dm.xenstore.is_empty() {
+        write_libxl_record(
+            w,
+            &LibxlRecord::EmulatorXenstoreData {
+                emulator_id: dm.emulator_id,
+                index: 0,
+                pairs: dm.xenstore.clone(),
+            },
+        )?;
+    }
+    write_libxl_record(
+        w,
+        &LibxlRecord::EmulatorContext {
+            emulator_id: dm.emulator_id,
+            index: 0,
+            blob: dm.context.clone(),
+        },
+    )?;
     Ok(())
 }
 

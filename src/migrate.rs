@@ -85,6 +85,20 @@ pub fn save_image<W: Write>(
         Err(e) => return Err(fail(e)),
     };
     if !raw {
+        // An HVM guest's device model goes after the libxc stream, as libxl
+        // writes it (stock `xl restore` needs it to start QEMU again).
+        let dm = hv.device_model_state(dom).map_err(|e| MigrateError::Save {
+            state: resume_source(hv, dom),
+            source: SaveError::Hv(e),
+        })?;
+        if let Some(dm) = dm {
+            if let Err(e) = image::write_device_model(&mut w, &dm) {
+                return Err(MigrateError::Save {
+                    state: resume_source(hv, dom),
+                    source: SaveError::Hook(e.to_string()),
+                });
+            }
+        }
         if let Err(e) = image::write_end(&mut w) {
             return Err(MigrateError::Save {
                 state: resume_source(hv, dom),

@@ -6,13 +6,15 @@
 //! is a translation:
 //! - [`sim`]: the simulated Xen host (processes over shared memory), the default
 //!   wherever there is no Xen;
-//! - `xen` (a later issue): libxenctrl through xen-sys.
+//! - [`xen`]: Xen 4.17 through xen-sys (libxenctrl and friends, loaded at
+//!   run time).
 //!
 //! Frame numbers: for HVM guests gfn == pfn. For PV guests the calls that take
 //! "gfns" take machine frames (mfns), as on Xen; the engine translates through
 //! the guest's P2M ([`PvP2m`]).
 
 pub mod sim;
+pub mod xen;
 
 use crate::bitmap::Bitmap;
 pub use crate::stream::{PageType, TscInfo};
@@ -262,18 +264,59 @@ pub trait Hypervisor: Send + Sync {
     fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>>;
     /// Host-specific configuration of a running domain (see [`DomainSpec`]).
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>>;
+
+    /// For a domain this host made in `create_domain`: the (xenstore,
+    /// console) event channels it allocated, which the restore writes into
+    /// the guest. `None`: the caller's (libxl's) channels apply.
+    fn restore_channels(&self, _dom: DomId) -> Result<Option<(u32, u32)>> {
+        Ok(None)
+    }
+    /// Write the console and xenstore grant entries of a restored guest
+    /// (`xc_dom_gnttab_seed`, done at the end of every restore).
+    fn seed_grant_table(
+        &self,
+        _dom: DomId,
+        _console_gfn: u64,
+        _console_domid: u32,
+        _store_gfn: u64,
+        _store_domid: u32,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// The restore into a domain this host created is complete (still
+    /// paused): connect its xenstore and console rings to dom0's daemons.
+    fn restore_finished(&self, _dom: DomId, _store_gfn: u64, _console_gfn: u64) -> Result<()> {
+        Ok(())
+    }
+    /// A suspended HVM guest's device model, stopped and saved (libxl's
+    /// EMULATOR_XENSTORE_DATA and EMULATOR_CONTEXT records). `None`: there
+    /// is no device model.
+    fn device_model_state(&self, _dom: DomId) -> Result<Option<DeviceModelState>> {
+        Ok(None)
+    }
+}
+
+/// The device model state of an HVM guest, as libxl carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceModelState {
+    /// libxl's emulator id (2 = qemu-xen).
+    pub emulator_id: u32,
+    /// The device model's xenstore entries, relative to its directory.
+    pub xenstore: Vec<(String, String)>,
+    /// The device state QEMU saved.
+    pub context: Vec<u8>,
 }
 
 /// Open the hypervisor named by `spec`: `sim:DIR` (the simulated host in
 /// DIR), `sim` (the default simulated host) or `xen`. Without a spec: env
-/// `RXMIGRATE_HV`, else the default simulated host.
+/// `RXMIGRATE_HV`, else Xen where /dev/xen/privcmd exists, else the default
+/// simulated host.
 pub fn open_hv(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
     let env = std::env::var("RXMIGRATE_HV").ok().filter(|s| !s.is_empty());
     match spec.map(str::to_string).or(env).as_deref() {
+        None if xen::XenHost::present() => Ok(Box::new(xen::XenHost::open()?)),
         None | Some("sim") => Ok(Box::new(sim::SimHost::open(&sim::default_dir())?)),
-        Some("xen") => Err(HvError::Unavailable(
-            "the Xen backend is not available yet; use --hv sim:DIR".into(),
-        )),
+        Some("xen") => Ok(Box::new(xen::XenHost::open()?)),
         Some(s) => match s.strip_prefix("sim:") {
             Some(dir) if !dir.is_empty() => {
                 Ok(Box::new(sim::SimHost::open(std::path::Path::new(dir))?))

@@ -214,6 +214,12 @@ impl<'a> Restorer<'a> {
                 })?;
                 self.created = true;
                 self.max_pfn = max;
+                // A host that builds the domain itself also made its rings'
+                // event channels; the guest must be told those.
+                if let Some((store, console)) = self.hv.restore_channels(d)? {
+                    self.params.store_evtchn = store;
+                    self.params.console_evtchn = console;
+                }
                 d
             }
             None => return Err(RestoreError::Missing("no restore target".into())),
@@ -473,6 +479,16 @@ impl<'a> Restorer<'a> {
                 (get(hvm_param::STORE_PFN), get(hvm_param::CONSOLE_PFN))
             }
         };
+        self.hv.seed_grant_table(
+            dom,
+            console_gfn,
+            self.params.console_domid,
+            store_gfn,
+            self.params.store_domid,
+        )?;
+        if self.created {
+            self.hv.restore_finished(dom, store_gfn, console_gfn)?;
+        }
         Ok(RestoreOutcome {
             domid: dom,
             store_gfn,

@@ -1,0 +1,277 @@
+//! What the restore engine asks of a host that builds domains itself (the
+//! Xen backend): its event channels go into the guest, the grant table is
+//! seeded with the rings, and the rings are connected once the restore is
+//! done. Checked on the simulated host behind a recording wrapper.
+
+mod sim_util;
+
+use rxmigrate::bitmap::Bitmap;
+use rxmigrate::hv::sim::{SimHost, WorkloadKind};
+use rxmigrate::hv::*;
+use rxmigrate::migrate::{self, RestoreImageOptions};
+use rxmigrate::precopy;
+use rxmigrate::restore::NoHooks;
+use rxmigrate::save::{DirectHooks, SaveOptions};
+use rxmigrate::x86::{start_info, vcpu};
+use sim_util::TestHost;
+use std::sync::Mutex;
+
+const STORE_EVTCHN: u32 = 11;
+const CONSOLE_EVTCHN: u32 = 12;
+
+/// The simulated host, plus the three calls a building host answers.
+struct Builder<'a> {
+    sim: &'a SimHost,
+    calls: Mutex<Vec<String>>,
+}
+
+impl Hypervisor for Builder<'_> {
+    fn describe(&self) -> String {
+        self.sim.describe()
+    }
+    fn xen_version(&self) -> (u32, u32) {
+        self.sim.xen_version()
+    }
+    fn list_domains(&self) -> Result<Vec<DomainInfo>> {
+        self.sim.list_domains()
+    }
+    fn domain_info(&self, d: DomId) -> Result<DomainInfo> {
+        self.sim.domain_info(d)
+    }
+    fn rename(&self, d: DomId, n: &str) -> Result<()> {
+        self.sim.rename(d, n)
+    }
+    fn pause(&self, d: DomId) -> Result<()> {
+        self.sim.pause(d)
+    }
+    fn unpause(&self, d: DomId) -> Result<()> {
+        self.sim.unpause(d)
+    }
+    fn suspend(&self, d: DomId) -> Result<()> {
+        self.sim.suspend(d)
+    }
+    fn resume(&self, d: DomId, c: bool) -> Result<()> {
+        self.sim.resume(d, c)
+    }
+    fn destroy(&self, d: DomId) -> Result<()> {
+        self.sim.destroy(d)
+    }
+    fn logdirty_enable(&self, d: DomId) -> Result<()> {
+        self.sim.logdirty_enable(d)
+    }
+    fn logdirty_disable(&self, d: DomId) -> Result<()> {
+        self.sim.logdirty_disable(d)
+    }
+    fn logdirty_clean(&self, d: DomId, o: &mut Bitmap, f: bool) -> Result<u64> {
+        self.sim.logdirty_clean(d, o, f)
+    }
+    fn logdirty_peek(&self, d: DomId, o: &mut Bitmap) -> Result<u64> {
+        self.sim.logdirty_peek(d, o)
+    }
+    fn page_types(&self, d: DomId, g: &[u64], o: &mut [PageType]) -> Result<()> {
+        self.sim.page_types(d, g, o)
+    }
+    fn map_pages<'a>(&'a self, d: DomId, g: &[u64], w: bool) -> Result<Box<dyn PageMapping + 'a>> {
+        self.sim.map_pages(d, g, w)
+    }
+    fn guest_width(&self, d: DomId) -> Result<u32> {
+        self.sim.guest_width(d)
+    }
+    fn set_guest_width(&self, d: DomId, w: u32) -> Result<()> {
+        self.sim.set_guest_width(d, w)
+    }
+    fn pv_p2m(&self, d: DomId) -> Result<PvP2m> {
+        self.sim.pv_p2m(d)
+    }
+    fn pv_vcpu(&self, d: DomId, v: u32) -> Result<PvVcpuState> {
+        self.sim.pv_vcpu(d, v)
+    }
+    fn set_pv_vcpu(&self, d: DomId, v: u32, s: &PvVcpuState) -> Result<()> {
+        self.sim.set_pv_vcpu(d, v, s)
+    }
+    fn shared_info(&self, d: DomId) -> Result<Vec<u8>> {
+        self.sim.shared_info(d)
+    }
+    fn shared_info_frame(&self, d: DomId) -> Result<u64> {
+        self.sim.shared_info_frame(d)
+    }
+    fn set_shared_info(&self, d: DomId, p: &[u8]) -> Result<()> {
+        self.sim.set_shared_info(d, p)
+    }
+    fn pin_table(&self, d: DomId, m: u64, l: u8) -> Result<()> {
+        self.sim.pin_table(d, m, l)
+    }
+    fn hvm_context(&self, d: DomId) -> Result<Vec<u8>> {
+        self.sim.hvm_context(d)
+    }
+    fn set_hvm_context(&self, d: DomId, b: &[u8]) -> Result<()> {
+        self.sim.set_hvm_context(d, b)
+    }
+    fn hvm_param(&self, d: DomId, i: u32) -> Result<u64> {
+        self.sim.hvm_param(d, i)
+    }
+    fn set_hvm_param(&self, d: DomId, i: u32, v: u64) -> Result<()> {
+        self.sim.set_hvm_param(d, i, v)
+    }
+    fn tsc_info(&self, d: DomId) -> Result<TscInfo> {
+        self.sim.tsc_info(d)
+    }
+    fn set_tsc_info(&self, d: DomId, t: &TscInfo) -> Result<()> {
+        self.sim.set_tsc_info(d, t)
+    }
+    fn cpu_policy(&self, d: DomId) -> Result<CpuPolicy> {
+        self.sim.cpu_policy(d)
+    }
+    fn set_cpu_policy(&self, d: DomId, p: &CpuPolicy) -> Result<()> {
+        self.sim.set_cpu_policy(d, p)
+    }
+    fn create_domain(&self, s: &DomainSpec) -> Result<DomId> {
+        self.sim.create_domain(s)
+    }
+    fn populate(&self, d: DomId, p: &[u64]) -> Result<Vec<u64>> {
+        self.sim.populate(d, p)
+    }
+    fn domain_config(&self, d: DomId) -> Result<Option<serde_json::Value>> {
+        self.sim.domain_config(d)
+    }
+
+    fn restore_channels(&self, d: DomId) -> Result<Option<(u32, u32)>> {
+        self.calls.lock().unwrap().push(format!("channels {d}"));
+        Ok(Some((STORE_EVTCHN, CONSOLE_EVTCHN)))
+    }
+    fn seed_grant_table(&self, d: DomId, cg: u64, cd: u32, sg: u64, sd: u32) -> Result<()> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("seed {d} console {cg:#x}@{cd} store {sg:#x}@{sd}"));
+        Ok(())
+    }
+    fn restore_finished(&self, d: DomId, sg: u64, cg: u64) -> Result<()> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("finished {d} store {sg:#x} console {cg:#x}"));
+        Ok(())
+    }
+}
+
+fn saved_image(t: GuestType) -> Vec<u8> {
+    let mut a = TestHost::new();
+    let mut c = rxmigrate::hv::sim::GuestConfig::new("g", t, 16, WorkloadKind::Uniform);
+    c.seed = 3;
+    let dom = a.create(&c);
+    let mut img = Vec::new();
+    let mut p = precopy::by_name("xen4").expect("policy");
+    migrate::save_image(
+        &a.host,
+        dom,
+        &mut img,
+        p.as_mut(),
+        SaveOptions { live: false },
+        &mut DirectHooks,
+        false,
+    )
+    .expect("save");
+    img
+}
+
+#[test]
+fn pv_restore_uses_the_hosts_channels_and_connects_the_rings() {
+    let img = saved_image(GuestType::Pv);
+    let b = TestHost::new();
+    let host = Builder {
+        sim: &b.host,
+        calls: Mutex::new(Vec::new()),
+    };
+    let out = migrate::restore_image(
+        &host,
+        &mut img.as_slice(),
+        &RestoreImageOptions::default(),
+        &mut NoHooks,
+    )
+    .expect("restore");
+    let d = out.domid;
+    let calls = host.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![
+            format!("channels {d}"),
+            format!(
+                "seed {d} console {:#x}@0 store {:#x}@0",
+                out.console_gfn, out.store_gfn
+            ),
+            format!(
+                "finished {d} store {:#x} console {:#x}",
+                out.store_gfn, out.console_gfn
+            ),
+        ]
+    );
+    // The guest's start_info names the host's channels and the new frames.
+    let st = b.host.pv_vcpu(d, 0).unwrap();
+    let si_mfn = vcpu::Context64::new(&st.basic).unwrap().reg(vcpu::Reg::Rdx);
+    let m = b.host.map_pages(d, &[si_mfn], false).unwrap();
+    assert_eq!(start_info::store_evtchn(m.page(0)), STORE_EVTCHN);
+    assert_eq!(start_info::console_evtchn(m.page(0)), CONSOLE_EVTCHN);
+    assert_eq!(start_info::store_mfn(m.page(0)), out.store_gfn);
+    assert_eq!(start_info::console_mfn(m.page(0)), out.console_gfn);
+    drop(m);
+    b.host.destroy(d).unwrap();
+}
+
+#[test]
+fn hvm_restore_sets_the_hosts_channels_as_params() {
+    let img = saved_image(GuestType::Hvm);
+    let b = TestHost::new();
+    let host = Builder {
+        sim: &b.host,
+        calls: Mutex::new(Vec::new()),
+    };
+    let out = migrate::restore_image(
+        &host,
+        &mut img.as_slice(),
+        &RestoreImageOptions::default(),
+        &mut NoHooks,
+    )
+    .expect("restore");
+    assert_eq!(b.host.hvm_param(out.domid, 2).unwrap(), STORE_EVTCHN as u64);
+    assert_eq!(
+        b.host.hvm_param(out.domid, 18).unwrap(),
+        CONSOLE_EVTCHN as u64
+    );
+    let calls = host.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(
+        calls[2].starts_with(&format!("finished {}", out.domid)),
+        "{calls:?}"
+    );
+    b.host.destroy(out.domid).unwrap();
+}
+
+#[test]
+fn xl_config_from_the_host_is_written_whole() {
+    let info = DomainInfo {
+        domid: 3,
+        name: "g".into(),
+        guest_type: GuestType::Pv,
+        max_pfn: 32767,
+        max_vcpu_id: 0,
+        online_vcpus: vec![0],
+        paused: false,
+        shutdown: None,
+    };
+    let libxl = serde_json::json!({"c_info": {"type": "pv", "name": "g", "uuid": "u"},
+                                   "b_info": {"max_vcpus": 1, "max_memkb": 131072, "target_memkb": 131072},
+                                   "disks": [{"vdev": "xvda"}]});
+    let v =
+        rxmigrate::image::config_json(&info, Some(serde_json::json!({ "libxl": libxl.clone() })));
+    assert_eq!(v, libxl);
+    let f = rxmigrate::image::config_facts(&v);
+    assert_eq!(
+        (f.name.as_deref(), f.max_pfn, f.max_vcpu_id),
+        (Some("g"), Some(32767), 0)
+    );
+    // Any other host config still travels under "rxmigrate".
+    let v = rxmigrate::image::config_json(&info, Some(serde_json::json!({"seed": 1})));
+    assert_eq!(v["rxmigrate"]["seed"], 1);
+    assert_eq!(v["c_info"]["name"], "g");
+}
