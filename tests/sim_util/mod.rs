@@ -22,6 +22,8 @@ impl TestHost {
         EXE.call_once(|| {
             // Set once, before any guest is started, from the test binary's only thread doing so.
             std::env::set_var("RXMIGRATE_EXE", env!("CARGO_BIN_EXE_rxmigrate"));
+            // Guests stop by themselves if this test process is killed.
+            std::env::set_var("RXMIGRATE_SIM_OWNER_PID", std::process::id().to_string());
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let host = SimHost::open(dir.path()).expect("open host");

@@ -48,7 +48,42 @@ fn choose_tracking(forced: Option<TrackingMode>) -> Result<Option<TrackingMode>>
     }
 }
 
+/// The process whose exit ends this guest, from RXMIGRATE_SIM_OWNER_PID:
+/// tests set it so that a killed test run leaves no guest spinning. Guests
+/// of a real simulated host outlive the command that started them.
+struct Owner {
+    pid: Option<libc::pid_t>,
+    checked: Instant,
+}
+
+impl Owner {
+    fn from_env() -> Owner {
+        let pid = std::env::var("RXMIGRATE_SIM_OWNER_PID")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Owner {
+            pid,
+            checked: Instant::now(),
+        }
+    }
+
+    /// At most once a second: is the owner gone?
+    fn gone(&mut self) -> bool {
+        let Some(pid) = self.pid else {
+            return false;
+        };
+        if self.checked.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        self.checked = Instant::now();
+        // SAFETY: signal 0 only checks that the process exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+}
+
 struct Guest {
+    owner: Owner,
     dom: std::sync::Arc<Dom>,
     mode: TrackingMode,
     _tracker: Option<WriteTracker>,
@@ -101,6 +136,7 @@ pub fn run(dir: &Path, domid: DomId) -> Result<()> {
 
     let (kernel, ctx) = boot(&d).map_err(|m| crash(&d, &m))?;
     let mut g = Guest {
+        owner: Owner::from_env(),
         dom: d.clone(),
         mode,
         _tracker: tracker,
@@ -184,6 +220,18 @@ impl Guest {
         }
     }
 
+    /// The owner died without destroying us: stop as a destroyed guest.
+    fn orphaned(&self) -> ! {
+        eprintln!(
+            "sim-guest {}: owner process gone, stopping",
+            self.dom.meta.domid
+        );
+        if let Ok(s) = self.dom.st.state() {
+            s.store(state::STOPPED, Ordering::Release);
+        }
+        std::process::exit(0);
+    }
+
     fn main_loop(&mut self) -> Result<()> {
         let d = self.dom.clone();
         let cmd_w = d.st.cmd()?;
@@ -193,6 +241,9 @@ impl Guest {
         let mut t0 = Instant::now();
         let mut s0 = self.kernel.state.step;
         loop {
+            if self.owner.gone() {
+                self.orphaned();
+            }
             let c = cmd_w.load(Ordering::Acquire);
             if c != cmd::RUN {
                 self.park(c)?;
@@ -345,6 +396,9 @@ impl Guest {
             let now = cmd_w.load(Ordering::Acquire);
             if now != c {
                 break;
+            }
+            if self.owner.gone() {
+                self.orphaned();
             }
             futex_wait(cmd_w, c, Duration::from_secs(1));
         }
