@@ -40,12 +40,15 @@ if [ ! -f "$verifier" ]; then
     # able to write there, which only costs a warning.
     (cd "$tmp" && apt-get download -q xen-utils-4.17 >&2) || {
         echo "$0: apt-get download xen-utils-4.17 failed (try apt-get update)" >&2; exit 2; }
-    mkdir -p "$cache.new"
-    dpkg-deb -x "$tmp"/xen-utils-4.17_*.deb "$cache.new"
-    [ -f "$cache.new/usr/lib/xen-4.17/bin/verify-stream-v2" ] || {
-        echo "$0: the package has no verify-stream-v2" >&2; rm -rf "$cache.new"; exit 2; }
-    rm -rf "$cache"
-    mv "$cache.new" "$cache"
+    # Unpack beside the cache and rename it into place: several verifiers
+    # may run at once (parallel tests), and the first rename wins.
+    mkdir -p "$(dirname "$cache")"
+    new=$(mktemp -d "$cache.new.XXXXXX")
+    dpkg-deb -x "$tmp"/xen-utils-4.17_*.deb "$new"
+    [ -f "$new/usr/lib/xen-4.17/bin/verify-stream-v2" ] || {
+        echo "$0: the package has no verify-stream-v2" >&2; rm -rf "$new"; exit 2; }
+    [ -f "$verifier" ] || rm -rf "$cache"
+    mv -T "$new" "$cache" 2>/dev/null || rm -rf "$new"
 fi
 
 PYTHONPATH=$libdir/lib/python exec python3 "$verifier" -f "$fmt" -i "$file"
