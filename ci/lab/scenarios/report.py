@@ -54,7 +54,10 @@ def build(lines):
     out["steps"], out["files"], out["stats"], out["liveness"] = (
         lists["step"], lists["file"], lists["stats"], lists["alive"])
 
-    out["bytes"] = out["files"][0]["bytes"] if out["files"] else None
+    # the stream file's size, or for a migration what rxmigrate sent
+    streamed = [s["stream_bytes"] for s in out["stats"] if "stream_bytes" in s]
+    out["bytes"] = (out["files"][0]["bytes"] if out["files"]
+                    else streamed[0] if streamed else None)
     # a migration's rounds say more than a (non-live) save's
     with_rounds = sorted((s for s in out["stats"] if "rounds" in s),
                          key=lambda s: s.get("op") not in ("rx-migrate", "migrate"))
