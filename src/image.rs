@@ -83,7 +83,10 @@ pub fn write_start<W: Write>(w: &mut W, config: &Value) -> Result<(), ImageError
 
 /// After the libxc stream of an HVM guest: its device model's xenstore
 /// entries (if any) and state.
-pub fn write_device_model<W: Write>(w: &mut W, dm: &crate::hv::DeviceModelState) -> Result<(), ImageError> {
+pub fn write_device_model<W: Write>(
+    w: &mut W,
+    dm: &crate::hv::DeviceModelState,
+) -> Result<(), ImageError> {
     if !dm.xenstore.is_empty() {
         write_libxl_record(
             w,

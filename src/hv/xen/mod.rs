@@ -777,11 +777,12 @@ impl Hypervisor for XenHost {
             .map_err(|e| HvError::io(format!("reading {}", path.display()), e))?;
         // libxl stores the JSON text with its terminating NUL.
         let end = text.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        let v: serde_json::Value = serde_json::from_slice(&text[..end]).map_err(|e| HvError::Op {
-            dom,
-            op: "domain_config",
-            msg: format!("{}: {e}", path.display()),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&text[..end]).map_err(|e| HvError::Op {
+                dom,
+                op: "domain_config",
+                msg: format!("{}: {e}", path.display()),
+            })?;
         Ok(Some(serde_json::json!({ "libxl": v })))
     }
 
