@@ -154,11 +154,12 @@ pub fn read_end<R: Read>(r: &mut R) -> Result<Vec<LibxlRecord>, ImageError> {
         match read_libxl_record(r)? {
             LibxlRecord::End => return Ok(extra),
             LibxlRecord::LibxcContext => {
-                return Err(ImageError::Format("libxl stream: second LIBXC_CONTEXT".into()))
+                return Err(ImageError::Format(
+                    "libxl stream: second LIBXC_CONTEXT".into(),
+                ))
             }
-            rec @ (LibxlRecord::EmulatorXenstoreData { .. } | LibxlRecord::EmulatorContext { .. }) => {
-                extra.push(rec)
-            }
+            rec @ (LibxlRecord::EmulatorXenstoreData { .. }
+            | LibxlRecord::EmulatorContext { .. }) => extra.push(rec),
             rec => {
                 return Err(ImageError::Format(format!(
                     "libxl stream: {rec:?} in a plain (non-checkpointed) stream"

@@ -6,6 +6,7 @@
 //! `image` and `stream` (wire formats), `x86` (PV page tables, vCPU layouts),
 //! `hv` (the hypervisor boundary).
 
+pub mod bench;
 pub mod bitmap;
 pub mod cli;
 pub mod hv;

@@ -56,6 +56,10 @@ enum Cmd {
         /// xl save file, libxl stream or bare libxc stream; `-` for stdin.
         file: String,
     },
+    /// Benchmark the pre-copy policies side by side: live migrations between
+    /// two simulated hosts over a rate-limited link; writes a table, CSV,
+    /// JSON and SVG plots.
+    Bench(cli::bench::BenchArgs),
     /// Manage simulated Xen hosts and guests.
     #[command(subcommand)]
     Sim(cli::sim::SimCmd),
@@ -114,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
             ops::migrate(hv.as_ref(), &spec, &a)
         }
         Cmd::Receive(a) => ops::receive(open_hv(spec)?.as_ref(), &a),
+        Cmd::Bench(a) => cli::bench::run(spec, &a),
         Cmd::Sim(c) => cli::sim::run(spec, c),
         Cmd::SimGuest { dir, dom } => cli::sim::guest_main(&dir, dom),
         Cmd::Inspect { .. } | Cmd::Verify { .. } => unreachable!("handled in main"),

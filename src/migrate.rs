@@ -205,7 +205,8 @@ pub fn send<R: Read, W: Write>(
         msg,
         state: resume_source(hv, dom),
     };
-    data.flush().map_err(|e| before_go(format!("sending the stream: {e}")))?;
+    data.flush()
+        .map_err(|e| before_go(format!("sending the stream: {e}")))?;
     handshake::expect(&mut acks, handshake::READY, "receiver ready")
         .map_err(|e| before_go(format!("{e} (the receiver could not restore the guest)")))?;
 
@@ -242,12 +243,24 @@ pub fn send<R: Read, W: Write>(
     }
     // The receiver failed to start its copy: it destroys it and hands the
     // guest back.
-    handshake::expect(&mut acks, handshake::PERMISSION_TO_GO, "permission to resume")
-        .map_err(|e| after_go(format!("destination reported failure {} and then {e}", rc[0])))?;
+    handshake::expect(
+        &mut acks,
+        handshake::PERMISSION_TO_GO,
+        "permission to resume",
+    )
+    .map_err(|e| {
+        after_go(format!(
+            "destination reported failure {} and then {e}",
+            rc[0]
+        ))
+    })?;
     let _ = hv.rename(dom, &name);
     let state = resume_source(hv, dom);
     Err(MigrateError::BeforeGo {
-        msg: format!("the destination failed to start the guest (status {})", rc[0]),
+        msg: format!(
+            "the destination failed to start the guest (status {})",
+            rc[0]
+        ),
         state,
     })
 }
@@ -272,7 +285,13 @@ pub fn receive<R: Read, W: Write>(
         config: facts.host_config,
     };
     let mut reader = LibxcReader::new(&mut data)?;
-    let out = restore::restore(hv, &mut reader, target, RestoreParams::default(), &mut restore::NoHooks)?;
+    let out = restore::restore(
+        hv,
+        &mut reader,
+        target,
+        RestoreParams::default(),
+        &mut restore::NoHooks,
+    )?;
     let dom = out.domid;
     let destroy = |why: String| {
         let r = hv.destroy(dom);
@@ -293,13 +312,9 @@ pub fn receive<R: Read, W: Write>(
             state: format!("destination copy (domain {dom}) destroyed; the source keeps the guest"),
         });
     }
-    let started = hv.rename(dom, &name).and_then(|()| {
-        if paused {
-            Ok(())
-        } else {
-            hv.unpause(dom)
-        }
-    });
+    let started = hv
+        .rename(dom, &name)
+        .and_then(|()| if paused { Ok(()) } else { hv.unpause(dom) });
     acks.write_all(handshake::REPORT)?;
     match started {
         Ok(()) => {

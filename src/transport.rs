@@ -140,7 +140,11 @@ pub fn parse_bandwidth(s: &str) -> Result<u64, String> {
         "kb" | "kib" => v * 1024.0,
         "mb" | "mib" => v * 1024.0 * 1024.0,
         "gb" | "gib" => v * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("bandwidth {s:?}: unknown unit {unit:?} (use k/M/G bits or KB/MB/GB bytes)")),
+        _ => {
+            return Err(format!(
+                "bandwidth {s:?}: unknown unit {unit:?} (use k/M/G bits or KB/MB/GB bytes)"
+            ))
+        }
     };
     if !(bytes_per_s.is_finite() && bytes_per_s >= 1.0) {
         return Err(format!("bandwidth {s:?}: must be positive"));

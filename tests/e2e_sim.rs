@@ -12,7 +12,7 @@ use rxmigrate::precopy::{self, Policy};
 use rxmigrate::restore::NoHooks;
 use rxmigrate::save::{DirectHooks, SaveOptions};
 use sim_util::TestHost;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::thread;
 
@@ -29,7 +29,7 @@ fn policy(name: &str) -> Box<dyn Policy> {
 
 /// Live-migrate `dom` from `a` to `b` over a socket pair, the receiver in a
 /// thread. Returns the sender's result and the receiver's.
-fn migrate_pair<RW: Read + Write + Send + 'static>(
+fn migrate_pair<RW: Write + Send + 'static>(
     a: &SimHost,
     dom: DomId,
     b: &SimHost,
@@ -62,6 +62,13 @@ fn migrate_pair<RW: Read + Write + Send + 'static>(
     drop(rw);
     let got = recv.join().expect("receiver thread");
     (sent, got)
+}
+
+/// Let a running guest do `steps` more steps and stop there.
+fn run_on(host: &SimHost, dom: DomId, steps: u64) {
+    host.pause(dom).expect("pause");
+    let s0 = host.step(dom).expect("step");
+    host.run_until(dom, s0 + steps).expect("run on");
 }
 
 fn assert_matches_reference(host: &SimHost, dom: DomId) {
@@ -142,9 +149,13 @@ fn save_restore_the_guest_continues() {
             &mut NoHooks,
         )
         .expect("restore");
-        assert_eq!(b.host.domain_info(out.domid).unwrap().name, "s");
-        b.host.unpause(out.domid).expect("unpause");
-        // It runs on from where it stopped.
+        let info = b.host.domain_info(out.domid).unwrap();
+        assert_eq!(info.name, "s");
+        assert!(
+            info.paused,
+            "restore leaves the guest paused (as xl restore -p)"
+        );
+        // It runs on from where it stopped (run_until unpauses it).
         b.host
             .run_until(out.domid, step_at_save + 500)
             .expect("run on");
@@ -162,23 +173,35 @@ fn save_restore_the_guest_continues() {
             &mut NoHooks,
         )
         .expect_err("xl image read as raw");
-        assert!(err.to_string().contains("marker") || err.to_string().contains("header"), "{err}");
+        assert!(
+            err.to_string().contains("marker") || err.to_string().contains("header"),
+            "{err}"
+        );
         assert_eq!(b.host.list_domains().unwrap().len(), 1);
         b.host.destroy(out.domid).expect("destroy");
     }
 }
 
-/// A writer that breaks after `limit` bytes, as a dropped connection does.
+/// A writer that breaks after `left` bytes, or at the first write once the
+/// source is suspended (`watch`), as a dropped connection does.
 struct CutAfter<W> {
     inner: W,
     left: usize,
+    watch: Option<(SimHost, DomId)>,
 }
 
 impl<W: Write> Write for CutAfter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            let _ = self.flush();
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection cut (test)"));
+        let suspended = self.watch.as_ref().is_some_and(|(h, d)| {
+            h.domain_info(*d)
+                .map(|i| i.shutdown.is_some())
+                .unwrap_or(false)
+        });
+        if self.left == 0 || suspended {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection cut (test)",
+            ));
         }
         let n = buf.len().min(self.left);
         let n = self.inner.write(&buf[..n])?;
@@ -190,65 +213,72 @@ impl<W: Write> Write for CutAfter<W> {
     }
 }
 
-impl<W> Read for CutAfter<W> {
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Ok(0)
-    }
-}
-
 #[test]
 fn cut_connection_leaves_source_running_and_no_destination_domain() {
-    // Cut in the headers, in round 0, and late (in the final round of a
-    // 16 MiB guest, after the suspend).
-    for (t, cut) in [
-        (GuestType::Pv, 100usize),
-        (GuestType::Pv, 3 << 20),
-        (GuestType::Hvm, 12 << 20),
-        (GuestType::Pv, 17 << 20),
+    // Cut in the headers, in round 0, in a later round, and in the final
+    // round after the source was suspended.
+    for (t, cut, at_suspend) in [
+        (GuestType::Pv, 100usize, false),
+        (GuestType::Pv, 3 << 20, false),
+        (GuestType::Hvm, 15 << 20, false),
+        (GuestType::Pv, usize::MAX, true),
+        (GuestType::Hvm, usize::MAX, true),
     ] {
         let mut a = TestHost::new();
         let b = TestHost::new();
         let dom = a.create(&guest("c", t, WorkloadKind::HotSet, 77));
+        let watch = at_suspend.then(|| (SimHost::open(a.host.dir()).expect("open a"), dom));
         let (sent, got) = migrate_pair(&a.host, dom, &b.host, "hotpage", move |s| CutAfter {
             inner: s,
             left: cut,
+            watch,
         });
         let err = sent.expect_err("a cut migration must fail");
+        // Any error before the point of no return; never "state undefined".
         assert!(
-            matches!(err, MigrateError::Save { .. } | MigrateError::BeforeGo { .. }),
+            !matches!(err, MigrateError::AfterGo { .. }),
             "cut at {cut}: {err}"
         );
         assert!(got.is_err(), "receiver accepted a cut stream");
         // The source runs on, with its memory intact.
         let info = a.host.domain_info(dom).expect("source exists");
-        assert!(info.shutdown.is_none() && !info.paused, "source left {info:?}");
+        assert!(
+            info.shutdown.is_none() && !info.paused,
+            "source left {info:?}"
+        );
         assert_eq!(info.name, "c");
-        let s0 = a.host.step(dom).unwrap();
-        a.host.run_until(dom, s0 + 200).unwrap();
+        run_on(&a.host, dom, 200);
         assert_matches_reference(&a.host, dom);
-        assert!(b.host.list_domains().unwrap().is_empty(), "destination kept a domain");
+        assert!(
+            b.host.list_domains().unwrap().is_empty(),
+            "destination kept a domain"
+        );
     }
 }
 
 #[test]
-fn receiver_that_never_says_ready_leaves_source_running() {
+fn receiver_that_fails_before_ready_leaves_source_running() {
     let mut a = TestHost::new();
-    let dom = a.create(&guest("r", GuestType::Pv, WorkloadKind::Idle, 3));
-    // Banner, then silence: the "receiver" reads and discards the stream.
+    let dom = a.create(&guest("r", GuestType::Pv, WorkloadKind::HotSet, 3));
+    // A receiver that reads the whole stream, then fails (closes) instead of
+    // answering READY, as one whose restore went wrong does.
     let (s1, s2) = UnixStream::pair().unwrap();
     let t = thread::spawn(move || {
         let mut s2 = s2;
         s2.write_all(rxmigrate::stream::handshake::BANNER).unwrap();
-        let _ = io::copy(&mut s2, &mut io::sink());
+        let mut data = io::BufReader::new(s2.try_clone().unwrap());
+        rxmigrate::image::read_start(&mut data).expect("xl header");
+        let mut r = rxmigrate::stream::LibxcReader::new(&mut data).expect("libxc header");
+        while r.next_record().expect("record").is_some() {}
+        rxmigrate::image::read_end(&mut data).expect("libxl end");
+        // Dropping both ends closes the connection without READY.
     });
-    let mut p = policy("xen4");
+    let mut p = policy("hotpage");
     let data = s1.try_clone().unwrap();
-    let acks = io::BufReader::new(s1.try_clone().unwrap());
-    // Close our write side after the stream so the reader thread ends.
     let err = migrate::send(
         &a.host,
         dom,
-        ReadThenShutdown { r: acks, s: s1 },
+        io::BufReader::new(s1),
         data,
         SendOptions {
             policy: p.as_mut(),
@@ -258,30 +288,15 @@ fn receiver_that_never_says_ready_leaves_source_running() {
     .expect_err("no READY");
     assert!(matches!(err, MigrateError::BeforeGo { .. }), "{err}");
     t.join().unwrap();
+    // The suspended source was resumed, under its own name, memory intact.
     let info = a.host.domain_info(dom).unwrap();
-    assert!(info.shutdown.is_none() && !info.paused);
+    assert!(
+        info.shutdown.is_none() && !info.paused,
+        "source left {info:?}"
+    );
     assert_eq!(info.name, "r");
-}
-
-/// Reads acks; the first read after the banner shuts the socket's write side
-/// so the peer sees the end of the stream and closes.
-struct ReadThenShutdown<R> {
-    r: R,
-    s: UnixStream,
-}
-impl<R: Read> Read for ReadThenShutdown<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.r.read(buf)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        Ok(n)
-    }
-}
-impl<R> Drop for ReadThenShutdown<R> {
-    fn drop(&mut self) {
-        let _ = self.s.shutdown(std::net::Shutdown::Both);
-    }
+    run_on(&a.host, dom, 200);
+    assert_matches_reference(&a.host, dom);
 }
 
 #[test]
@@ -328,7 +343,10 @@ fn corrupted_stream_is_refused_without_leaving_a_domain() {
     .expect_err("corrupt stream accepted");
     let msg = err.to_string();
     assert!(msg.contains("PAGE_DATA") && msg.contains("offset"), "{msg}");
-    assert!(b.host.list_domains().unwrap().is_empty(), "half-built domain left");
+    assert!(
+        b.host.list_domains().unwrap().is_empty(),
+        "half-built domain left"
+    );
 
     // A stream truncated in the middle: same.
     let cut = &img[..img.len() / 2];
@@ -343,5 +361,8 @@ fn corrupted_stream_is_refused_without_leaving_a_domain() {
     )
     .expect_err("truncated stream accepted");
     assert!(!err.to_string().is_empty());
-    assert!(b.host.list_domains().unwrap().is_empty(), "half-built domain left");
+    assert!(
+        b.host.list_domains().unwrap().is_empty(),
+        "half-built domain left"
+    );
 }

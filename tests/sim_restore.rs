@@ -270,7 +270,7 @@ fn hvm_guest_restored_without_config_continues_exactly() {
         b.host.run_until(dd, s2 + 3000).unwrap();
         let r = check(&b.host, dd).unwrap();
         assert!(r.ok(), "{mode}: {r}");
-        assert_eq!(b.host.tracking_mode(dd).unwrap().is_some(), true);
+        assert!(b.host.tracking_mode(dd).unwrap().is_some());
     }
 }
 

@@ -5,6 +5,7 @@
 # changing any of them makes `build` produce a new image, while scenario and
 # runner changes (run, scenarios/) need no rebuild.
 
+# shellcheck disable=SC2034 # used by build and run
 LAB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LAB_CACHE=${RXMIGRATE_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rxmigrate-lab}
 

@@ -1,4 +1,5 @@
 //! Command-line front ends (clap); `anyhow` lives only at this edge.
 
+pub mod bench;
 pub mod ops;
 pub mod sim;

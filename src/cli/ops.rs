@@ -82,7 +82,10 @@ impl CliHooks {
         };
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             b
         });
         Ok(CliHooks { stats, bar })
@@ -160,10 +163,7 @@ pub fn save(hv: &dyn Hypervisor, a: &SaveArgs) -> Result<()> {
     let out: Box<dyn Write> = if a.file.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(
-            File::create(&a.file)
-                .with_context(|| format!("creating {}", a.file.display()))?,
-        )
+        Box::new(File::create(&a.file).with_context(|| format!("creating {}", a.file.display()))?)
     };
     let (outcome, _) = migrate::save_image(
         hv,
@@ -272,11 +272,21 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
             } else {
                 format!("{}:{DEFAULT_PORT}", a.host)
             };
-            let sock = TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
+            let sock =
+                TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
             sock.set_nodelay(true).ok();
             let acks = BufReader::new(sock.try_clone()?);
             let data = BufWriter::with_capacity(1 << 20, RateLimited::new(sock, rate));
-            migrate::send(hv, dom, acks, data, SendOptions { policy: policy.as_mut(), hooks: &mut hooks })?
+            migrate::send(
+                hv,
+                dom,
+                acks,
+                data,
+                SendOptions {
+                    policy: policy.as_mut(),
+                    hooks: &mut hooks,
+                },
+            )?
         }
         Some(cmd) => {
             let rune = if cmd.is_empty() {
@@ -301,7 +311,16 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
                 bail!("receiver command has no pipes");
             };
             let data = BufWriter::with_capacity(1 << 20, RateLimited::new(stdin, rate));
-            let r = migrate::send(hv, dom, BufReader::new(stdout), data, SendOptions { policy: policy.as_mut(), hooks: &mut hooks });
+            let r = migrate::send(
+                hv,
+                dom,
+                BufReader::new(stdout),
+                data,
+                SendOptions {
+                    policy: policy.as_mut(),
+                    hooks: &mut hooks,
+                },
+            );
             let status = child.wait()?;
             let out = r?;
             if !status.success() {
@@ -327,9 +346,17 @@ pub struct ReceiveArgs {
 pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
     let out = match &a.listen {
         Some(l) => {
-            let addr = if l.contains(':') { l.clone() } else { format!("{l}:{DEFAULT_PORT}") };
-            let listener = TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
-            eprintln!("rxmigrate: waiting for a migration on {}", listener.local_addr()?);
+            let addr = if l.contains(':') {
+                l.clone()
+            } else {
+                format!("{l}:{DEFAULT_PORT}")
+            };
+            let listener =
+                TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+            eprintln!(
+                "rxmigrate: waiting for a migration on {}",
+                listener.local_addr()?
+            );
             let (sock, peer) = listener.accept()?;
             eprintln!("rxmigrate: receiving from {peer}");
             let data = BufReader::with_capacity(1 << 20, sock.try_clone()?);
@@ -340,6 +367,9 @@ pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
             migrate::receive(hv, data, std::io::stdout().lock(), a.paused)?
         }
     };
-    eprintln!("rxmigrate: received domain {} ({} pages)", out.domid, out.pages);
+    eprintln!(
+        "rxmigrate: received domain {} ({} pages)",
+        out.domid, out.pages
+    );
     Ok(())
 }

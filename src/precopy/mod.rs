@@ -116,11 +116,23 @@ mod tests {
         let mut plan = |f| p.plan(&f, &mut d, &s);
         assert_eq!(plan(facts(0, 1000, 0, 1000)), Decision::Continue);
         assert_eq!(plan(facts(27, 100, 0, 2000)), Decision::Continue);
-        assert_eq!(plan(facts(28, 100, 0, 2000)), Decision::StopAndCopy, "29 rounds");
-        assert_eq!(plan(facts(3, 40, 9, 2000)), Decision::StopAndCopy, "< 50 sent+skipped");
+        assert_eq!(
+            plan(facts(28, 100, 0, 2000)),
+            Decision::StopAndCopy,
+            "29 rounds"
+        );
+        assert_eq!(
+            plan(facts(3, 40, 9, 2000)),
+            Decision::StopAndCopy,
+            "< 50 sent+skipped"
+        );
         assert_eq!(plan(facts(3, 40, 10, 2000)), Decision::Continue);
         assert_eq!(plan(facts(3, 500, 0, 3000)), Decision::Continue);
-        assert_eq!(plan(facts(3, 500, 0, 3001)), Decision::StopAndCopy, "> 3x memory");
+        assert_eq!(
+            plan(facts(3, 500, 0, 3001)),
+            Decision::StopAndCopy,
+            "> 3x memory"
+        );
     }
 
     #[test]
@@ -129,11 +141,20 @@ mod tests {
         let s = Bitmap::new(1000);
         let mut d = Bitmap::new(1000);
         (0..60).for_each(|i| d.set(i));
-        assert_eq!(p.plan(&facts(0, 1000, 0, 1000), &mut d, &s), Decision::Continue);
-        assert_eq!(p.plan(&facts(4, 60, 0, 1300), &mut d, &s), Decision::StopAndCopy);
+        assert_eq!(
+            p.plan(&facts(0, 1000, 0, 1000), &mut d, &s),
+            Decision::Continue
+        );
+        assert_eq!(
+            p.plan(&facts(4, 60, 0, 1300), &mut d, &s),
+            Decision::StopAndCopy
+        );
         let mut few = Bitmap::new(1000);
         (0..49).for_each(|i| few.set(i));
-        assert_eq!(p.plan(&facts(1, 60, 0, 1060), &mut few, &s), Decision::LastLive);
+        assert_eq!(
+            p.plan(&facts(1, 60, 0, 1060), &mut few, &s),
+            Decision::LastLive
+        );
     }
 
     #[test]
@@ -147,7 +168,10 @@ mod tests {
         let mut d = Bitmap::new(200);
         d.set(5);
         d.set(7);
-        assert_eq!(p.plan(&facts(0, 200, 0, 200), &mut d, &none), Decision::Continue);
+        assert_eq!(
+            p.plan(&facts(0, 200, 0, 200), &mut d, &none),
+            Decision::Continue
+        );
         assert!(d.get(5) && d.get(7), "first observation: still sent live");
         let mut d = Bitmap::new(200);
         d.set(5);
@@ -176,7 +200,10 @@ mod tests {
         let mut p = HotPage::new(HotPageParams::default()).unwrap();
         let s = Bitmap::new(1000);
         let mut d = Bitmap::full(1000);
-        assert_eq!(p.plan(&facts(4, 1000, 0, 2000), &mut d, &s), Decision::StopAndCopy);
+        assert_eq!(
+            p.plan(&facts(4, 1000, 0, 2000), &mut d, &s),
+            Decision::StopAndCopy
+        );
     }
 
     #[test]

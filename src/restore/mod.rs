@@ -150,7 +150,12 @@ pub(crate) struct Restorer<'a> {
 }
 
 impl<'a> Restorer<'a> {
-    fn new(hv: &'a dyn Hypervisor, guest_type: GuestType, target: Target, params: RestoreParams) -> Self {
+    fn new(
+        hv: &'a dyn Hypervisor,
+        guest_type: GuestType,
+        target: Target,
+        params: RestoreParams,
+    ) -> Self {
         Restorer {
             hv,
             guest_type,
@@ -232,7 +237,13 @@ impl<'a> Restorer<'a> {
         // HVM domains (and targets of known size) exist before any record.
         if self.guest_type == GuestType::Hvm
             || matches!(self.target, Some(Target::Existing(_)))
-            || matches!(self.target, Some(Target::New { max_pfn: Some(_), .. }))
+            || matches!(
+                self.target,
+                Some(Target::New {
+                    max_pfn: Some(_),
+                    ..
+                })
+            )
         {
             self.ensure_domain(None)?;
         }
@@ -315,7 +326,8 @@ impl<'a> Restorer<'a> {
                     self.hv.set_guest_width(dom, 8)?;
                 }
                 let max = self.max_pfn;
-                self.pv_state(at)?.set_p2m_frames(end_pfn as u64, max, frames, at)?;
+                self.pv_state(at)?
+                    .set_p2m_frames(end_pfn as u64, max, frames, at)?;
             }
             Record::X86PvVcpuBasic(v) => self.pv_state(at)?.vcpu(v.vcpu_id).basic = v.blob,
             Record::X86PvVcpuExtended(v) => self.pv_state(at)?.vcpu(v.vcpu_id).extended = v.blob,
@@ -402,7 +414,8 @@ impl<'a> Restorer<'a> {
     ) -> Result<(), RestoreError> {
         let dom = self.domain(at)?;
         for &(idx, val) in params {
-            let idx32 = u32::try_from(idx).map_err(|_| at(format!("HVM param index {idx:#x} out of range")))?;
+            let idx32 = u32::try_from(idx)
+                .map_err(|_| at(format!("HVM param index {idx:#x} out of range")))?;
             match idx32 {
                 hvm_param::PAE_ENABLED => continue,
                 hvm_param::STORE_PFN
@@ -441,8 +454,11 @@ impl<'a> Restorer<'a> {
                 pv.complete(self.hv, dom, self.max_pfn, &self.params)?
             }
             GuestType::Hvm => {
-                self.hv
-                    .set_hvm_param(dom, hvm_param::STORE_EVTCHN, self.params.store_evtchn as u64)?;
+                self.hv.set_hvm_param(
+                    dom,
+                    hvm_param::STORE_EVTCHN,
+                    self.params.store_evtchn as u64,
+                )?;
                 self.hv.set_hvm_param(
                     dom,
                     hvm_param::CONSOLE_EVTCHN,

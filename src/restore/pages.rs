@@ -93,7 +93,10 @@ impl Restorer<'_> {
         }
         let gfns: Vec<u64> = data.iter().map(|&(p, _, _)| self.gfn_of(p)).collect();
         if let Some(i) = gfns.iter().position(|&g| g == INVALID_MFN) {
-            return Err(at(format!("pfn {:#x} has no frame after populate", data[i].0)));
+            return Err(at(format!(
+                "pfn {:#x} has no frame after populate",
+                data[i].0
+            )));
         }
 
         // Localise page tables before they touch guest memory; localising may

@@ -82,7 +82,10 @@ impl PvRestore {
     }
 
     fn type_of(&self, pfn: u64) -> PageType {
-        self.types.get(pfn as usize).copied().unwrap_or(PageType::XTAB)
+        self.types
+            .get(pfn as usize)
+            .copied()
+            .unwrap_or(PageType::XTAB)
     }
 
     /// A data frame the guest relies on: populated, plain (NOTAB).
@@ -111,7 +114,9 @@ impl PvRestore {
             .take()
             .ok_or_else(|| RestoreError::Missing("no X86_PV_P2M_FRAMES record".into()))?;
         if self.vcpus.get(&0).is_none_or(|v| v.basic.is_empty()) {
-            return Err(RestoreError::Missing("no X86_PV_VCPU_BASIC record for vCPU 0".into()));
+            return Err(RestoreError::Missing(
+                "no X86_PV_VCPU_BASIC record for vCPU 0".into(),
+            ));
         }
         let info = hv.domain_info(dom)?;
         let mut store_mfn = 0;

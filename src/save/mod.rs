@@ -51,7 +51,8 @@ pub const SAVED_HVM_PARAMS: &[u32] = &[1, 5, 6, 27, 28, 29, 37, 17, 19, 9, 12, 3
 pub trait SaveHooks {
     /// Stop the guest for the final round; must leave it in SHUTDOWN_suspend.
     fn suspend(&mut self, hv: &dyn Hypervisor, dom: DomId) -> Result<(), SaveError> {
-        hv.suspend(dom).map_err(|e| SaveError::Suspend(e.to_string()))
+        hv.suspend(dom)
+            .map_err(|e| SaveError::Suspend(e.to_string()))
     }
     /// libxl's switch_qemu_logdirty for HVM guests.
     fn switch_qemu_logdirty(&mut self, _dom: DomId, _enable: bool) -> Result<(), SaveError> {
@@ -149,7 +150,11 @@ pub fn save<W: Write>(
 
     let last = outcome.rounds.last();
     let summary = Summary {
-        policy: if opts.live { policy.name().to_string() } else { "non-live".into() },
+        policy: if opts.live {
+            policy.name().to_string()
+        } else {
+            "non-live".into()
+        },
         guest_pages: info.p2m_size(),
         rounds: outcome.rounds.len() as u32,
         total_pages_sent: outcome.total_pages_sent,

@@ -122,9 +122,10 @@ impl<W: Write> Pager for HvPager<'_, W> {
         self.gfns.clear();
         self.entries.clear();
         match &self.pv {
-            Some(pv) => self.gfns.extend(pfns.iter().map(|&p| {
-                pv.p2m.get(p as usize).copied().unwrap_or(INVALID_MFN)
-            })),
+            Some(pv) => self.gfns.extend(
+                pfns.iter()
+                    .map(|&p| pv.p2m.get(p as usize).copied().unwrap_or(INVALID_MFN)),
+            ),
             None => self.gfns.extend_from_slice(pfns),
         }
         self.types.clear();

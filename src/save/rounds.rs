@@ -83,7 +83,11 @@ impl<P: Pager> RoundLoop<'_, P> {
         let secs = started.elapsed().as_secs_f64();
         r.bytes = self.pager.bytes_written() - bytes_before;
         r.duration_ms = secs * 1e3;
-        r.bandwidth = if secs > 0.0 { r.bytes as f64 / secs } else { 0.0 };
+        r.bandwidth = if secs > 0.0 {
+            r.bytes as f64 / secs
+        } else {
+            0.0
+        };
         r
     }
 
@@ -217,10 +221,7 @@ pub fn run_live<P: Pager>(
 }
 
 /// Non-live save (`xl save`): suspend, then send every pfn once.
-pub fn run_nonlive<P: Pager>(
-    pager: &mut P,
-    p2m_size: u64,
-) -> Result<RoundsOutcome, SaveError> {
+pub fn run_nonlive<P: Pager>(pager: &mut P, p2m_size: u64) -> Result<RoundsOutcome, SaveError> {
     pager.suspend()?;
     let suspended_at = Instant::now();
     let mut lp = RoundLoop {

@@ -161,7 +161,12 @@ fn hot_working_set_caps_and_savings() {
     // Each tick rewrites a quarter of the hot set, a different quarter each
     // time: a hot page is rewritten every few batches, not at every one.
     let script: Vec<Vec<u64>> = (0..7)
-        .map(|t| hot.iter().copied().filter(|p| (p * 7 + t) % 4 == 0).collect())
+        .map(|t| {
+            hot.iter()
+                .copied()
+                .filter(|p| (p * 7 + t) % 4 == 0)
+                .collect()
+        })
         .collect();
     let run = |p: &mut dyn Policy| {
         let mut m = Model::new(pages, script.clone(), vec![]);
@@ -192,4 +197,3 @@ fn hot_working_set_caps_and_savings() {
     assert!(hp.total_pages_sent <= x4.total_pages_sent);
     assert!(hp.hot_pages_final > 0);
 }
-

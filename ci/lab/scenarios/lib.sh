@@ -184,6 +184,12 @@ verify_file() {
     local name=$1 file=$2
     op "$name.verify-stream-v2" -- env PYTHONPATH=$XEN_LIB/lib/python \
         python3 $XEN_LIB/bin/verify-stream-v2 -f xl -i "$file"
+    # rxmigrate's own reader on every file, stock xl's included (it needs no
+    # Xen backend): the verdict, and the full listing for the record.
+    if [ -x "$BIN/rxmigrate" ]; then
+        op "$name.rxmigrate-verify" -- "$BIN/rxmigrate" verify "$file"
+        op "$name.rxmigrate-inspect" -- "$BIN/rxmigrate" inspect "$file"
+    fi
 }
 
 # Rounds, downtime and bytes from an rxmigrate --stats file (its summary line).

@@ -19,18 +19,33 @@ case $TYPE in pv | pvh | hvm) ;; *) echo "unknown guest type in $SCENARIO" >&2; 
 NAME=$TYPE-lab
 FILE=$SAVE_DIR/$NAME.save
 STATS=$OUT/$SCENARIO.stats.jsonl
+# shellcheck disable=SC2034 # read by finish (lib.sh)
 T_START=$(now)
 rec_reset
 rec meta "scenario=$SCENARIO" "family=$FAMILY" "guest_type=$TYPE" "memory_mib=$LAB_MEMORY" \
     "workload=$LAB_WORKLOAD" "attempt=${LAB_ATTEMPT:-1}"
 trap 'xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
 
+WRITER=xl
+# The plugin appends its --stats lines to $RXMIGRATE_STATS: one file per op.
+plugin_stats() {
+    [ "$FAMILY" = plugin ] && export RXMIGRATE_STATS=$OUT/$SCENARIO.$1.stats.jsonl
+    return 0
+}
+plugin_stats_rec() {
+    # shellcheck disable=SC2046
+    [ "$FAMILY" = plugin ] && rec stats "op=$1" $(stats_fields "$RXMIGRATE_STATS")
+    return 0
+}
+
 # A save with xl (or xl + the plugin), the file checked, then xl restore.
 xl_save() {
     local hb0=$1
     [ "$TYPE" = hvm ] && keep_serial "$NAME"
+    plugin_stats save
     op save -- xl save "$NAME" "$FILE" || return 1
-    rec file "op=save" "bytes=$(file_bytes "$FILE")" "writer=xl"
+    rec file "op=save" "bytes=$(file_bytes "$FILE")" "writer=$WRITER"
+    plugin_stats_rec save
     verify_file save "$FILE"
 }
 xl_restore() {
@@ -45,7 +60,9 @@ xl_migrate() {
     [ "$TYPE" = hvm ] && keep_serial "$NAME"
     # localhost without ssh: with -s "" xl runs the host argument itself as
     # the receiving command
+    plugin_stats migrate
     op migrate -- xl migrate -s "" "$NAME" "xl migrate-receive" || return 1
+    plugin_stats_rec migrate
     check_alive "$NAME" "$hb0" migrate
 }
 
@@ -62,7 +79,12 @@ case $FAMILY in
         ;;
     plugin)
         need_helper
+        # the helper's engine needs rxmigrate's Xen backend, too
+        [ -x "$RX" ] && need_rxmigrate
         export LIBXL_SAVE_HELPER=$HELPER
+        # no quiet hand-over to Xen's own helper: that would pass as ours
+        export RXMIGRATE_FALLBACK=fail
+        WRITER=rxmigrate-save-helper
         rec meta "save_helper=$HELPER"
         stock_sequence
         ;;

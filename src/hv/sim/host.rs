@@ -51,6 +51,12 @@ impl Dom {
 
 /// The simulated Xen host: a state directory (see `meta`), shared by every
 /// process that opens it.
+/// A host's tag, 1..=0xfff: PV machine frames start at `tag << 28`, and
+/// must fit the 40-bit frame field of a page-table entry.
+fn host_tag(seed: u64) -> u32 {
+    (super::workload::mix(seed) % 0xfff) as u32 + 1
+}
+
 pub struct SimHost {
     dir: HostDir,
     tag: u32,
@@ -156,7 +162,7 @@ impl SimHost {
                         .unwrap_or(0)
                         ^ ((std::process::id() as u64) << 32);
                     let h = HostState {
-                        tag: (super::workload::mix(seed) & 0xfff) as u32 + 1,
+                        tag: host_tag(seed),
                         next_domid: 1,
                     };
                     hd.write_host(&h)?;
@@ -426,7 +432,10 @@ impl SimHost {
         }
         Ok(match proc_stat(pid) {
             Some((st, start)) => {
-                st != 'Z' && st != 'X' && start == d.st.pid_start()?.load(Ordering::Acquire)
+                // The guest publishes its pid, then its start time: a zero
+                // start time means it is between the two stores, not dead.
+                let want = d.st.pid_start()?.load(Ordering::Acquire);
+                st != 'Z' && st != 'X' && (want == 0 || start == want)
             }
             None => false,
         })
@@ -1393,5 +1402,21 @@ impl SimHost {
         }
         let _ = PvLayout::START_INFO;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_tag;
+
+    #[test]
+    fn every_host_tag_keeps_pv_frames_inside_a_pte() {
+        for seed in (0..200_000u64).chain([u64::MAX, u64::MAX - 1]) {
+            let tag = host_tag(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            assert!((1..=0xfff).contains(&tag), "tag {tag:#x}");
+            // Highest PV frame of the highest domain slot on this host.
+            let top = ((tag as u64) << 28) | (0xff << 20) | 0xf_ffff;
+            assert!(top < 1 << 40, "mfn {top:#x} does not fit a PTE");
+        }
     }
 }

@@ -192,7 +192,7 @@ mod tests {
     fn pv_layout_regions_do_not_overlap_and_cover_the_tables() {
         for pages in [MIN_PAGES, 1000, 262_144, 262_145, 1 << 20] {
             let l = PvLayout::new(pages);
-            assert_eq!(l.p2m_frames * P2M_PER_FRAME >= pages, true);
+            assert!(l.p2m_frames * P2M_PER_FRAME >= pages);
             assert!(l.l1_count * 512 >= pages);
             assert!(l.l2_count * 512 >= l.l1_count);
             assert!(l.data_first < pages, "no data pages for {pages}");

@@ -1,0 +1,306 @@
+//! Settings: `/etc/rxmigrate.conf` (or `$RXMIGRATE_CONF`), then the
+//! environment, which wins. xl passes its environment on to the helper, so
+//! `RXMIGRATE_POLICY=xen4 xl migrate ...` works for one run.
+//!
+//! The file holds `key = value` lines; `#` starts a comment. Keys and their
+//! environment variables:
+//!
+//! | key | env | meaning |
+//! |---|---|---|
+//! | `policy` | `RXMIGRATE_POLICY` | `hotpage` (default), `xen4`, `xen33` |
+//! | `max_rounds` | `RXMIGRATE_MAX_ROUNDS` | live rounds at most (29 for xen33, else 5) |
+//! | `target_dirty` | `RXMIGRATE_TARGET_DIRTY` | stop under this many dirty pages (50) |
+//! | `max_factor` | `RXMIGRATE_MAX_FACTOR` | never send more than this × memory (3) |
+//! | `hot_threshold` | `RXMIGRATE_HOT_THRESHOLD` | dirty observations that make a page hot (2) |
+//! | `hot_release` | `RXMIGRATE_HOT_RELEASE` | send cooled hot pages live again (`yes`) |
+//! | `hv` | `RXMIGRATE_HV` | hypervisor: `xen` (default) or `sim:DIR` |
+//! | `stats` | `RXMIGRATE_STATS` | append per-round JSON lines to this file |
+//! | `stock_helper` | `RXMIGRATE_STOCK_HELPER` | Xen's own helper, for streams rxmigrate leaves to it |
+//! | `fallback` | `RXMIGRATE_FALLBACK` | `stock` (default): without a usable hypervisor backend hand over to the stock helper; `fail`: fail instead |
+
+use rxmigrate::cli::ops::PolicyArgs;
+use rxmigrate::precopy::{Policy, POLICY_NAMES};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONF: &str = "/etc/rxmigrate.conf";
+
+/// A bad setting, with where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{place}: {msg}")]
+pub struct ConfigError {
+    /// `/etc/rxmigrate.conf:3` or `environment RXMIGRATE_POLICY`.
+    pub place: String,
+    pub msg: String,
+}
+
+/// What to do when the engine cannot run here (no hypervisor backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    Stock,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub policy: String,
+    pub max_rounds: Option<u32>,
+    pub target_dirty: u64,
+    pub max_factor: u64,
+    pub hot_threshold: u8,
+    pub hot_release: bool,
+    pub hv: Option<String>,
+    pub stats: Option<PathBuf>,
+    pub stock_helper: Option<PathBuf>,
+    pub fallback: Fallback,
+    /// Where each value came from, for the log.
+    pub sources: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy: "hotpage".into(),
+            max_rounds: None,
+            target_dirty: 50,
+            max_factor: 3,
+            hot_threshold: 2,
+            hot_release: true,
+            hv: None,
+            stats: None,
+            stock_helper: None,
+            fallback: Fallback::Stock,
+            sources: Vec::new(),
+        }
+    }
+}
+
+const KEYS: &[(&str, &str)] = &[
+    ("policy", "RXMIGRATE_POLICY"),
+    ("max_rounds", "RXMIGRATE_MAX_ROUNDS"),
+    ("target_dirty", "RXMIGRATE_TARGET_DIRTY"),
+    ("max_factor", "RXMIGRATE_MAX_FACTOR"),
+    ("hot_threshold", "RXMIGRATE_HOT_THRESHOLD"),
+    ("hot_release", "RXMIGRATE_HOT_RELEASE"),
+    ("hv", "RXMIGRATE_HV"),
+    ("stats", "RXMIGRATE_STATS"),
+    ("stock_helper", "RXMIGRATE_STOCK_HELPER"),
+    ("fallback", "RXMIGRATE_FALLBACK"),
+];
+
+fn number<T: std::str::FromStr>(v: &str, what: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not a valid {what}"))
+}
+
+fn yes_no(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Ok(true),
+        "0" | "no" | "false" | "off" => Ok(false),
+        _ => Err(format!("{v:?} is not yes or no")),
+    }
+}
+
+impl Config {
+    /// The file (if present; an explicitly named file must exist), then the
+    /// environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        let explicit = std::env::var_os("RXMIGRATE_CONF").filter(|v| !v.is_empty());
+        let path = explicit
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
+        let mut c = Config::default();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => c.apply_file(&path, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {}
+            Err(e) => {
+                return Err(ConfigError {
+                    place: path.display().to_string(),
+                    msg: format!("cannot read it: {e}"),
+                })
+            }
+        }
+        c.apply_env(|k| std::env::var(k).ok())?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Apply `key = value` lines.
+    pub fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        for (n, line) in text.lines().enumerate() {
+            let place = || format!("{}:{}", path.display(), n + 1);
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(ConfigError {
+                    place: place(),
+                    msg: format!("expected `key = value`, found {line:?}"),
+                });
+            };
+            let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+            self.set(k, v).map_err(|msg| ConfigError {
+                place: place(),
+                msg,
+            })?;
+            self.sources.push(format!("{k} from {}", place()));
+        }
+        Ok(())
+    }
+
+    /// Apply the `RXMIGRATE_*` variables `get` returns.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (key, var) in KEYS {
+            if let Some(v) = get(var).filter(|v| !v.is_empty()) {
+                self.set(key, &v).map_err(|msg| ConfigError {
+                    place: format!("environment {var}"),
+                    msg,
+                })?;
+                self.sources.push(format!("{key} from {var}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        match key {
+            "policy" => {
+                if !POLICY_NAMES.contains(&v) {
+                    return Err(format!(
+                        "unknown policy {v:?} (known: {})",
+                        POLICY_NAMES.join(", ")
+                    ));
+                }
+                self.policy = v.to_string();
+            }
+            "max_rounds" => self.max_rounds = Some(number(v, "round count")?),
+            "target_dirty" => self.target_dirty = number(v, "page count")?,
+            "max_factor" => self.max_factor = number(v, "factor")?,
+            "hot_threshold" => self.hot_threshold = number(v, "observation count (0-255)")?,
+            "hot_release" => self.hot_release = yes_no(v)?,
+            "hv" => self.hv = Some(v.to_string()),
+            "stats" => self.stats = Some(PathBuf::from(v)),
+            "stock_helper" => self.stock_helper = Some(PathBuf::from(v)),
+            "fallback" => {
+                self.fallback = match v {
+                    "stock" => Fallback::Stock,
+                    "fail" => Fallback::Fail,
+                    _ => return Err(format!("{v:?}: expected stock or fail")),
+                }
+            }
+            _ => {
+                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(format!("unknown key {key:?} (known: {})", known.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Catch bad policy parameters now rather than in the middle of a save.
+    fn check(&self) -> Result<(), ConfigError> {
+        self.policy().map(drop)
+    }
+
+    fn policy_args(&self) -> PolicyArgs {
+        PolicyArgs {
+            policy: self.policy.clone(),
+            max_rounds: self.max_rounds,
+            target_dirty: self.target_dirty,
+            max_factor: self.max_factor,
+            hot_threshold: self.hot_threshold,
+            no_release: !self.hot_release,
+        }
+    }
+
+    /// A fresh policy for one save.
+    pub fn policy(&self) -> Result<Box<dyn Policy>, ConfigError> {
+        self.policy_args().build().map_err(|e| ConfigError {
+            place: "policy settings".into(),
+            msg: format!("{e:#}"),
+        })
+    }
+
+    /// One line for the log: the policy and its parameters.
+    pub fn describe_policy(&self) -> String {
+        let rounds = self
+            .max_rounds
+            .unwrap_or(if self.policy == "xen33" { 29 } else { 5 });
+        match self.policy.as_str() {
+            "hotpage" => format!(
+                "policy hotpage (max_rounds {rounds}, target_dirty {}, max_factor {}, \
+                 hot_threshold {}, hot_release {})",
+                self.target_dirty,
+                self.max_factor,
+                self.hot_threshold,
+                if self.hot_release { "yes" } else { "no" }
+            ),
+            "xen33" => format!(
+                "policy xen33 (max_rounds {rounds}, min_progress {}, max_factor {})",
+                self.target_dirty, self.max_factor
+            ),
+            p => format!(
+                "policy {p} (max_rounds {rounds}, target_dirty {})",
+                self.target_dirty
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let mut c = Config::default();
+        c.apply_file(
+            Path::new("/etc/rxmigrate.conf"),
+            "# comment\n policy = xen4 \nmax_rounds=7 # trailing\n\nstats = \"/var/log/rx.jsonl\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy, "xen4");
+        assert_eq!(c.max_rounds, Some(7));
+        assert_eq!(c.stats.as_deref(), Some(Path::new("/var/log/rx.jsonl")));
+        c.apply_env(|k| (k == "RXMIGRATE_POLICY").then(|| "hotpage".to_string()))
+            .unwrap();
+        assert_eq!(c.policy, "hotpage");
+        assert_eq!(c.max_rounds, Some(7));
+        assert!(c.describe_policy().contains("max_rounds 7"));
+        assert_eq!(c.policy().unwrap().name(), "hotpage");
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let mut c = Config::default();
+        let e = c
+            .apply_file(
+                Path::new("/etc/rxmigrate.conf"),
+                "policy = hotpage\nmax_rounds = many\n",
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/rxmigrate.conf:2: \"many\" is not a valid round count"
+        );
+        let e = c.apply_file(Path::new("f"), "polcy = xen4").unwrap_err();
+        assert!(
+            e.to_string().starts_with("f:1: unknown key \"polcy\""),
+            "{e}"
+        );
+        let e = c.apply_file(Path::new("f"), "just words").unwrap_err();
+        assert!(e.to_string().contains("expected `key = value`"), "{e}");
+        let e = c
+            .apply_env(|k| (k == "RXMIGRATE_POLICY").then(|| "fast".to_string()))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("environment RXMIGRATE_POLICY: unknown policy"),
+            "{e}"
+        );
+        let e = c
+            .apply_env(|k| (k == "RXMIGRATE_HOT_RELEASE").then(|| "maybe".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("not yes or no"), "{e}");
+    }
+}

@@ -1,0 +1,116 @@
+//! Handing a run over to Xen's own `libxl-save-helper` (checkpointed
+//! streams, the VERIFY pass, hosts without a backend). It is exec'd in place
+//! with our exact argv, so it inherits the stream fd and both libxl pipes
+//! untouched: nothing has been read from them, and libxl sees one helper.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+/// Name install.sh gives the diverted stock helper, beside the original.
+pub const DIVERTED_NAME: &str = "libxl-save-helper.stock";
+/// Debian 12's stock helper.
+pub const DEBIAN_STOCK: &str = "/usr/lib/xen-4.17/bin/libxl-save-helper";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StockError {
+    #[error(
+        "no stock libxl-save-helper found (tried {tried}); set RXMIGRATE_STOCK_HELPER or \
+         stock_helper in /etc/rxmigrate.conf"
+    )]
+    NotFound { tried: String },
+    #[error("{0} is this program, not Xen's helper; point RXMIGRATE_STOCK_HELPER at the real one")]
+    IsSelf(PathBuf),
+    #[error("executing the stock helper {path}: {source}")]
+    Exec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The stock helper: the configured one, else `libxl-save-helper.stock`
+/// beside the path libxl ran us by (install.sh's diversion), else Debian's
+/// path. Never this program itself.
+pub fn locate(configured: Option<&Path>, argv0: &Path) -> Result<PathBuf, StockError> {
+    let me = std::env::current_exe().ok();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = configured {
+        candidates.push(p.to_path_buf());
+    } else {
+        for dir in [argv0.parent(), me.as_deref().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
+            candidates.push(dir.join(DIVERTED_NAME));
+        }
+        candidates.push(PathBuf::from(DEBIAN_STOCK));
+    }
+    for c in &candidates {
+        if !c.is_file() {
+            continue;
+        }
+        let is_me = me.as_deref().is_some_and(|m| same_file(c, m)) || same_file(c, argv0);
+        if is_me {
+            if configured.is_some() {
+                return Err(StockError::IsSelf(c.clone()));
+            }
+            continue;
+        }
+        return Ok(c.clone());
+    }
+    Err(StockError::NotFound {
+        tried: candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// Replace this process with the stock helper, same arguments. Returns only
+/// on failure.
+pub fn exec(path: &Path, args: &[OsString]) -> StockError {
+    let source = std::process::Command::new(path)
+        .arg0(path)
+        .args(args)
+        .exec();
+    StockError::Exec {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_helper_wins_and_self_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let h = d.path().join("helper");
+        std::fs::write(&h, "#!/bin/sh\n").unwrap();
+        assert_eq!(locate(Some(&h), Path::new("/nowhere/x")).unwrap(), h);
+        let me = std::env::current_exe().unwrap();
+        assert!(matches!(locate(Some(&me), &me), Err(StockError::IsSelf(_))));
+        let missing = d.path().join("absent");
+        let e = locate(Some(&missing), Path::new("/nowhere/x")).unwrap_err();
+        assert!(e.to_string().contains("absent"), "{e}");
+    }
+
+    #[test]
+    fn diverted_helper_beside_argv0_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let stock = d.path().join(DIVERTED_NAME);
+        std::fs::write(&stock, "#!/bin/sh\n").unwrap();
+        let argv0 = d.path().join("libxl-save-helper");
+        assert_eq!(locate(None, &argv0).unwrap(), stock);
+    }
+}
