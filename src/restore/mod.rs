@@ -315,6 +315,11 @@ impl<'a> Restorer<'a> {
                     )));
                 }
                 let dom = self.ensure_domain(Some(end_pfn as u64))?;
+                if (end_pfn as u64) > self.max_pfn && !self.created {
+                    // A PV domain the toolstack built has no P2M yet (Xen
+                    // reports max pfn 0): the stream sizes it, as in Xen.
+                    self.grow(end_pfn as u64);
+                }
                 if (end_pfn as u64) > self.max_pfn {
                     return Err(at(format!(
                         "P2M ends at pfn {end_pfn:#x} beyond the domain's max pfn {:#x}",
@@ -362,6 +367,16 @@ impl<'a> Restorer<'a> {
             }
         }
         Ok(false)
+    }
+
+    /// Raise the guest's size to `max_pfn`, keeping what is populated.
+    fn grow(&mut self, max_pfn: u64) {
+        let mut b = Bitmap::new(max_pfn + 1);
+        for p in self.populated.iter_ones() {
+            b.set(p);
+        }
+        self.populated = b;
+        self.max_pfn = max_pfn;
     }
 
     fn domain(&self, at: &dyn Fn(String) -> RestoreError) -> Result<DomId, RestoreError> {
