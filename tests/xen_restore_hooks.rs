@@ -343,3 +343,49 @@ fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
     drop(m);
     b.host.destroy(d).unwrap();
 }
+
+#[test]
+fn existing_hvm_domain_grows_with_the_stream() {
+    use rxmigrate::restore::{self, RestoreParams, Target};
+    let img = saved_image(GuestType::Hvm);
+    let b = TestHost::new();
+    let mut input = img.as_slice();
+    let config = rxmigrate::image::read_start(&mut input).unwrap().unwrap();
+    let facts = rxmigrate::image::config_facts(&config);
+    let d = b
+        .host
+        .create_domain(&DomainSpec {
+            name: "g".into(),
+            guest_type: GuestType::Hvm,
+            max_pfn: facts.max_pfn.unwrap(),
+            max_vcpu_id: 0,
+            config: facts.host_config.clone(),
+        })
+        .unwrap();
+    // Xen reports an HVM domain libxl built for a restore with nothing
+    // mapped yet.
+    let host = Builder {
+        sim: &b.host,
+        calls: Mutex::new(Vec::new()),
+        fresh: Some(d),
+    };
+    let params = RestoreParams {
+        store_evtchn: 5,
+        store_domid: 0,
+        console_evtchn: 6,
+        console_domid: 0,
+    };
+    let mut reader = rxmigrate::stream::LibxcReader::new(&mut input).unwrap();
+    let out = restore::restore(
+        &host,
+        &mut reader,
+        Target::Existing(d),
+        params,
+        &mut NoHooks,
+    )
+    .expect("restore into the fresh HVM domain");
+    assert_eq!(b.host.hvm_param(d, 2).unwrap(), 5);
+    assert_eq!(b.host.hvm_param(d, 18).unwrap(), 6);
+    assert!(out.pages > 0);
+    b.host.destroy(d).unwrap();
+}

@@ -369,6 +369,17 @@ impl<'a> Restorer<'a> {
         Ok(false)
     }
 
+    /// An HVM guest's frames go beyond its RAM (video RAM, the special
+    /// pages below 4 GiB): Xen's restore grows with the stream, so does
+    /// this one, up to 1 TiB of guest address space. The host still refuses
+    /// frames it cannot back.
+    pub(super) fn fit_hvm(&mut self, pfn: u64) {
+        const HVM_PFN_LIMIT: u64 = 1 << 28;
+        if self.guest_type == GuestType::Hvm && pfn > self.max_pfn && pfn < HVM_PFN_LIMIT {
+            self.grow(pfn);
+        }
+    }
+
     /// Raise the guest's size to `max_pfn`, keeping what is populated.
     fn grow(&mut self, max_pfn: u64) {
         let mut b = Bitmap::new(max_pfn + 1);
@@ -438,6 +449,7 @@ impl<'a> Restorer<'a> {
                 | hvm_param::IOREQ_PFN
                 | hvm_param::BUFIOREQ_PFN => {
                     // The toolstack rebuilds these rings: they start zeroed.
+                    self.fit_hvm(val);
                     if val > self.max_pfn {
                         return Err(at(format!(
                             "HVM param {idx32} points at pfn {val:#x} beyond the guest ({:#x})",
