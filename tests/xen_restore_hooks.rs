@@ -23,6 +23,9 @@ const CONSOLE_EVTCHN: u32 = 12;
 struct Builder<'a> {
     sim: &'a SimHost,
     calls: Mutex<Vec<String>>,
+    /// A domain reported as Xen reports a PV domain libxl just built: no
+    /// P2M yet, max pfn 0.
+    fresh: Option<DomId>,
 }
 
 impl Hypervisor for Builder<'_> {
@@ -36,7 +39,11 @@ impl Hypervisor for Builder<'_> {
         self.sim.list_domains()
     }
     fn domain_info(&self, d: DomId) -> Result<DomainInfo> {
-        self.sim.domain_info(d)
+        let mut i = self.sim.domain_info(d)?;
+        if self.fresh == Some(d) {
+            i.max_pfn = 0;
+        }
+        Ok(i)
     }
     fn rename(&self, d: DomId, n: &str) -> Result<()> {
         self.sim.rename(d, n)
@@ -182,6 +189,7 @@ fn pv_restore_uses_the_hosts_channels_and_connects_the_rings() {
     let host = Builder {
         sim: &b.host,
         calls: Mutex::new(Vec::new()),
+        fresh: None,
     };
     let out = migrate::restore_image(
         &host,
@@ -225,6 +233,7 @@ fn hvm_restore_sets_the_hosts_channels_as_params() {
     let host = Builder {
         sim: &b.host,
         calls: Mutex::new(Vec::new()),
+        fresh: None,
     };
     let out = migrate::restore_image(
         &host,
@@ -274,4 +283,109 @@ fn xl_config_from_the_host_is_written_whole() {
     let v = rxmigrate::image::config_json(&info, Some(serde_json::json!({"seed": 1})));
     assert_eq!(v["rxmigrate"]["seed"], 1);
     assert_eq!(v["c_info"]["name"], "g");
+}
+
+#[test]
+fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
+    use rxmigrate::restore::{self, RestoreParams, Target};
+    let img = saved_image(GuestType::Pv);
+    let b = TestHost::new();
+    let mut input = img.as_slice();
+    let config = rxmigrate::image::read_start(&mut input).unwrap().unwrap();
+    let facts = rxmigrate::image::config_facts(&config);
+    // The toolstack (libxl) built the domain; Xen reports it without a P2M.
+    let d = b
+        .host
+        .create_domain(&DomainSpec {
+            name: "g".into(),
+            guest_type: GuestType::Pv,
+            max_pfn: facts.max_pfn.unwrap(),
+            max_vcpu_id: 0,
+            config: facts.host_config.clone(),
+        })
+        .unwrap();
+    let host = Builder {
+        sim: &b.host,
+        calls: Mutex::new(Vec::new()),
+        fresh: Some(d),
+    };
+    let params = RestoreParams {
+        store_evtchn: 5,
+        store_domid: 0,
+        console_evtchn: 6,
+        console_domid: 0,
+    };
+    let mut reader = rxmigrate::stream::LibxcReader::new(&mut input).unwrap();
+    let out = restore::restore(
+        &host,
+        &mut reader,
+        Target::Existing(d),
+        params,
+        &mut NoHooks,
+    )
+    .expect("restore into the fresh domain");
+    assert_eq!(out.domid, d);
+    // libxl's channels, no host-made ones; the grant table is seeded, the
+    // rings are libxl's to connect.
+    let calls = host.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        vec![format!(
+            "seed {d} console {:#x}@0 store {:#x}@0",
+            out.console_gfn, out.store_gfn
+        )]
+    );
+    let st = b.host.pv_vcpu(d, 0).unwrap();
+    let si_mfn = vcpu::Context64::new(&st.basic).unwrap().reg(vcpu::Reg::Rdx);
+    let m = b.host.map_pages(d, &[si_mfn], false).unwrap();
+    assert_eq!(start_info::store_evtchn(m.page(0)), 5);
+    assert_eq!(start_info::console_evtchn(m.page(0)), 6);
+    drop(m);
+    b.host.destroy(d).unwrap();
+}
+
+#[test]
+fn existing_hvm_domain_grows_with_the_stream() {
+    use rxmigrate::restore::{self, RestoreParams, Target};
+    let img = saved_image(GuestType::Hvm);
+    let b = TestHost::new();
+    let mut input = img.as_slice();
+    let config = rxmigrate::image::read_start(&mut input).unwrap().unwrap();
+    let facts = rxmigrate::image::config_facts(&config);
+    let d = b
+        .host
+        .create_domain(&DomainSpec {
+            name: "g".into(),
+            guest_type: GuestType::Hvm,
+            max_pfn: facts.max_pfn.unwrap(),
+            max_vcpu_id: 0,
+            config: facts.host_config.clone(),
+        })
+        .unwrap();
+    // Xen reports an HVM domain libxl built for a restore with nothing
+    // mapped yet.
+    let host = Builder {
+        sim: &b.host,
+        calls: Mutex::new(Vec::new()),
+        fresh: Some(d),
+    };
+    let params = RestoreParams {
+        store_evtchn: 5,
+        store_domid: 0,
+        console_evtchn: 6,
+        console_domid: 0,
+    };
+    let mut reader = rxmigrate::stream::LibxcReader::new(&mut input).unwrap();
+    let out = restore::restore(
+        &host,
+        &mut reader,
+        Target::Existing(d),
+        params,
+        &mut NoHooks,
+    )
+    .expect("restore into the fresh HVM domain");
+    assert_eq!(b.host.hvm_param(d, 2).unwrap(), 5);
+    assert_eq!(b.host.hvm_param(d, 18).unwrap(), 6);
+    assert!(out.pages > 0);
+    b.host.destroy(d).unwrap();
 }

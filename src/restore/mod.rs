@@ -315,6 +315,11 @@ impl<'a> Restorer<'a> {
                     )));
                 }
                 let dom = self.ensure_domain(Some(end_pfn as u64))?;
+                if (end_pfn as u64) > self.max_pfn && !self.created {
+                    // A PV domain the toolstack built has no P2M yet (Xen
+                    // reports max pfn 0): the stream sizes it, as in Xen.
+                    self.grow(end_pfn as u64);
+                }
                 if (end_pfn as u64) > self.max_pfn {
                     return Err(at(format!(
                         "P2M ends at pfn {end_pfn:#x} beyond the domain's max pfn {:#x}",
@@ -362,6 +367,27 @@ impl<'a> Restorer<'a> {
             }
         }
         Ok(false)
+    }
+
+    /// An HVM guest's frames go beyond its RAM (video RAM, the special
+    /// pages below 4 GiB): Xen's restore grows with the stream, so does
+    /// this one, up to 1 TiB of guest address space. The host still refuses
+    /// frames it cannot back.
+    pub(super) fn fit_hvm(&mut self, pfn: u64) {
+        const HVM_PFN_LIMIT: u64 = 1 << 28;
+        if self.guest_type == GuestType::Hvm && pfn > self.max_pfn && pfn < HVM_PFN_LIMIT {
+            self.grow(pfn);
+        }
+    }
+
+    /// Raise the guest's size to `max_pfn`, keeping what is populated.
+    fn grow(&mut self, max_pfn: u64) {
+        let mut b = Bitmap::new(max_pfn + 1);
+        for p in self.populated.iter_ones() {
+            b.set(p);
+        }
+        self.populated = b;
+        self.max_pfn = max_pfn;
     }
 
     fn domain(&self, at: &dyn Fn(String) -> RestoreError) -> Result<DomId, RestoreError> {
@@ -423,6 +449,7 @@ impl<'a> Restorer<'a> {
                 | hvm_param::IOREQ_PFN
                 | hvm_param::BUFIOREQ_PFN => {
                     // The toolstack rebuilds these rings: they start zeroed.
+                    self.fit_hvm(val);
                     if val > self.max_pfn {
                         return Err(at(format!(
                             "HVM param {idx32} points at pfn {val:#x} beyond the guest ({:#x})",

@@ -60,6 +60,9 @@ impl Restorer<'_> {
         if self.guest_type == GuestType::Pv && self.pv.as_ref().is_none_or(|p| !p.has_p2m()) {
             return Err(at("PV page data before X86_PV_P2M_FRAMES".into()));
         }
+        if let Some(top) = pd.entries.iter().map(|e| e.pfn).max() {
+            self.fit_hvm(top);
+        }
         for e in &pd.entries {
             if e.pfn > self.max_pfn {
                 return Err(at(format!(

@@ -34,10 +34,17 @@ pub fn create_params(guest_type: GuestType, max_pfn: u64, max_vcpu_id: u32) -> C
     let ram_kb = (max_pfn + 1) * 4;
     // libxl_get_required_shadow_memory: 4 KiB per (256 per vCPU + 2 per MiB).
     let shadow_kb = 4 * (256 * vcpus as u64 + 2 * ram_kb.div_ceil(1024));
+    // HVM guests also hold video RAM (libxl adds video_memkb, 8 MiB by
+    // default; room for 16).
+    let video_kb = if guest_type == GuestType::Hvm {
+        16384
+    } else {
+        0
+    };
     CreateParams {
         hvm: guest_type == GuestType::Hvm,
         max_vcpus: vcpus,
-        max_kb: ram_kb + MAXMEM_SLACK_KB,
+        max_kb: ram_kb + video_kb + MAXMEM_SLACK_KB,
         shadow_mb: shadow_kb.div_ceil(1024) as u32,
     }
 }
@@ -133,18 +140,21 @@ mod tests {
 
     #[test]
     fn sizes_follow_libxl() {
-        // 128 MiB, 2 vCPUs: 1 MiB slack; shadow 4*(512+256) KiB = 3 MiB.
+        // 128 MiB, 2 vCPUs: 16 MiB video, 1 MiB slack; shadow
+        // 4*(512+256) KiB = 3 MiB.
         let p = create_params(GuestType::Hvm, 32767, 1);
         assert_eq!(
             p,
             CreateParams {
                 hvm: true,
                 max_vcpus: 2,
-                max_kb: 131072 + 1024,
+                max_kb: 131072 + 16384 + 1024,
                 shadow_mb: 3
             }
         );
-        assert!(!create_params(GuestType::Pv, 32767, 0).hvm);
+        let pv = create_params(GuestType::Pv, 32767, 0);
+        assert!(!pv.hvm);
+        assert_eq!(pv.max_kb, 131072 + 1024);
     }
 
     #[test]
