@@ -35,7 +35,7 @@ not_available() { NOT_AVAILABLE=$*; finish; exit 0; }
 # Run and time one operation; its output goes to OUT/SCENARIO.OP.log.
 # Usage: op NAME [key=value...] -- COMMAND...
 op() {
-    local name=$1 extra=() s rc secs
+    local name=$1 extra=() s rc secs why
     shift
     while [ "$1" != -- ]; do extra+=("$1"); shift; done
     shift
@@ -47,7 +47,10 @@ op() {
     rec step "op=$name" "rc=$rc" "secs=$secs" "${extra[@]}"
     if [ $rc != 0 ]; then
         sed 's/^/    | /' "$OUT/$SCENARIO.$name.log" | tail -15
-        fail "$name exited $rc ($(grep -v '^\s*$' "$OUT/$SCENARIO.$name.log" | tail -1 | cut -c1-160))"
+        # the first error line names the cause; what follows is fallout
+        why=$(grep -a -m1 -iE 'error|fail' "$OUT/$SCENARIO.$name.log")
+        [ -n "$why" ] || why=$(grep -av '^\s*$' "$OUT/$SCENARIO.$name.log" | tail -1)
+        fail "$name exited $rc (${why:0:200})"
     else
         say "$name ok in ${secs}s"
     fi

@@ -98,7 +98,6 @@ case $FAMILY in
                 # shellcheck disable=SC2046
                 rec stats "op=rx-save" $(stats_fields "$STATS")
                 verify_file rx-save "$FILE"
-                op rx-save.rxmigrate-verify -- "$RX" verify "$FILE"
                 xl_restore "$hb0"
             fi
         fi
