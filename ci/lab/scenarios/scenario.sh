@@ -49,7 +49,10 @@ xl_save() {
     verify_file save "$FILE"
 }
 xl_restore() {
-    local hb0=$1
+    local hb0
+    # The baseline is taken once the saved guest is gone: heartbeats printed
+    # while the save ran must not count as life after the restore.
+    hb0=$(heartbeat "$NAME")
     op restore -- xl restore "$FILE" || return 1
     rm -f "$FILE"
     check_alive "$NAME" "$hb0" restore
@@ -62,6 +65,8 @@ xl_migrate() {
     # the receiving command
     plugin_stats migrate
     op migrate -- xl migrate -s "" "$NAME" "xl migrate-receive" || return 1
+    # the source is gone now: only the destination can move the heartbeat
+    hb0=$(heartbeat "$NAME")
     plugin_stats_rec migrate
     check_alive "$NAME" "$hb0" migrate
 }
@@ -106,7 +111,8 @@ case $FAMILY in
         need_rxmigrate
         if guest_create "$NAME" "$TYPE"; then
             hb0=$(heartbeat "$NAME")
-            if xl_save "$hb0" && op rx-restore -- "$RX" --hv xen restore "$FILE"; then
+            if xl_save "$hb0" && hb0=$(heartbeat "$NAME") &&
+                op rx-restore -- "$RX" --hv xen restore "$FILE"; then
                 check_alive "$NAME" "$hb0" rx-restore
             fi
         fi
@@ -118,6 +124,7 @@ case $FAMILY in
             [ "$TYPE" = hvm ] && keep_serial "$NAME"
             if op rx-migrate -- "$RX" --hv xen migrate "$NAME" "$RX --hv xen receive" -s "" \
                 --stats "$STATS"; then
+                hb0=$(heartbeat "$NAME")
                 # shellcheck disable=SC2046
                 rec stats "op=rx-migrate" $(stats_fields "$STATS")
                 check_alive "$NAME" "$hb0" rx-migrate
