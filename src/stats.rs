@@ -39,6 +39,27 @@ pub struct Summary {
     pub hot_pages_final: u64,
 }
 
+impl std::fmt::Display for Summary {
+    /// One line for a log or a terminal: "hotpage: 6 rounds, 10382 pages
+    /// (40.6 MiB) in 555 ms, downtime 222 ms, 3499 pages in the final round
+    /// of which 2330 hot".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} rounds, {} pages ({:.1} MiB) in {:.0} ms, downtime {:.0} ms, \
+             {} pages in the final round of which {} hot",
+            self.policy,
+            self.rounds,
+            self.total_pages_sent,
+            self.total_bytes as f64 / 1048576.0,
+            self.total_time_ms,
+            self.downtime_ms,
+            self.final_round_pages,
+            self.hot_pages_final
+        )
+    }
+}
+
 /// Writes one JSON line per round and one for the summary.
 pub struct StatsWriter {
     out: Box<dyn Write + Send>,
@@ -66,5 +87,30 @@ impl StatsWriter {
         serde_json::to_writer(&mut self.out, &SummaryLine { summary: s })?;
         self.out.write_all(b"\n")?;
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::Summary;
+
+    #[test]
+    fn summary_line_names_every_total() {
+        let s = Summary {
+            policy: "hotpage".into(),
+            guest_pages: 4096,
+            rounds: 6,
+            total_pages_sent: 10382,
+            total_bytes: 42_572_185,
+            total_time_ms: 555.4,
+            downtime_ms: 222.2,
+            final_round_pages: 3499,
+            hot_pages_final: 2330,
+        };
+        assert_eq!(
+            s.to_string(),
+            "hotpage: 6 rounds, 10382 pages (40.6 MiB) in 555 ms, downtime 222 ms, \
+             3499 pages in the final round of which 2330 hot"
+        );
     }
 }

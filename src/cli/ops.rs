@@ -97,16 +97,7 @@ impl CliHooks {
         if let Some(w) = &mut self.stats {
             w.summary(s).context("writing stats")?;
         }
-        eprintln!(
-            "{}: {} rounds, {} pages ({:.1} MiB) in {:.0} ms, downtime {:.0} ms, {} hot pages in the final round",
-            s.policy,
-            s.rounds,
-            s.total_pages_sent,
-            s.total_bytes as f64 / 1048576.0,
-            s.total_time_ms,
-            s.downtime_ms,
-            s.hot_pages_final
-        );
+        eprintln!("{s}");
         Ok(())
     }
 }

@@ -108,22 +108,6 @@ pub fn round_line(r: &RoundStats) -> String {
     )
 }
 
-/// The whole save, for xl's log.
-pub fn summary_line(s: &Summary) -> String {
-    format!(
-        "{} save done: {} rounds, {} pages ({:.1} MiB) in {:.0} ms, downtime so far {:.0} ms, \
-         {} pages in the final round of which {} hot",
-        s.policy,
-        s.rounds,
-        s.total_pages_sent,
-        s.total_bytes as f64 / 1048576.0,
-        s.total_time_ms,
-        s.downtime_ms,
-        s.final_round_pages,
-        s.hot_pages_final
-    )
-}
-
 /// Write domain `a.domid` as one libxc stream on `io`. The guest is left
 /// suspended on success; on failure libxl decides (it resumes it).
 pub fn run(
@@ -177,7 +161,8 @@ pub fn run(
         .map_err(|e| crate::PluginError::Flush(e.into_error()))?;
     let mut summary = outcome.summary;
     summary.total_bytes = counting.bytes();
-    log::info!("{}", summary_line(&summary));
+    // The downtime so far: the guest is still suspended until libxl resumes it.
+    log::info!("save done, {summary}");
     if let Some(w) = &mut hooks.stats {
         if let Err(e) = w.summary(&summary) {
             log::warn!("writing the stats file: {e}");

@@ -274,7 +274,8 @@ fn save_then_restore(t: GuestType, live: bool) {
             "live rounds plus the final one: {logs:?}"
         );
         assert!(
-            logs.iter().any(|(_, t)| t.starts_with("hotpage save done")),
+            logs.iter()
+                .any(|(_, t)| t.starts_with("save done, hotpage:")),
             "{logs:?}"
         );
     } else {
