@@ -86,7 +86,8 @@ fn fake_stock(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("libxl-save-helper.stock");
     std::fs::write(
         &p,
-        "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > \"$STOCK_ARGV\"\neval \"printf stock-stream >&$2\"\n",
+        // /proc/self/fd/N, not `>&N`: dash takes only one-digit fds there.
+        "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > \"$STOCK_ARGV\"\nprintf stock-stream > /proc/self/fd/$2\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 const INSTALL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh");
-const STOCK_SCRIPT: &str = "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > \"$STOCK_ARGV\"\neval \"printf stock-stream >&$2\"\n";
+const STOCK_SCRIPT: &str = "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > \"$STOCK_ARGV\"\nprintf stock-stream > /proc/self/fd/$2\n"; // not `>&N`: dash takes one-digit fds only
 
 fn sh(args: &[&str]) -> (bool, String) {
     let out = Command::new(INSTALL)
