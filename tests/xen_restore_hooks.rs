@@ -285,20 +285,28 @@ fn xl_config_from_the_host_is_written_whole() {
     assert_eq!(v["c_info"]["name"], "g");
 }
 
-#[test]
-fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
+/// Restores a saved image of type `t` into a domain the toolstack built (as
+/// libxl does before running the helper), reported as Xen reports it then.
+/// Returns the host, the domain, the outcome and the hook calls made.
+fn restore_into_toolstack_domain(
+    t: GuestType,
+) -> (
+    TestHost,
+    DomId,
+    rxmigrate::restore::RestoreOutcome,
+    Vec<String>,
+) {
     use rxmigrate::restore::{self, RestoreParams, Target};
-    let img = saved_image(GuestType::Pv);
+    let img = saved_image(t);
     let b = TestHost::new();
     let mut input = img.as_slice();
     let config = rxmigrate::image::read_start(&mut input).unwrap().unwrap();
     let facts = rxmigrate::image::config_facts(&config);
-    // The toolstack (libxl) built the domain; Xen reports it without a P2M.
     let d = b
         .host
         .create_domain(&DomainSpec {
             name: "g".into(),
-            guest_type: GuestType::Pv,
+            guest_type: t,
             max_pfn: facts.max_pfn.unwrap(),
             max_vcpu_id: 0,
             config: facts.host_config.clone(),
@@ -323,11 +331,18 @@ fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
         params,
         &mut NoHooks,
     )
-    .expect("restore into the fresh domain");
+    .unwrap_or_else(|e| panic!("restore into the fresh {t} domain: {e}"));
     assert_eq!(out.domid, d);
+    let calls = host.calls.lock().unwrap().clone();
+    (b, d, out, calls)
+}
+
+#[test]
+fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
+    // Xen reports a PV domain libxl just built without a P2M.
+    let (b, d, out, calls) = restore_into_toolstack_domain(GuestType::Pv);
     // libxl's channels, no host-made ones; the grant table is seeded, the
     // rings are libxl's to connect.
-    let calls = host.calls.lock().unwrap().clone();
     assert_eq!(
         calls,
         vec![format!(
@@ -346,44 +361,9 @@ fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
 
 #[test]
 fn existing_hvm_domain_grows_with_the_stream() {
-    use rxmigrate::restore::{self, RestoreParams, Target};
-    let img = saved_image(GuestType::Hvm);
-    let b = TestHost::new();
-    let mut input = img.as_slice();
-    let config = rxmigrate::image::read_start(&mut input).unwrap().unwrap();
-    let facts = rxmigrate::image::config_facts(&config);
-    let d = b
-        .host
-        .create_domain(&DomainSpec {
-            name: "g".into(),
-            guest_type: GuestType::Hvm,
-            max_pfn: facts.max_pfn.unwrap(),
-            max_vcpu_id: 0,
-            config: facts.host_config.clone(),
-        })
-        .unwrap();
     // Xen reports an HVM domain libxl built for a restore with nothing
     // mapped yet.
-    let host = Builder {
-        sim: &b.host,
-        calls: Mutex::new(Vec::new()),
-        fresh: Some(d),
-    };
-    let params = RestoreParams {
-        store_evtchn: 5,
-        store_domid: 0,
-        console_evtchn: 6,
-        console_domid: 0,
-    };
-    let mut reader = rxmigrate::stream::LibxcReader::new(&mut input).unwrap();
-    let out = restore::restore(
-        &host,
-        &mut reader,
-        Target::Existing(d),
-        params,
-        &mut NoHooks,
-    )
-    .expect("restore into the fresh HVM domain");
+    let (b, d, out, _) = restore_into_toolstack_domain(GuestType::Hvm);
     assert_eq!(b.host.hvm_param(d, 2).unwrap(), 5);
     assert_eq!(b.host.hvm_param(d, 18).unwrap(), 6);
     assert!(out.pages > 0);
