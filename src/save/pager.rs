@@ -117,7 +117,7 @@ impl<'a, W: Write> HvPager<'a, W> {
 }
 
 impl<W: Write> Pager for HvPager<'_, W> {
-    fn send_batch(&mut self, pfns: &[u64]) -> Result<(), SaveError> {
+    fn send_batch(&mut self, pfns: &[u64]) -> Result<u64, SaveError> {
         let n = pfns.len();
         self.gfns.clear();
         self.entries.clear();
@@ -203,10 +203,11 @@ impl<W: Write> Pager for HvPager<'_, W> {
             self.entries.push(PfnEntry { pfn, ty });
         }
         self.w.write_page_batch(&self.entries, &pages)?;
+        let with_contents = pages.len() as u64;
         drop(pages);
         drop(map);
         self.pages_in_round += n as u64;
-        Ok(())
+        Ok(with_contents)
     }
 
     fn peek(&mut self, out: &mut Bitmap) -> Result<(), SaveError> {

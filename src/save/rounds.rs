@@ -11,8 +11,10 @@ use std::time::Instant;
 /// How pages leave the guest: the mechanism under the round loop.
 pub trait Pager {
     /// Send these pfns (ascending, at most [`MAX_BATCH`]) as one batch. Pages
-    /// that cannot be sent now go into the pager's deferred set.
-    fn send_batch(&mut self, pfns: &[u64]) -> Result<(), SaveError>;
+    /// that cannot be sent now go into the pager's deferred set. Returns how
+    /// many went out with their contents: holes (XTAB, e.g. an HVM guest's
+    /// MMIO range) and deferred pages travel without data and do not count.
+    fn send_batch(&mut self, pfns: &[u64]) -> Result<u64, SaveError>;
     /// Log-dirty PEEK (no clearing).
     fn peek(&mut self, out: &mut Bitmap) -> Result<(), SaveError>;
     /// Log-dirty CLEAN; `final_round` after the guest is suspended.
@@ -71,8 +73,7 @@ impl<P: Pager> RoundLoop<'_, P> {
                 }
             }
             if !batch.is_empty() {
-                self.pager.send_batch(&batch)?;
-                sent += batch.len() as u64;
+                sent += self.pager.send_batch(&batch)?;
             }
         }
         Ok((sent, skipped))
