@@ -1,7 +1,7 @@
 //! The layers around a libxc stream in an xl save file or an `xl migrate`
 //! stream: xl header + JSON config, libxl header, LIBXC_CONTEXT … libxc … END.
 
-use crate::hv::{DomainInfo, GuestType};
+use crate::hv::{DeviceModelState, DomainInfo, GuestType};
 use crate::stream::{
     read_libxl_header, read_libxl_record, read_xl_header, write_libxl_header, write_libxl_record,
     write_xl_header, LibxlRecord, StreamError, XL_FLAG_STREAMV2,
@@ -145,26 +145,110 @@ pub fn read_libxl_to_libxc<R: Read>(r: &mut R) -> Result<(), ImageError> {
     }
 }
 
-/// The libxl records after the libxc stream, up to END. Emulator records are
-/// returned for the caller (a device model's state); there is none on the
-/// simulated host.
-pub fn read_end<R: Read>(r: &mut R) -> Result<Vec<LibxlRecord>, ImageError> {
-    let mut extra = Vec::new();
+/// The libxl records after the libxc stream, up to END: the device model's
+/// state of an HVM guest, if the stream carries one.
+pub fn read_end<R: Read>(r: &mut R) -> Result<Option<DeviceModelState>, ImageError> {
+    let mut dm: Option<DeviceModelState> = None;
     loop {
         match read_libxl_record(r)? {
-            LibxlRecord::End => return Ok(extra),
+            LibxlRecord::End => {
+                return match dm {
+                    Some(d) if d.context.is_empty() => Err(ImageError::Format(
+                        "libxl stream: EMULATOR_XENSTORE_DATA without EMULATOR_CONTEXT".into(),
+                    )),
+                    dm => Ok(dm),
+                }
+            }
             LibxlRecord::LibxcContext => {
                 return Err(ImageError::Format(
                     "libxl stream: second LIBXC_CONTEXT".into(),
                 ))
             }
-            rec @ (LibxlRecord::EmulatorXenstoreData { .. }
-            | LibxlRecord::EmulatorContext { .. }) => extra.push(rec),
+            LibxlRecord::EmulatorXenstoreData {
+                emulator_id, pairs, ..
+            } => {
+                let d = dm.get_or_insert_with(|| DeviceModelState::empty(emulator_id));
+                d.xenstore.extend(pairs);
+            }
+            LibxlRecord::EmulatorContext {
+                emulator_id, blob, ..
+            } => {
+                let d = dm.get_or_insert_with(|| DeviceModelState::empty(emulator_id));
+                if !d.context.is_empty() {
+                    return Err(ImageError::Format(
+                        "libxl stream: a second EMULATOR_CONTEXT (one device model only)".into(),
+                    ));
+                }
+                d.context = blob;
+            }
             rec => {
                 return Err(ImageError::Format(format!(
                     "libxl stream: {rec:?} in a plain (non-checkpointed) stream"
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(records: &[LibxlRecord]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for r in records {
+            write_libxl_record(&mut b, r).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn device_model_records_become_one_state() {
+        let b = tail(&[
+            LibxlRecord::EmulatorXenstoreData {
+                emulator_id: 2,
+                index: 0,
+                pairs: vec![("physmap/1/name".into(), "vga.vram".into())],
+            },
+            LibxlRecord::EmulatorContext {
+                emulator_id: 2,
+                index: 0,
+                blob: b"QEVM".to_vec(),
+            },
+            LibxlRecord::End,
+        ]);
+        let dm = read_end(&mut b.as_slice()).unwrap().unwrap();
+        assert_eq!(dm.emulator_id, 2);
+        assert_eq!(
+            dm.xenstore,
+            vec![("physmap/1/name".into(), "vga.vram".into())]
+        );
+        assert_eq!(dm.context, b"QEVM");
+        assert_eq!(
+            read_end(&mut tail(&[LibxlRecord::End]).as_slice()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn incomplete_or_doubled_device_models_are_refused() {
+        let ctx = LibxlRecord::EmulatorContext {
+            emulator_id: 2,
+            index: 0,
+            blob: b"QEVM".to_vec(),
+        };
+        let b = tail(&[ctx.clone(), ctx, LibxlRecord::End]);
+        let e = read_end(&mut b.as_slice()).unwrap_err().to_string();
+        assert!(e.contains("second EMULATOR_CONTEXT"), "{e}");
+        let b = tail(&[
+            LibxlRecord::EmulatorXenstoreData {
+                emulator_id: 2,
+                index: 0,
+                pairs: vec![],
+            },
+            LibxlRecord::End,
+        ]);
+        let e = read_end(&mut b.as_slice()).unwrap_err().to_string();
+        assert!(e.contains("without EMULATOR_CONTEXT"), "{e}");
     }
 }

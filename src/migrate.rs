@@ -139,26 +139,48 @@ pub fn restore_image<R: Read>(
     } else {
         image::read_start(input)?
     };
+    if let Some(c) = &config {
+        hv.check_restore_config(c)?;
+    }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
+    let name = opts
+        .name
+        .clone()
+        .or(facts.name)
+        .unwrap_or_else(|| "restored".to_string());
     let target = Target::New {
-        name: opts
-            .name
-            .clone()
-            .or(facts.name)
-            .unwrap_or_else(|| "restored".to_string()),
+        name: name.clone(),
         max_pfn: opts.max_pfn.or(facts.max_pfn),
         max_vcpu_id: facts.max_vcpu_id,
         config: facts.host_config,
     };
     let mut reader = LibxcReader::new(&mut *input)?;
     let out = restore::restore(hv, &mut reader, target, RestoreParams::default(), hooks)?;
-    if !opts.raw {
-        if let Err(e) = image::read_end(input) {
-            let _ = hv.destroy(out.domid);
-            return Err(e.into());
+    let dm = if opts.raw {
+        Ok(None)
+    } else {
+        image::read_end(input)
+    };
+    let started = dm.map_err(MigrateError::from).and_then(|dm| {
+        let config = config.map(|c| named(c, &name));
+        hv.start_platform(out.domid, dm.as_ref(), config.as_ref())
+            .map_err(MigrateError::from)
+    });
+    if let Err(e) = started {
+        if let Err(de) = hv.destroy(out.domid) {
+            log::error!("destroying the half-restored domain {}: {de}", out.domid);
         }
+        return Err(e);
     }
     Ok(out)
+}
+
+/// The image's config with the name the restored domain actually has.
+fn named(mut config: serde_json::Value, name: &str) -> serde_json::Value {
+    if config["c_info"].is_object() {
+        config["c_info"]["name"] = serde_json::Value::from(name);
+    }
+    config
 }
 
 /// Sender options.
@@ -276,6 +298,9 @@ pub fn receive<R: Read, W: Write>(
     acks.write_all(handshake::BANNER)?;
     acks.flush()?;
     let config = image::read_start(&mut data)?;
+    if let Some(c) = &config {
+        hv.check_restore_config(c)?;
+    }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
     let name = facts.name.clone().unwrap_or_else(|| "migrated".into());
     let target = Target::New {
@@ -297,7 +322,17 @@ pub fn receive<R: Read, W: Write>(
         let r = hv.destroy(dom);
         log::error!("receive failed ({why}); destroyed domain {dom}: {r:?}");
     };
-    if let Err(e) = image::read_end(&mut data) {
+    // The device model comes up before READY, as with xl: a guest that
+    // cannot run here is refused while the source still owns it.
+    let dm = match image::read_end(&mut data) {
+        Ok(dm) => dm,
+        Err(e) => {
+            destroy(e.to_string());
+            return Err(e.into());
+        }
+    };
+    let config = config.map(|c| named(c, &format!("{name}--incoming")));
+    if let Err(e) = hv.start_platform(dom, dm.as_ref(), config.as_ref()) {
         destroy(e.to_string());
         return Err(e.into());
     }

@@ -19,13 +19,31 @@ use std::sync::Mutex;
 const STORE_EVTCHN: u32 = 11;
 const CONSOLE_EVTCHN: u32 = 12;
 
-/// The simulated host, plus the three calls a building host answers.
+/// The simulated host, plus the calls a building host answers.
 struct Builder<'a> {
     sim: &'a SimHost,
     calls: Mutex<Vec<String>>,
     /// A domain reported as Xen reports a PV domain libxl just built: no
     /// P2M yet, max pfn 0.
     fresh: Option<DomId>,
+    /// Refuse images (check_restore_config) / fail start_platform.
+    refuse: bool,
+    fail_platform: bool,
+    /// What start_platform was handed.
+    platform: Mutex<Option<(DomId, Option<DeviceModelState>, Option<serde_json::Value>)>>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(sim: &'a SimHost) -> Self {
+        Builder {
+            sim,
+            calls: Mutex::new(Vec::new()),
+            fresh: None,
+            refuse: false,
+            fail_platform: false,
+            platform: Mutex::new(None),
+        }
+    }
 }
 
 impl Hypervisor for Builder<'_> {
@@ -160,6 +178,25 @@ impl Hypervisor for Builder<'_> {
             .push(format!("finished {d} store {sg:#x} console {cg:#x}"));
         Ok(())
     }
+    fn check_restore_config(&self, _config: &serde_json::Value) -> Result<()> {
+        if self.refuse {
+            return Err(HvError::Refused("this guest needs xl".into()));
+        }
+        Ok(())
+    }
+    fn start_platform(
+        &self,
+        d: DomId,
+        state: Option<&DeviceModelState>,
+        config: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        self.calls.lock().unwrap().push(format!("platform {d}"));
+        *self.platform.lock().unwrap() = Some((d, state.cloned(), config.cloned()));
+        if self.fail_platform {
+            return Err(HvError::op(d, "device_model", "QEMU exited with status 1"));
+        }
+        Ok(())
+    }
 }
 
 fn saved_image(t: GuestType) -> Vec<u8> {
@@ -186,11 +223,7 @@ fn saved_image(t: GuestType) -> Vec<u8> {
 fn pv_restore_uses_the_hosts_channels_and_connects_the_rings() {
     let img = saved_image(GuestType::Pv);
     let b = TestHost::new();
-    let host = Builder {
-        sim: &b.host,
-        calls: Mutex::new(Vec::new()),
-        fresh: None,
-    };
+    let host = Builder::new(&b.host);
     let out = migrate::restore_image(
         &host,
         &mut img.as_slice(),
@@ -212,6 +245,7 @@ fn pv_restore_uses_the_hosts_channels_and_connects_the_rings() {
                 "finished {d} store {:#x} console {:#x}",
                 out.store_gfn, out.console_gfn
             ),
+            format!("platform {d}"),
         ]
     );
     // The guest's start_info names the host's channels and the new frames.
@@ -230,11 +264,7 @@ fn pv_restore_uses_the_hosts_channels_and_connects_the_rings() {
 fn hvm_restore_sets_the_hosts_channels_as_params() {
     let img = saved_image(GuestType::Hvm);
     let b = TestHost::new();
-    let host = Builder {
-        sim: &b.host,
-        calls: Mutex::new(Vec::new()),
-        fresh: None,
-    };
+    let host = Builder::new(&b.host);
     let out = migrate::restore_image(
         &host,
         &mut img.as_slice(),
@@ -248,7 +278,7 @@ fn hvm_restore_sets_the_hosts_channels_as_params() {
         CONSOLE_EVTCHN as u64
     );
     let calls = host.calls.lock().unwrap().clone();
-    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls.len(), 4, "{calls:?}");
     assert!(
         calls[2].starts_with(&format!("finished {}", out.domid)),
         "{calls:?}"
@@ -313,9 +343,8 @@ fn restore_into_toolstack_domain(
         })
         .unwrap();
     let host = Builder {
-        sim: &b.host,
-        calls: Mutex::new(Vec::new()),
         fresh: Some(d),
+        ..Builder::new(&b.host)
     };
     let params = RestoreParams {
         store_evtchn: 5,
@@ -368,4 +397,111 @@ fn existing_hvm_domain_grows_with_the_stream() {
     assert_eq!(b.host.hvm_param(d, 18).unwrap(), 6);
     assert!(out.pages > 0);
     b.host.destroy(d).unwrap();
+}
+
+/// A saved HVM image that also carries a device model's state, as libxl
+/// writes it after the libxc stream.
+fn hvm_image_with_device_model(dm: &DeviceModelState) -> Vec<u8> {
+    let mut img = saved_image(GuestType::Hvm);
+    // The image ends with libxl's END record (type 0, length 0).
+    assert_eq!(img[img.len() - 8..], [0u8; 8]);
+    img.truncate(img.len() - 8);
+    rxmigrate::image::write_device_model(&mut img, dm).unwrap();
+    rxmigrate::image::write_end(&mut img).unwrap();
+    img
+}
+
+fn device_model() -> DeviceModelState {
+    DeviceModelState {
+        emulator_id: 2,
+        xenstore: vec![("physmap/f0000000/size".into(), "800000".into())],
+        context: b"QEVM device state".to_vec(),
+    }
+}
+
+#[test]
+fn hvm_restore_hands_the_device_model_and_config_to_the_host() {
+    let img = hvm_image_with_device_model(&device_model());
+    let b = TestHost::new();
+    let host = Builder::new(&b.host);
+    let opts = RestoreImageOptions {
+        name: Some("copy".into()),
+        ..Default::default()
+    };
+    let out =
+        migrate::restore_image(&host, &mut img.as_slice(), &opts, &mut NoHooks).expect("restore");
+    let (d, state, config) = host.platform.lock().unwrap().clone().unwrap();
+    assert_eq!(d, out.domid);
+    assert_eq!(state, Some(device_model()));
+    // The config names the domain as it is now called.
+    assert_eq!(config.unwrap()["c_info"]["name"], "copy");
+    // The device model comes after the rings are connected.
+    let calls = host.calls.lock().unwrap().clone();
+    assert_eq!(calls.last().unwrap(), &format!("platform {d}"), "{calls:?}");
+    b.host.destroy(out.domid).unwrap();
+}
+
+#[test]
+fn a_device_model_that_fails_leaves_no_domain() {
+    let img = hvm_image_with_device_model(&device_model());
+    let b = TestHost::new();
+    let before = b.host.list_domains().unwrap().len();
+    let host = Builder {
+        fail_platform: true,
+        ..Builder::new(&b.host)
+    };
+    let e = migrate::restore_image(
+        &host,
+        &mut img.as_slice(),
+        &RestoreImageOptions::default(),
+        &mut NoHooks,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("QEMU exited with status 1"), "{e}");
+    assert!(host.platform.lock().unwrap().is_some());
+    assert_eq!(b.host.list_domains().unwrap().len(), before);
+}
+
+#[test]
+fn a_refused_config_restores_nothing() {
+    let img = saved_image(GuestType::Hvm);
+    let b = TestHost::new();
+    let before = b.host.list_domains().unwrap().len();
+    let host = Builder {
+        refuse: true,
+        ..Builder::new(&b.host)
+    };
+    let e = migrate::restore_image(
+        &host,
+        &mut img.as_slice(),
+        &RestoreImageOptions::default(),
+        &mut NoHooks,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "this guest needs xl");
+    assert!(host.calls.lock().unwrap().is_empty());
+    assert_eq!(b.host.list_domains().unwrap().len(), before);
+}
+
+#[test]
+fn receiver_whose_device_model_fails_sends_no_ready() {
+    use rxmigrate::stream::handshake;
+    let mut stream = hvm_image_with_device_model(&device_model());
+    stream.extend_from_slice(handshake::PERMISSION_TO_GO);
+    let b = TestHost::new();
+    let before = b.host.list_domains().unwrap().len();
+    let host = Builder {
+        fail_platform: true,
+        ..Builder::new(&b.host)
+    };
+    let mut acks = Vec::new();
+    let e = migrate::receive(&host, stream.as_slice(), &mut acks, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("QEMU exited"), "{e}");
+    // Only the banner went back: the sender keeps (and resumes) its guest.
+    assert_eq!(acks, handshake::BANNER);
+    assert_eq!(b.host.list_domains().unwrap().len(), before);
 }

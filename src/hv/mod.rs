@@ -39,6 +39,9 @@ pub enum HvError {
         op: &'static str,
         what: String,
     },
+    /// The host cannot do what the guest needs (the message says what instead).
+    #[error("{0}")]
+    Refused(String),
     #[error("invalid argument to {op}: {msg}")]
     Invalid { op: &'static str, msg: String },
     #[error("hypervisor not available: {0}")]
@@ -294,6 +297,24 @@ pub trait Hypervisor: Send + Sync {
     fn device_model_state(&self, _dom: DomId) -> Result<Option<DeviceModelState>> {
         Ok(None)
     }
+    /// Before anything is restored from an image with this (xl) config: can
+    /// this host give the guest what it needs? A clear refusal here costs
+    /// nothing; one after the memory is restored costs a domain.
+    fn check_restore_config(&self, _config: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+    /// A domain this host created and restored (still paused) gets what the
+    /// toolstack gives a guest besides the stream: platform settings from the
+    /// image's xl `config` and, for HVM, its device model with the `state`
+    /// the image carried. A no-op where guests need none.
+    fn start_platform(
+        &self,
+        _dom: DomId,
+        _state: Option<&DeviceModelState>,
+        _config: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The device model state of an HVM guest, as libxl carries it.
@@ -305,6 +326,16 @@ pub struct DeviceModelState {
     pub xenstore: Vec<(String, String)>,
     /// The device state QEMU saved.
     pub context: Vec<u8>,
+}
+
+impl DeviceModelState {
+    pub fn empty(emulator_id: u32) -> DeviceModelState {
+        DeviceModelState {
+            emulator_id,
+            xenstore: Vec::new(),
+            context: Vec::new(),
+        }
+    }
 }
 
 /// Open the hypervisor named by `spec`: `sim:DIR` (the simulated host in

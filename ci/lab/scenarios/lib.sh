@@ -147,6 +147,19 @@ guest_create() {
     fi
     rec step "op=boot" "rc=0" "secs=$(secs_since "$s")" "heartbeat=$(heartbeat "$name")"
     say "guest $name up, heartbeat $(heartbeat "$name")"
+    capture_domain "$name" created
+}
+
+# For the record (and as test fixtures): xl's stored config of guest NAME and,
+# for HVM, the argv of the device model libxl started for it.
+capture_domain() {
+    local name=$1 when=$2 domid pid
+    domid=$(xl domid "$name" 2>/dev/null) || return 0
+    xl list -l "$name" >"$OUT/$SCENARIO.$when.xl-config.json" 2>&1
+    pid=$(xenstore-read "/local/domain/$domid/image/device-model-pid" 2>/dev/null) || return 0
+    [ -r "/proc/$pid/cmdline" ] &&
+        tr '\0' '\n' <"/proc/$pid/cmdline" >"$OUT/$SCENARIO.$when.dm-argv.txt"
+    return 0
 }
 
 # Liveness after an operation: the domain exists, its heartbeat moves past

@@ -113,6 +113,7 @@ case $FAMILY in
             hb0=$(heartbeat "$NAME")
             if xl_save "$hb0" && hb0=$(heartbeat "$NAME") &&
                 op rx-restore -- "$RX" --hv xen restore "$FILE"; then
+                capture_domain "$NAME" rx-restored
                 check_alive "$NAME" "$hb0" rx-restore
             fi
         fi
@@ -125,6 +126,7 @@ case $FAMILY in
             if op rx-migrate -- "$RX" --hv xen migrate "$NAME" "$RX --hv xen receive" -s "" \
                 --stats "$STATS"; then
                 hb0=$(heartbeat "$NAME")
+                capture_domain "$NAME" rx-migrated
                 # shellcheck disable=SC2046
                 rec stats "op=rx-migrate" $(stats_fields "$STATS")
                 check_alive "$NAME" "$hb0" rx-migrate

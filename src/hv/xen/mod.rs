@@ -4,6 +4,7 @@
 //! call libxenguest / libxl makes for the same step (reference §5.9).
 
 mod conv;
+mod devmodel;
 mod errno;
 mod handle;
 pub mod layout;
@@ -315,6 +316,13 @@ impl Hypervisor for XenHost {
         if !Self::is_hvm(&info) {
             // Tell xenstored the domain is no longer shut down (libxl does).
             self.h.xs_resume(dom);
+        } else {
+            // The save stopped the device model to take its state: the guest
+            // cannot run until it serves I/O again (libxl sends "cont" too).
+            let sock = qmp::socket_path(dom);
+            if sock.exists() {
+                qmp::resume(&sock).map_err(|e| HvError::op(dom, "resume", e))?;
+            }
         }
         Ok(())
     }
@@ -346,6 +354,7 @@ impl Hypervisor for XenHost {
             return Ok(());
         }
         let vm = self.h.xs_read(&format!("/local/domain/{dom}/vm"));
+        devmodel::stop(self, dom);
         // SAFETY: integer arguments only.
         self.h.call(dom, "destroy", |x| unsafe {
             x.lib.xc_domain_destroy(x.xch, dom) as i64
@@ -851,6 +860,54 @@ impl Hypervisor for XenHost {
             xenstore,
             context,
         }))
+    }
+
+    fn check_restore_config(&self, config: &serde_json::Value) -> Result<()> {
+        devmodel::check(config).map_err(|e| {
+            HvError::Refused(format!(
+                "this HVM guest cannot be restored without xl: {e}. Restore it with \
+                 `xl restore` (with rxmigrate-save-helper installed, see xl-plugin/README.md)"
+            ))
+        })
+    }
+
+    fn start_platform(
+        &self,
+        dom: DomId,
+        state: Option<&DeviceModelState>,
+        config: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let created = self
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&dom);
+        // A domain libxl built gets all this from libxl.
+        if !created || !Self::is_hvm(&self.raw_info(dom)?) {
+            return Ok(());
+        }
+        if let Some(config) = config {
+            for (index, value) in devmodel::platform_params(config) {
+                self.set_hvm_param(dom, index, value)?;
+            }
+            // PVH guests have no device model.
+            if config["c_info"]["type"].as_str() == Some("pvh") {
+                return Ok(());
+            }
+        }
+        let (Some(state), Some(config)) = (state, config) else {
+            return Err(HvError::Refused(format!(
+                "domain {dom} is an HVM guest and the stream has {}: it cannot run without \
+                 its device model (QEMU). Restore from an xl save file or `xl migrate` \
+                 stream, not a bare libxc stream",
+                if state.is_none() {
+                    "no device model state (EMULATOR_CONTEXT)"
+                } else {
+                    "no xl config"
+                }
+            )));
+        };
+        devmodel::start(self, dom, state, config)
     }
 
     fn restore_finished(&self, dom: DomId, store_gfn: u64, console_gfn: u64) -> Result<()> {

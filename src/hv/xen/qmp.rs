@@ -83,6 +83,12 @@ pub fn save_device_state(sock: &Path, file: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Lets a stopped device model run again (after a cancelled save).
+pub fn resume(sock: &Path) -> Result<(), String> {
+    Qmp::connect(sock)?.execute("cont", None)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
