@@ -19,6 +19,9 @@ use std::sync::Mutex;
 const STORE_EVTCHN: u32 = 11;
 const CONSOLE_EVTCHN: u32 = 12;
 
+/// What start_platform was handed: domain, device model state, config.
+type PlatformCall = (DomId, Option<DeviceModelState>, Option<serde_json::Value>);
+
 /// The simulated host, plus the calls a building host answers.
 struct Builder<'a> {
     sim: &'a SimHost,
@@ -30,7 +33,7 @@ struct Builder<'a> {
     refuse: bool,
     fail_platform: bool,
     /// What start_platform was handed.
-    platform: Mutex<Option<(DomId, Option<DeviceModelState>, Option<serde_json::Value>)>>,
+    platform: Mutex<Option<PlatformCall>>,
 }
 
 impl<'a> Builder<'a> {
