@@ -124,6 +124,28 @@ keep_serial() {
     return 0
 }
 domain_exists() { xl domid "$1" >/dev/null 2>&1; }
+# Device models (QEMU) running for domain id $1.
+dm_procs() { pgrep -f -- "-xen-domid $1( |\$)" 2>/dev/null; }
+
+# Destroy NAME with xl and check nothing of it is left: no domain, and no
+# device model (rxmigrate starts QEMU for HVM guests it restores; xl destroy
+# must stop it through the domain's device-model-pid as it does libxl's).
+destroy_checked() {
+    local name=$1 domid i left
+    domid=$(xl domid "$name" 2>/dev/null) || return 0
+    op destroy -- xl destroy "$name" || return 1
+    for ((i = 0; i < 20; i++)); do
+        left=$(dm_procs "$domid")
+        [ -z "$left" ] && break
+        sleep 0.5
+    done
+    rec cleanup "domid=$domid" "device_model_left=${left:-none}"
+    if [ -n "$left" ]; then
+        fail "device model of domain $domid (pid $left) still runs after xl destroy"
+        return 1
+    fi
+    say "domain $domid and its device model are gone"
+}
 
 # Create guest NAME of TYPE and wait for its first heartbeat.
 guest_create() {

@@ -6,6 +6,9 @@
 #   xl-save-rx-restore-TYPE  stock xl save, then rxmigrate restore of that file
 #   rx-migrate-TYPE          rxmigrate migrate to `rxmigrate receive` on this host
 #   plugin-TYPE              the stock sequence with LIBXL_SAVE_HELPER=rxmigrate-save-helper
+#   rx-migrate-cancel-TYPE   rxmigrate migrate to a receiver whose answers stop after
+#                            the banner: the migration fails after the suspend, the
+#                            source must run on and the receiver leave nothing
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -115,6 +118,7 @@ case $FAMILY in
                 op rx-restore -- "$RX" --hv xen restore "$FILE"; then
                 capture_domain "$NAME" rx-restored
                 check_alive "$NAME" "$hb0" rx-restore
+                destroy_checked "$NAME"
             fi
         fi
         ;;
@@ -130,6 +134,33 @@ case $FAMILY in
                 # shellcheck disable=SC2046
                 rec stats "op=rx-migrate" $(stats_fields "$STATS")
                 check_alive "$NAME" "$hb0" rx-migrate
+                destroy_checked "$NAME"
+            fi
+        fi
+        ;;
+    rx-migrate-cancel)
+        need_rxmigrate
+        if guest_create "$NAME" "$TYPE"; then
+            src=$(xl domid "$NAME")
+            [ "$TYPE" = hvm ] && keep_serial "$NAME"
+            # The receiver gets the whole stream and restores the guest, but
+            # only its banner reaches the sender: no READY, so the sender
+            # fails after suspending the guest and must resume it.
+            banner=$(printf 'xl migration receiver ready, send binary domain data.\n' | wc -c)
+            # (the op succeeds when rxmigrate fails)
+            if op rx-migrate-fails -- bash -c '! "$@"' - "$RX" --hv xen migrate "$NAME" \
+                "$RX --hv xen receive | head -c $banner" -s ""; then
+                grep -q "resumed on the source" "$OUT/$SCENARIO.rx-migrate-fails.log" ||
+                    fail "the sender did not report resuming the source"
+                hb0=$(heartbeat "$NAME")
+                [ "$(xl domid "$NAME" 2>/dev/null)" = "$src" ] ||
+                    fail "the source domain $src is not $NAME any more"
+                check_alive "$NAME" "$hb0" rx-migrate-cancel
+                left=$(xl list | awk 'NR > 1 && $1 != "Domain-0" && $1 != "'"$NAME"'" { print $1 }')
+                [ -z "$left" ] || fail "the receiver left domain(s) behind: $left"
+                dms=$(pgrep -f -- "-xen-domid" | grep -v "^$(dm_procs "$src")\$" || true)
+                [ -z "$dms" ] || fail "a device model besides the source's runs: pid $dms"
+                destroy_checked "$NAME"
             fi
         fi
         ;;
