@@ -230,6 +230,18 @@ verify_file() {
     fi
 }
 
+# The xl config (JSON) in the header of an xl save file.
+file_config() {
+    python3 - "$1" <<'EOF'
+import struct, sys
+with open(sys.argv[1], "rb") as f:
+    head = f.read(48)
+    # 32 bytes of magic, then byte order, mandatory flags, optional flags, length
+    (n,) = struct.unpack_from("<I", head, 44)
+    sys.stdout.write(f.read(n).rstrip(b"\0").decode())
+EOF
+}
+
 # Rounds, downtime and bytes from an rxmigrate --stats file (its summary line).
 stats_fields() {
     [ -s "$1" ] || return 0

@@ -6,6 +6,8 @@
 #   xl-save-rx-restore-TYPE  stock xl save, then rxmigrate restore of that file
 #   rx-migrate-TYPE          rxmigrate migrate to `rxmigrate receive` on this host
 #   plugin-TYPE              the stock sequence with LIBXL_SAVE_HELPER=rxmigrate-save-helper
+#   rx-chain-TYPE            xl save, rxmigrate restore, rxmigrate save of that domain,
+#                            stock xl restore: a domain rxmigrate built saves like xl's
 #   rx-migrate-cancel-TYPE   rxmigrate migrate to a receiver whose answers stop after
 #                            the banner: the migration fails after the suspend, the
 #                            source must run on and the receiver leave nothing
@@ -135,6 +137,27 @@ case $FAMILY in
                 rec stats "op=rx-migrate" $(stats_fields "$STATS")
                 check_alive "$NAME" "$hb0" rx-migrate
                 destroy_checked "$NAME"
+            fi
+        fi
+        ;;
+    rx-chain)
+        need_rxmigrate
+        if guest_create "$NAME" "$TYPE"; then
+            hb0=$(heartbeat "$NAME")
+            if xl_save "$hb0" && hb0=$(heartbeat "$NAME") &&
+                op rx-restore -- "$RX" --hv xen restore "$FILE" &&
+                check_alive "$NAME" "$hb0" rx-restore; then
+                rm -f "$FILE"
+                [ "$TYPE" = hvm ] && keep_serial "$NAME"
+                if op rx-save -- "$RX" --hv xen save "$NAME" "$FILE" --stats "$STATS"; then
+                    rec file "op=rx-save" "bytes=$(file_bytes "$FILE")" "writer=rxmigrate"
+                    verify_file rx-save "$FILE"
+                    # the config xl restore builds from is the one xl saved
+                    file_config "$FILE" >"$OUT/$SCENARIO.rx-save.config.json"
+                    grep -q '"cmdline"' "$OUT/$SCENARIO.rx-save.config.json" ||
+                        fail "the rx-save image lost the guest's xl config (no cmdline)"
+                    xl_restore
+                fi
             fi
         fi
         ;;

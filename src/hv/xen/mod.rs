@@ -7,6 +7,7 @@ mod conv;
 mod devmodel;
 mod errno;
 mod handle;
+mod kept_config;
 pub mod layout;
 mod p2m;
 mod qmp;
@@ -355,6 +356,7 @@ impl Hypervisor for XenHost {
         }
         let vm = self.h.xs_read(&format!("/local/domain/{dom}/vm"));
         devmodel::stop(self, dom);
+        kept_config::forget(dom);
         // SAFETY: integer arguments only.
         self.h.call(dom, "destroy", |x| unsafe {
             x.lib.xc_domain_destroy(x.xch, dom) as i64
@@ -780,7 +782,11 @@ impl Hypervisor for XenHost {
         // xl's own record of the domain, so that stock `xl restore` can
         // rebuild it from an rxmigrate save file.
         let Some(path) = Self::libxl_userdata(dom) else {
-            return Ok(None);
+            // A domain rxmigrate built: the config its image had.
+            let name = self.domain_info(dom)?.name;
+            return Ok(
+                kept_config::read(self, dom, &name).map(|c| serde_json::json!({ "libxl": c }))
+            );
         };
         let text = std::fs::read(&path)
             .map_err(|e| HvError::io(format!("reading {}", path.display()), e))?;
@@ -883,7 +889,13 @@ impl Hypervisor for XenHost {
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&dom);
         // A domain libxl built gets all this from libxl.
-        if !created || !Self::is_hvm(&self.raw_info(dom)?) {
+        if !created {
+            return Ok(());
+        }
+        if let Some(config) = config {
+            kept_config::keep(self, dom, config);
+        }
+        if !Self::is_hvm(&self.raw_info(dom)?) {
             return Ok(());
         }
         if let Some(config) = config {
