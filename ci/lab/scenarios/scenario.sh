@@ -181,8 +181,9 @@ case $FAMILY in
                 check_alive "$NAME" "$hb0" rx-migrate-cancel
                 left=$(xl list | awk 'NR > 1 && $1 != "Domain-0" && $1 != "'"$NAME"'" { print $1 }')
                 [ -z "$left" ] || fail "the receiver left domain(s) behind: $left"
-                dms=$(pgrep -f -- "-xen-domid" | grep -v "^$(dm_procs "$src")\$" || true)
-                [ -z "$dms" ] || fail "a device model besides the source's runs: pid $dms"
+                # (dom0's own QEMU, -xen-domid 0, serves dom0's backends)
+                dms=$(pgrep -af -- "-xen-domid [1-9]" | grep -v -- "-xen-domid $src " || true)
+                [ -z "$dms" ] || fail "a device model besides the source's runs: ${dms:0:120}"
                 destroy_checked "$NAME"
             fi
         fi
