@@ -132,48 +132,15 @@ fn spawn_and_wait(
     }
 
     let state_file = PathBuf::from(format!("/var/lib/xen/qemu-resume.{dom}"));
-    let mut child = {
-        let file = write_state(&state_file, &state.context)?;
-        let log_path = PathBuf::from(format!("/var/log/xen/qemu-dm-{name}.log"));
-        let log = open_log(&log_path)?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| HvError::io(format!("duplicating {}", log_path.display()), e))?;
-        let fd = file.as_raw_fd();
-        let mut cmd = Command::new(program);
-        cmd.args(argv)
-            .env("XEN_DOMAIN_ID", dom.to_string())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            // Its own session: QEMU outlives rxmigrate and its terminal.
-            .process_group(0);
-        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork
-        // and exec; `fd` stays open in the parent until the spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == STATE_FD {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, STATE_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        log::info!(
-            "starting the device model of domain {dom}: {} {}",
-            program.display(),
-            argv.join(" ")
-        );
-        let child = cmd.spawn().map_err(|e| {
+    let log_path = PathBuf::from(format!("/var/log/xen/qemu-dm-{name}.log"));
+    let spawned = write_state(&state_file, &state.context)
+        .and_then(|file| spawn_qemu(program, argv, dom, &file, &log_path));
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
             let _ = std::fs::remove_file(&state_file);
-            HvError::io(format!("starting {}", program.display()), e)
-        })?;
-        drop(file);
-        child
+            return Err(e);
+        }
     };
     let _ = h.xs_write(&pid_path(dom), &child.id().to_string());
     let r = wait_running(host, dom, &mut child);
@@ -182,7 +149,7 @@ fn spawn_and_wait(
     if let Err(e) = r {
         let _ = child.kill();
         let _ = child.wait();
-        let tail = log_tail(&PathBuf::from(format!("/var/log/xen/qemu-dm-{name}.log")));
+        let tail = log_tail(&log_path);
         return Err(op_err(
             dom,
             format!(
@@ -200,6 +167,51 @@ fn spawn_and_wait(
     // rxmigrate's destroy stop it through device-model-pid).
     drop(child);
     Ok(())
+}
+
+/// QEMU with `state` readable on [`STATE_FD`], its output in `log_path`.
+fn spawn_qemu(
+    program: &Path,
+    argv: &[String],
+    dom: DomId,
+    state: &File,
+    log_path: &Path,
+) -> Result<Child> {
+    let log = open_log(log_path)?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| HvError::io(format!("duplicating {}", log_path.display()), e))?;
+    let fd = state.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(argv)
+        .env("XEN_DOMAIN_ID", dom.to_string())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        // Its own process group: QEMU outlives rxmigrate and its terminal.
+        .process_group(0);
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
+    // exec; `state` stays open in the parent until the spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == STATE_FD {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, STATE_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    log::info!(
+        "starting the device model of domain {dom}: {} {}",
+        program.display(),
+        argv.join(" ")
+    );
+    cmd.spawn()
+        .map_err(|e| HvError::io(format!("starting {}", program.display()), e))
 }
 
 fn write_state(path: &Path, context: &[u8]) -> Result<File> {
@@ -334,6 +346,46 @@ mod tests {
             vec![(xen_sys::HVM_PARAM_TIMER_MODE, 0)]
         );
         assert!(platform_params(&json!({"c_info": {"type": "pv"}})).is_empty());
+    }
+
+    #[test]
+    fn the_device_model_reads_its_state_on_fd_3() {
+        let d = tempfile::tempdir().unwrap();
+        let state = write_state(&d.path().join("state"), b"QEVM saved devices").unwrap();
+        let out = d.path().join("out");
+        let log = d.path().join("log");
+        let script = format!(
+            "cat <&3 >{o}; echo \"domain $XEN_DOMAIN_ID\"; echo to-stderr >&2",
+            o = out.display()
+        );
+        let mut child = spawn_qemu(
+            Path::new("/bin/sh"),
+            &["-c".to_string(), script],
+            9,
+            &state,
+            &log,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(std::fs::read(&out).unwrap(), b"QEVM saved devices");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "domain 9\nto-stderr\n");
+        assert_eq!(log_tail(&log), "domain 9 | to-stderr");
+    }
+
+    #[test]
+    fn a_missing_device_model_binary_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let state = write_state(&d.path().join("state"), b"x").unwrap();
+        let e = spawn_qemu(
+            Path::new("/nonexistent/qemu"),
+            &[],
+            1,
+            &state,
+            &d.path().join("log"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("starting /nonexistent/qemu"), "{e}");
     }
 
     #[test]
