@@ -235,9 +235,10 @@ file_config() {
     python3 - "$1" <<'EOF'
 import struct, sys
 with open(sys.argv[1], "rb") as f:
-    head = f.read(48)
-    # 32 bytes of magic, then byte order, mandatory flags, optional flags, length
-    (n,) = struct.unpack_from("<I", head, 44)
+    # 32 bytes of magic, byte order, mandatory flags, optional flags, optional
+    # data length; the optional data is the config's length and the config
+    head = f.read(52)
+    (n,) = struct.unpack_from("<I", head, 48)
     sys.stdout.write(f.read(n).rstrip(b"\0").decode())
 EOF
 }
