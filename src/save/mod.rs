@@ -94,7 +94,7 @@ pub fn save<W: Write>(
     hooks: &mut dyn SaveHooks,
 ) -> Result<(SaveOutcome, W), SaveError> {
     let started = Instant::now();
-    let info = hv.domain_info(dom)?;
+    let mut info = hv.domain_info(dom)?;
     let (major, minor) = hv.xen_version();
     let header = DomainHeader {
         domain_type: match info.guest_type {
@@ -131,6 +131,9 @@ pub fn save<W: Write>(
     w.write_record(&Record::StaticDataEnd)?;
 
     let mut pager = HvPager::new(hv, dom, &info, w, hooks)?;
+    if let Some(n) = pager.pv_p2m_size() {
+        info.max_pfn = n - 1;
+    }
     if let Some(frames) = pager.p2m_frames() {
         pager.writer().write_record(&Record::X86PvP2mFrames {
             start_pfn: 0,

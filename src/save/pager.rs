@@ -54,7 +54,9 @@ impl<'a, W: Write> HvPager<'a, W> {
         let pv = match info.guest_type {
             GuestType::Pv => {
                 let p = hv.pv_p2m(dom)?;
-                if p.p2m.len() as u64 != info.p2m_size() {
+                // Shorter is fine: a missing tail is cut off as Xen does
+                // (the save then covers the P2M's pfns only).
+                if p.p2m.is_empty() || p.p2m.len() as u64 > info.p2m_size() {
                     return Err(SaveError::Unsupported(format!(
                         "domain {dom}: P2M has {} entries, domain reports {}",
                         p.p2m.len(),
@@ -86,6 +88,10 @@ impl<'a, W: Write> HvPager<'a, W> {
         })
     }
 
+    /// A PV guest's P2M size: the pfns the save covers.
+    pub fn pv_p2m_size(&self) -> Option<u64> {
+        self.pv.as_ref().map(|pv| pv.p2m.len() as u64)
+    }
     pub fn p2m_frames(&self) -> Option<Vec<u64>> {
         self.pv.as_ref().map(|p| p.frames.clone())
     }

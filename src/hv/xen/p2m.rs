@@ -41,8 +41,13 @@ pub fn read(si: &[u8], read: &mut ReadFrames<'_>) -> Result<RawP2m, String> {
             "shared_info.arch.max_pfn {count:#x} is not a plausible guest size"
         ));
     }
-    let leaves = count.div_ceil(FPP);
     let cr3 = shared_info::p2m_cr3(si);
+    let count = if cr3 != 0 {
+        trim_linear(cr3 >> 12, shared_info::p2m_vaddr(si), count, read)?
+    } else {
+        trim_tree(shared_info::frame_list_list(si), count, read)?
+    };
+    let leaves = count.div_ceil(FPP);
     let leaf_mfns = if cr3 != 0 {
         linear_leaves(cr3 >> 12, shared_info::p2m_vaddr(si), leaves, read)?
     } else {
@@ -61,14 +66,46 @@ pub fn read(si: &[u8], read: &mut ReadFrames<'_>) -> Result<RawP2m, String> {
     Ok(RawP2m { p2m, leaf_mfns })
 }
 
-/// Walks the guest's 4-level page tables from `root` for each leaf page of
-/// the linear list at `vaddr`.
-fn linear_leaves(
+/// The P2M size Xen's save uses: a guest (Linux) may publish a max_pfn far
+/// above its memory and back the tail of its P2M with one shared "missing"
+/// page. A run of identical trailing entries one level above the leaves
+/// marks such a tail, which libxenguest cuts off (rather than sending
+/// millions of empty pfns); these two functions apply its rule.
+///
+/// Linear list: the level-2 entries covering the list, one per 512 leaves;
+/// the list ends before the last run of identical entries, unless that run
+/// is the final entry alone.
+fn trim_linear(
     root: u64,
     vaddr: u64,
-    leaves: u64,
+    count: u64,
     read: &mut ReadFrames<'_>,
-) -> Result<Vec<u64>, String> {
+) -> Result<u64, String> {
+    const GROUP: u64 = FPP * 4096; // virtual bytes of leaves per level-2 entry
+    let leaves = count.div_ceil(FPP);
+    check_linear_range(vaddr, leaves)?;
+    let end = vaddr + leaves * 4096;
+    let mut groups = Vec::new();
+    let mut va = vaddr;
+    while va < end {
+        groups.push((va, level2_entry(root, va, read)?));
+        va = (va & !(GROUP - 1)) + GROUP;
+    }
+    let mut saved = (0usize, 0u64);
+    for (i, &(_, mfn)) in groups.iter().enumerate() {
+        if mfn != saved.1 {
+            saved = (i, mfn);
+        }
+    }
+    if saved.0 == 0 || saved.0 + 1 == groups.len() {
+        return Ok(count);
+    }
+    let kept_leaves = (groups[saved.0].0 - vaddr) / 4096;
+    Ok(count.min(kept_leaves * FPP))
+}
+
+/// The linear list's virtual range must be the guest's own.
+fn check_linear_range(vaddr: u64, leaves: u64) -> Result<(), String> {
     let end = vaddr
         .checked_add(leaves * 4096 - 1)
         .ok_or_else(|| format!("linear P2M at {vaddr:#x} wraps around"))?;
@@ -80,6 +117,57 @@ fn linear_leaves(
             "linear P2M range {vaddr:#x}-{end:#x} is not a guest address range"
         ));
     }
+    Ok(())
+}
+
+/// The frame of the level-2 entry mapping `va` (the level-1 table).
+fn level2_entry(root: u64, va: u64, read: &mut ReadFrames<'_>) -> Result<u64, String> {
+    let mut table = root;
+    for level in (2..=4u32).rev() {
+        let page = read(&[table])?;
+        let pte = u64_at(&page, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
+        if pte & PTE_PRESENT == 0 {
+            return Err(format!(
+                "linear P2M: vaddr {va:#x} not mapped at level {level} (table mfn {table:#x})"
+            ));
+        }
+        if level > 2 && pte & PTE_PSE != 0 {
+            return Err(format!(
+                "linear P2M: vaddr {va:#x} mapped by a superpage at level {level}"
+            ));
+        }
+        table = (pte & PTE_FRAME_MASK) >> 12;
+    }
+    Ok(table)
+}
+
+/// Frame-list tree: the frame list list's entries, one per 512×512 pfns;
+/// the tree ends with the first of its last run of identical entries.
+fn trim_tree(fll: u64, count: u64, read: &mut ReadFrames<'_>) -> Result<u64, String> {
+    let fl_count = (count - 1) / (FPP * FPP) + 1;
+    if fll == 0 || fl_count > FPP {
+        return Ok(count); // tree_leaves says what is wrong
+    }
+    let top = read(&[fll])?;
+    let mut saved = (0u64, 0u64);
+    for x in 0..fl_count {
+        let m = u64_at(&top, x as usize);
+        if m != saved.1 {
+            saved = (x, m);
+        }
+    }
+    Ok(count.min((saved.0 + 1) * FPP * FPP))
+}
+
+/// Walks the guest's 4-level page tables from `root` for each leaf page of
+/// the linear list at `vaddr`.
+fn linear_leaves(
+    root: u64,
+    vaddr: u64,
+    leaves: u64,
+    read: &mut ReadFrames<'_>,
+) -> Result<Vec<u64>, String> {
+    check_linear_range(vaddr, leaves)?;
     let mut tables: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut out = Vec::with_capacity(leaves as usize);
     for i in 0..leaves {
@@ -231,6 +319,59 @@ mod tests {
         }
         let r = read(&si(1100, 0x700, 0, 0), &mut m.reader()).unwrap();
         check(&r, &leaves);
+    }
+
+    #[test]
+    fn a_linear_list_with_a_missing_tail_is_cut_as_xen_cuts_it() {
+        // max_pfn claims 4 GiB of pfns (2048 leaves, 4 level-2 entries);
+        // entries 1..3 all point at the same "missing" L1 table.
+        let mut m = Mem::default();
+        let va = 0xffff_c900_0000_0000u64;
+        let (l4, l3, l2, l1, missing) = (0x100, 0x101, 0x102, 0x103, 0x1ff);
+        let idx = |va: u64, lvl: u32| ((va >> (12 + 9 * (lvl - 1))) & 511) as usize;
+        m.put(l4, idx(va, 4), l3 << 12 | 0x67);
+        m.put(l3, idx(va, 3), l2 << 12 | 0x67);
+        m.put(l2, idx(va, 2), l1 << 12 | 0x67);
+        for g in 1..4 {
+            m.put(l2, idx(va, 2) + g, missing << 12 | 0x67);
+        }
+        let leaves: Vec<u64> = (0..512).map(|i| 0x1000 + i).collect();
+        for (i, l) in leaves.iter().enumerate() {
+            m.put(l1, i, l << 12 | 0x65);
+            m.put(*l, 0, 0x20000 + i as u64);
+        }
+        m.put(missing, 0, 0x5ff << 12 | 0x65);
+        m.put(0x5ff, 0, u64::MAX);
+        let r = read(&si(4 * 512 * 512, 0, l4 << 12, va), &mut m.reader()).unwrap();
+        assert_eq!(r.p2m.len(), 512 * 512);
+        assert_eq!(r.leaf_mfns, leaves);
+        assert_eq!(r.p2m[512], 0x20001);
+        // A single different last entry is kept (Xen's rule).
+        m.put(l2, idx(va, 2) + 3, l1 << 12 | 0x67);
+        assert_eq!(
+            trim_linear(l4, va, 4 * 512 * 512, &mut m.reader()).unwrap(),
+            4 * 512 * 512
+        );
+    }
+
+    #[test]
+    fn a_tree_with_a_missing_tail_keeps_the_first_repeated_entry() {
+        let mut m = Mem::default();
+        m.put(0x700, 0, 0x701);
+        m.put(0x700, 1, 0x7ff);
+        m.put(0x700, 2, 0x7ff);
+        m.put(0x700, 3, 0x7ff);
+        assert_eq!(
+            trim_tree(0x700, 4 * 512 * 512, &mut m.reader()).unwrap(),
+            2 * 512 * 512
+        );
+        // all different: nothing to cut; and a short P2M stays as it is
+        m.put(0x700, 3, 0x702);
+        assert_eq!(
+            trim_tree(0x700, 4 * 512 * 512, &mut m.reader()).unwrap(),
+            4 * 512 * 512
+        );
+        assert_eq!(trim_tree(0x700, 1100, &mut m.reader()).unwrap(), 1100);
     }
 
     #[test]

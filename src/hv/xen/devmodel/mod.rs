@@ -368,7 +368,10 @@ mod tests {
         .unwrap();
         assert!(child.wait().unwrap().success());
         assert_eq!(std::fs::read(&out).unwrap(), b"QEVM saved devices");
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "domain 9\nto-stderr\n");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "domain 9\nto-stderr\n"
+        );
         assert_eq!(log_tail(&log), "domain 9 | to-stderr");
     }
 
