@@ -6,6 +6,8 @@
 #   xl-save-rx-restore-TYPE  stock xl save, then rxmigrate restore of that file
 #   rx-migrate-TYPE          rxmigrate migrate to `rxmigrate receive` on this host
 #   plugin-TYPE              the stock sequence with LIBXL_SAVE_HELPER=rxmigrate-save-helper
+#   installed-TYPE           xl-plugin/install.sh, then plain xl save, xl restore and
+#                            xl migrate NAME localhost (ssh), uninstall, xl save + restore
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -130,6 +132,11 @@ case $FAMILY in
                 check_alive "$NAME" "$hb0" rx-migrate
             fi
         fi
+        ;;
+    installed)
+        . "$SCEN_DIR/installed.sh"
+        trap 'installed_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
+        installed_sequence
         ;;
     *)
         echo "unknown scenario $SCENARIO" >&2
