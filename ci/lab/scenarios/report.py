@@ -10,7 +10,7 @@ Record lines, by their first field:
   check   a named assertion of a scenario: name, ok, detail (the evidence)
   result  status, reason, total_s
 
-The JSON keeps every line (steps, files, stats, liveness) and adds the
+The JSON keeps every line (steps, files, stats, liveness, checks) and adds the
 figures the results table shows: bytes, rounds, downtime_ms (and where it
 came from), alive, heartbeat, boots and whether every verifier run passed.
 """
