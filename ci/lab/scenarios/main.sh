@@ -31,6 +31,13 @@ for s in "$@"; do
         python3 "$SCEN_DIR/report.py" "/var/lib/xenlab/$s.rec" >"$OUT/$s.json"
         for d in $(xl list | awk 'NR > 2 { print $1 }'); do xl destroy "$d"; done
     fi
+    # an installed rxmigrate-save-helper left behind (a scenario killed in
+    # the middle) must not quietly serve the scenarios after it
+    if [ -e /usr/lib/xen-4.17/bin/libxl-save-helper.stock ] && [ -x "$BIN/install.sh" ]; then
+        echo "LAB-WARN $s left rxmigrate-save-helper installed: uninstalling it"
+        "$BIN/install.sh" uninstall
+        rm -f /etc/rxmigrate.conf
+    fi
     echo "LAB-SCENARIO end $s status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$OUT/$s.json" | tr ' ' _) secs=$(($(date +%s) - t))"
 done
 xl dmesg >"$OUT/xen-dmesg.txt" 2>&1

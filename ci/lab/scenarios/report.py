@@ -7,9 +7,10 @@ Record lines, by their first field:
   file    a stream file written: op, bytes, writer
   stats   rxmigrate's --stats summary for an op: rounds, downtime_ms, ...
   alive   a liveness check: after, alive, heartbeat_before/after, boots, stall_ms
+  check   a named assertion of a scenario: name, ok, detail (the evidence)
   result  status, reason, total_s
 
-The JSON keeps every line (steps, files, stats, liveness) and adds the
+The JSON keeps every line (steps, files, stats, liveness, checks) and adds the
 figures the results table shows: bytes, rounds, downtime_ms (and where it
 came from), alive, heartbeat, boots and whether every verifier run passed.
 """
@@ -45,7 +46,7 @@ def parse(path):
 
 def build(lines):
     out = {"status": "fail", "reason": "the scenario ended without a result"}
-    lists = {"step": [], "file": [], "stats": [], "alive": []}
+    lists = {"step": [], "file": [], "stats": [], "alive": [], "check": []}
     for kind, entry in lines:
         if kind in ("meta", "result"):
             out.update(entry)
@@ -53,6 +54,8 @@ def build(lines):
             lists[kind].append(entry)
     out["steps"], out["files"], out["stats"], out["liveness"] = (
         lists["step"], lists["file"], lists["stats"], lists["alive"])
+    if lists["check"]:
+        out["checks"] = lists["check"]
 
     # the stream file's size, or for a migration what rxmigrate sent
     streamed = [s["stream_bytes"] for s in out["stats"] if "stream_bytes" in s]

@@ -11,6 +11,8 @@
 #   rx-migrate-cancel-TYPE   rxmigrate migrate to a receiver whose answers stop after
 #                            the banner: the migration fails after the suspend, the
 #                            source must run on and the receiver leave nothing
+#   installed-TYPE           xl-plugin/install.sh, then plain xl save, xl restore and
+#                            xl migrate NAME localhost (ssh), uninstall, xl save + restore
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -187,6 +189,11 @@ case $FAMILY in
                 destroy_checked "$NAME"
             fi
         fi
+        ;;
+    installed)
+        . "$SCEN_DIR/installed.sh"
+        trap 'installed_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
+        installed_sequence
         ;;
     *)
         echo "unknown scenario $SCENARIO" >&2
