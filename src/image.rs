@@ -54,6 +54,8 @@ pub struct ConfigFacts {
     pub max_pfn: Option<u64>,
     pub max_vcpu_id: u32,
     pub host_config: Option<Value>,
+    /// xl's `type = "pvh"`.
+    pub pvh: bool,
 }
 
 pub fn config_facts(config: &Value) -> ConfigFacts {
@@ -67,6 +69,7 @@ pub fn config_facts(config: &Value) -> ConfigFacts {
             .as_u64()
             .map_or(0, |n| n.saturating_sub(1) as u32),
         host_config: config.get("rxmigrate").cloned(),
+        pvh: config["c_info"]["type"].as_str() == Some("pvh"),
     }
 }
 
@@ -228,6 +231,15 @@ mod tests {
             read_end(&mut tail(&[LibxlRecord::End]).as_slice()).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn pvh_is_known_from_the_config_only() {
+        let f = config_facts(&json!({"c_info": {"type": "pvh", "name": "p"},
+                                     "b_info": {"max_memkb": 131072, "max_vcpus": 2}}));
+        assert!(f.pvh);
+        assert_eq!((f.max_pfn, f.max_vcpu_id), (Some(32767), 1));
+        assert!(!config_facts(&json!({"c_info": {"type": "hvm"}})).pvh);
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub fn restore_image<R: Read>(
         max_pfn: opts.max_pfn.or(facts.max_pfn),
         max_vcpu_id: facts.max_vcpu_id,
         config: facts.host_config,
+        pvh: facts.pvh,
     };
     let mut reader = LibxcReader::new(&mut *input)?;
     let out = restore::restore(hv, &mut reader, target, RestoreParams::default(), hooks)?;
@@ -308,6 +309,7 @@ pub fn receive<R: Read, W: Write>(
         max_pfn: facts.max_pfn,
         max_vcpu_id: facts.max_vcpu_id,
         config: facts.host_config,
+        pvh: facts.pvh,
     };
     let mut reader = LibxcReader::new(&mut data)?;
     let out = restore::restore(

@@ -37,6 +37,7 @@ fn pv_restore(src: &SimHost, sd: DomId, dst: &SimHost, fault: Fault) -> Result<D
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
             config: src.domain_config(sd).map_err(e)?,
+            pvh: false,
         })
         .map_err(e)?;
     let pfns: Vec<u64> = (0..n).collect();
@@ -133,6 +134,7 @@ fn hvm_restore(src: &SimHost, sd: DomId, dst: &SimHost) -> Result<DomId, String>
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
             config: None, // a raw stream carries no config
+            pvh: false,
         })
         .map_err(e)?;
     let gfns: Vec<u64> = (0..n).collect();
@@ -285,6 +287,7 @@ fn create_domain_starts_paused_and_unpause_without_context_fails() {
             max_pfn: 255,
             max_vcpu_id: 0,
             config: None,
+            pvh: false,
         })
         .unwrap();
     b.doms.push(dd);

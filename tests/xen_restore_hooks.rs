@@ -343,6 +343,7 @@ fn restore_into_toolstack_domain(
             max_pfn: facts.max_pfn.unwrap(),
             max_vcpu_id: 0,
             config: facts.host_config.clone(),
+            pvh: false,
         })
         .unwrap();
     let host = Builder {

@@ -163,6 +163,9 @@ pub struct DomainSpec {
     /// Host-specific extra configuration (the sim host keeps its workload
     /// parameters here; xl's JSON config is carried in the save file).
     pub config: Option<serde_json::Value>,
+    /// An HVM guest without emulated platform devices (xl's `type = "pvh"`):
+    /// Xen gives it a local APIC only. The stream does not say; the config does.
+    pub pvh: bool,
 }
 
 /// A batch of guest frames mapped into the toolstack (`xenforeignmemory_map`).

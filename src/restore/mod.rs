@@ -64,6 +64,8 @@ pub enum Target {
         max_pfn: Option<u64>,
         max_vcpu_id: u32,
         config: Option<serde_json::Value>,
+        /// A PVH guest (HVM streams do not tell PVH from HVM).
+        pvh: bool,
     },
     /// A domain the toolstack already built (libxl's restore).
     Existing(DomId),
@@ -197,6 +199,7 @@ impl<'a> Restorer<'a> {
                 max_pfn: spec_max,
                 max_vcpu_id,
                 config,
+                pvh,
             }) => {
                 let Some(max) = max_pfn.or(spec_max) else {
                     return Err(RestoreError::Missing(
@@ -211,6 +214,7 @@ impl<'a> Restorer<'a> {
                     max_pfn: max,
                     max_vcpu_id,
                     config,
+                    pvh,
                 })?;
                 self.created = true;
                 self.max_pfn = max;

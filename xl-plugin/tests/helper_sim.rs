@@ -322,6 +322,7 @@ fn save_then_restore(t: GuestType, live: bool) {
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
             config,
+            pvh: false,
         })
         .expect("build the domain");
     dst.ids.push(nd);
@@ -407,6 +408,7 @@ fn restore_fails_cleanly_when_libxl_rejects_static_data() {
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
             config: a.domain_config(dom).unwrap(),
+            pvh: false,
         })
         .unwrap();
     dst.ids.push(nd);

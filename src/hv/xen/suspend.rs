@@ -179,8 +179,13 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
     cfg.max_maptrack_frames = -1;
     cfg.grant_opts = 1; // grant table version 1 at most, what Linux uses
     if p.hvm {
-        // Everything but vPCI, as libxl sets for HVM guests.
-        cfg.arch.emulation_flags = XEN_X86_EMU_ALL & !(1 << 10);
+        cfg.arch.emulation_flags = if spec.pvh {
+            // PVH: a local APIC and nothing else, as libxl asks.
+            XEN_X86_EMU_LAPIC
+        } else {
+            // Everything but vPCI, as libxl sets for HVM guests.
+            XEN_X86_EMU_ALL & !(1 << 10)
+        };
     }
     let mut dom: u32 = 0;
     // SAFETY: cfg is complete; dom 0 asks Xen to pick the id.
