@@ -2,9 +2,27 @@
 //! only in the final round; a hot page that cools down for a whole round is
 //! released and sent live, so the final round carries only pages still being
 //! written.
+//!
+//! Beyond the paper, a switchover rule driven by a downtime target and the
+//! measured bandwidth (see [`HotPageParams::downtime_target_ms`]):
+//! - stop as soon as the final round (dirty non-hot ∪ held hot pages) is
+//!   expected to take less than the target on the wire;
+//! - before the last live round, when the held set alone would take longer
+//!   than the target, the coldest held pages go live in that round and only
+//!   the hottest ones that fit the target stay held. A held page costs one
+//!   send, in the pause; a released one costs a live send and, if the guest
+//!   writes it again before the suspend, a second one in the pause. The
+//!   coldest pages are the least likely to be written again, so they buy the
+//!   most downtime for the fewest extra bytes.
 
 use super::{Decision, Policy, PolicyError, RoundFacts};
 use crate::bitmap::Bitmap;
+
+/// Wire cost of one page in a PAGE_DATA record: its 4 KiB and its pfn entry.
+pub const PAGE_WIRE_BYTES: u64 = 4096 + 8;
+
+/// Rounds of per-page history kept for ranking hot pages (bits of a `u8`).
+const HISTORY: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
 pub struct HotPageParams {
@@ -18,6 +36,11 @@ pub struct HotPageParams {
     pub max_factor: u64,
     /// Release hot pages that stayed clean for a round (beyond the paper).
     pub release_cooled: bool,
+    /// Downtime budget of the final round's pages on the wire, in ms
+    /// (beyond the paper). Switch over as soon as the final round fits it;
+    /// before the last live round, hold no more hot pages than fit it.
+    /// 0 turns the rule off (the paper's rule plus cooled-page release).
+    pub downtime_target_ms: u64,
 }
 
 impl Default for HotPageParams {
@@ -28,6 +51,7 @@ impl Default for HotPageParams {
             target_dirty: 50,
             max_factor: 3,
             release_cooled: true,
+            downtime_target_ms: 20,
         }
     }
 }
@@ -36,7 +60,17 @@ pub struct HotPage {
     p: HotPageParams,
     /// Consecutive observations dirty, per pfn (saturating).
     streak: Vec<u8>,
+    /// Dirty observations of the last [`HISTORY`] rounds, per pfn; bit k is
+    /// the round k rounds ago.
+    history: Vec<u8>,
+    /// Lengths of the last [`HISTORY`] rounds in seconds, latest first.
+    windows: [f64; HISTORY],
+    /// Live time and bytes so far, for the bandwidth estimate.
+    live_secs: f64,
+    live_bytes: u64,
     hot: Bitmap,
+    /// Hot pages sent live by the last release (statistics, tests).
+    released: u64,
 }
 
 impl HotPage {
@@ -56,7 +90,12 @@ impl HotPage {
         Ok(HotPage {
             p,
             streak: Vec::new(),
+            history: Vec::new(),
+            windows: [0.0; HISTORY],
+            live_secs: 0.0,
+            live_bytes: 0,
             hot: Bitmap::new(0),
+            released: 0,
         })
     }
 
@@ -64,23 +103,71 @@ impl HotPage {
     pub fn hot(&self) -> &Bitmap {
         &self.hot
     }
-}
 
-impl Policy for HotPage {
-    fn name(&self) -> &'static str {
-        "hotpage"
+    /// Hot pages the last pre-switchover release sent live.
+    pub fn released(&self) -> u64 {
+        self.released
     }
-    fn skip_redirtied(&self) -> bool {
-        // A page skipped by the PEEK is a second observation in the same way
-        // as a second CLEAN.
-        true
-    }
-    fn plan(&mut self, f: &RoundFacts, dirty: &mut Bitmap, skipped: &Bitmap) -> Decision {
-        let n = dirty.len();
-        if self.hot.len() != n {
-            self.hot = Bitmap::new(n);
-            self.streak = vec![0; n as usize];
+
+    /// Bandwidth measured over the live rounds so far, bytes per second.
+    pub fn bandwidth(&self) -> f64 {
+        if self.live_secs > 0.0 {
+            self.live_bytes as f64 / self.live_secs
+        } else {
+            0.0
         }
+    }
+
+    /// How many pages fit the downtime target at the measured bandwidth;
+    /// `None` when the rule is off or nothing was measured yet.
+    fn budget_pages(&self) -> Option<u64> {
+        let bw = self.bandwidth();
+        if self.p.downtime_target_ms == 0 || bw <= 0.0 {
+            return None;
+        }
+        let secs = self.p.downtime_target_ms as f64 / 1e3;
+        Some((secs * bw / PAGE_WIRE_BYTES as f64) as u64)
+    }
+
+    /// How hot page `i` looks: the sum of 1/length of the recent rounds in
+    /// which it was dirty. It grows with the page's write rate: a page seen
+    /// dirty in short rounds is hotter than one seen only in long ones.
+    fn heat(&self, i: usize) -> f64 {
+        let h = self.history[i];
+        (0..HISTORY)
+            .filter(|&k| h & (1 << k) != 0 && self.windows[k] > 0.0)
+            .map(|k| 1.0 / self.windows[k])
+            .sum()
+    }
+
+    /// Move the coldest hot pages into `dirty` so that at most `keep` stay
+    /// held. Returns how many moved.
+    fn release_coldest(&mut self, keep: u64, dirty: &mut Bitmap) -> u64 {
+        let held = self.hot.count();
+        if held <= keep {
+            return 0;
+        }
+        let mut ranked: Vec<(f64, u64)> = self
+            .hot
+            .iter_ones()
+            .map(|i| (self.heat(i as usize), i))
+            .collect();
+        let n = (held - keep) as usize;
+        // Coldest first; ties by pfn so the choice is deterministic.
+        ranked.select_nth_unstable_by(n - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for &(_, i) in &ranked[..n] {
+            self.hot.clear(i);
+            // A released page starts a new streak: it has to prove itself
+            // hot again before it is held again.
+            self.streak[i as usize] = 0;
+            dirty.set(i);
+        }
+        n as u64
+    }
+
+    /// Update streaks, history and the hot set from this round's
+    /// observations; hot pages leave `dirty`, cooled ones join it.
+    fn observe(&mut self, dirty: &mut Bitmap, skipped: &Bitmap) {
         for (wi, (dw, sw)) in dirty
             .words_mut()
             .iter_mut()
@@ -90,14 +177,15 @@ impl Policy for HotPage {
             let hot_w = &mut self.hot.words_mut()[wi];
             let seen = *dw | *sw;
             let base = wi * 64;
-            // Reset streaks of pages not seen this round, word at a time.
             for b in 0..64usize {
                 let i = base + b;
                 if i >= self.streak.len() {
                     break;
                 }
                 let bit = 1u64 << b;
-                if seen & bit != 0 {
+                let dirty_now = seen & bit != 0;
+                self.history[i] = (self.history[i] << 1) | dirty_now as u8;
+                if dirty_now {
                     let s = self.streak[i].saturating_add(1);
                     self.streak[i] = s;
                     if s >= self.p.hot_threshold {
@@ -115,12 +203,66 @@ impl Policy for HotPage {
             // Hot pages are held, not sent live.
             *dw &= !*hot_w;
         }
+    }
+}
+
+impl Policy for HotPage {
+    fn name(&self) -> &'static str {
+        "hotpage"
+    }
+    fn skip_redirtied(&self) -> bool {
+        // A page skipped by the PEEK is a second observation in the same way
+        // as a second CLEAN.
+        true
+    }
+    fn plan(&mut self, f: &RoundFacts, dirty: &mut Bitmap, skipped: &Bitmap) -> Decision {
+        let n = dirty.len();
+        if self.hot.len() != n {
+            self.hot = Bitmap::new(n);
+            self.streak = vec![0; n as usize];
+            self.history = vec![0; n as usize];
+        }
+        let secs = f.duration.as_secs_f64();
+        self.windows.rotate_right(1);
+        self.windows[0] = secs;
+        self.live_secs += secs;
+        self.live_bytes = f.total_bytes;
+        self.released = 0;
+        self.observe(dirty, skipped);
+
         let rounds_done = f.round + 1;
-        if rounds_done >= self.p.max_rounds
-            || f.total_sent > f.p2m_size.saturating_mul(self.p.max_factor)
-        {
-            Decision::StopAndCopy
-        } else if dirty.count() < self.p.target_dirty {
+        let cap = f.p2m_size.saturating_mul(self.p.max_factor);
+        if rounds_done >= self.p.max_rounds || f.total_sent > cap {
+            return Decision::StopAndCopy;
+        }
+        let budget = self.budget_pages();
+        let to_send = dirty.count();
+        let held = self.hot.count();
+        // Held pages are never in `dirty`, so the final round is the sum.
+        if budget.is_some_and(|b| to_send + held <= b) {
+            log::debug!(
+                "hotpage: final round {} pages fits {} ms at {:.1} MB/s: switching over",
+                to_send + held,
+                self.p.downtime_target_ms,
+                self.bandwidth() / 1e6
+            );
+            return Decision::StopAndCopy;
+        }
+        let last_live = to_send < self.p.target_dirty;
+        let next_is_last =
+            last_live || rounds_done + 1 >= self.p.max_rounds || f.total_sent + to_send > cap;
+        if let (true, Some(b)) = (next_is_last, budget) {
+            self.released = self.release_coldest(b, dirty);
+            if self.released > 0 {
+                log::debug!(
+                    "hotpage: {} of {held} hot pages go live in the last live round \
+                     ({b} fit {} ms)",
+                    self.released,
+                    self.p.downtime_target_ms
+                );
+            }
+        }
+        if last_live {
             Decision::LastLive
         } else {
             Decision::Continue
