@@ -238,6 +238,7 @@ impl Policy for HotPage {
         let budget = self.budget_pages();
         let to_send = dirty.count();
         let held = self.hot.count();
+        let converged = to_send < self.p.target_dirty;
         // Held pages are never in `dirty`, so the final round is the sum.
         if budget.is_some_and(|b| to_send + held <= b) {
             log::debug!(
@@ -246,23 +247,32 @@ impl Policy for HotPage {
                 self.p.downtime_target_ms,
                 self.bandwidth() / 1e6
             );
-            return Decision::StopAndCopy;
+            // A converged dirty set still goes live first, as in stock Xen:
+            // it costs a few pages' time, and the pause shrinks by them.
+            return if converged {
+                Decision::LastLive
+            } else {
+                Decision::StopAndCopy
+            };
         }
-        let last_live = to_send < self.p.target_dirty;
-        let next_is_last =
-            last_live || rounds_done + 1 >= self.p.max_rounds || f.total_sent + to_send > cap;
-        if let (true, Some(b)) = (next_is_last, budget) {
+        // Landing: the non-hot pages have converged, or the next round is the
+        // last one the caps allow. The held set must fit the target by now.
+        let landing =
+            converged || rounds_done + 1 >= self.p.max_rounds || f.total_sent + to_send > cap;
+        if let (true, Some(b)) = (landing, budget) {
             self.released = self.release_coldest(b, dirty);
             if self.released > 0 {
                 log::debug!(
-                    "hotpage: {} of {held} hot pages go live in the last live round \
-                     ({b} fit {} ms)",
+                    "hotpage: {} of {held} hot pages go live ({b} fit {} ms)",
                     self.released,
                     self.p.downtime_target_ms
                 );
             }
         }
-        if last_live {
+        // After a release, the released pages that the guest writes again
+        // are sent once more in the next live round (if the caps leave one)
+        // rather than in the pause.
+        if converged && self.released == 0 {
             Decision::LastLive
         } else {
             Decision::Continue
