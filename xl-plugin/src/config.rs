@@ -278,6 +278,24 @@ mod tests {
     }
 
     #[test]
+    fn downtime_target_from_file_and_environment() {
+        let mut c = Config::default();
+        assert_eq!(c.downtime_target_ms, 20);
+        c.apply_file(Path::new("f"), "downtime_target_ms = 5\n")
+            .unwrap();
+        assert_eq!(c.downtime_target_ms, 5);
+        c.apply_env(|k| (k == "RXMIGRATE_DOWNTIME_TARGET_MS").then(|| "0".to_string()))
+            .unwrap();
+        assert_eq!(c.downtime_target_ms, 0);
+        assert!(c.describe_policy().contains("downtime_target_ms 0"));
+        assert_eq!(c.policy_args().downtime_target_ms, 0);
+        let e = c
+            .apply_file(Path::new("f"), "downtime_target_ms = soon\n")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "f:1: \"soon\" is not a valid time in ms");
+    }
+
+    #[test]
     fn errors_name_the_place() {
         let mut c = Config::default();
         let e = c
