@@ -247,9 +247,13 @@ impl Policy for HotPage {
                 self.p.downtime_target_ms,
                 self.bandwidth() / 1e6
             );
-            // A converged dirty set still goes live first, as in stock Xen:
-            // it costs a few pages' time, and the pause shrinks by them.
-            return if converged {
+            // A dirty set that is still shrinking fast (to under half of
+            // what this round sent, or under target_dirty) goes live first, as
+            // stock Xen's last small round does: it costs its pages' time
+            // once, and the pause gets the next, smaller set. One that is not
+            // shrinking would come back about as large: stop now.
+            let shrinking = to_send.saturating_mul(2) <= f.sent + f.skipped;
+            return if converged || shrinking {
                 Decision::LastLive
             } else {
                 Decision::StopAndCopy
@@ -348,15 +352,26 @@ mod tests {
         assert_eq!(f.p.budget_pages(), Some(200));
         assert_eq!(d, Decision::Continue, "300 pages need 30 ms");
         assert_eq!(next.count(), 300);
-        // 150 other pages dirty (none hot): they fit, stop and copy them.
-        let (d, next) = f.round(300, 0.03, &range(1000, 1150));
+        // 160 other pages dirty (none hot): they fit, and a round sending
+        // them would leave about as many: stop and copy them now.
+        let (d, next) = f.round(300, 0.03, &range(1000, 1160));
         assert_eq!(d, Decision::StopAndCopy);
-        assert_eq!(next.count(), 150, "the dirty set goes into the final round");
+        assert_eq!(next.count(), 160, "the dirty set goes into the final round");
 
         // Without the target the same guest runs on.
         let mut f = Feed::new(0);
         f.round(PAGES, 1.0, &range(0, 300));
-        assert_eq!(f.round(300, 0.03, &range(1000, 1150)).0, Decision::Continue);
+        assert_eq!(f.round(300, 0.03, &range(1000, 1160)).0, Decision::Continue);
+    }
+
+    #[test]
+    fn a_fast_shrinking_dirty_set_goes_live_at_the_switchover() {
+        let mut f = Feed::new(20);
+        f.round(PAGES, 1.0, &range(0, 300));
+        // 300 sent, 150 dirty again: still converging, one more live round.
+        let (d, next) = f.round(300, 0.03, &range(1000, 1150));
+        assert_eq!(d, Decision::LastLive);
+        assert_eq!(next.count(), 150);
     }
 
     #[test]
