@@ -4,16 +4,24 @@
 //! written.
 //!
 //! Beyond the paper, a switchover rule driven by a downtime target and the
-//! measured bandwidth (see [`HotPageParams::downtime_target_ms`]):
-//! - stop as soon as the final round (dirty non-hot ∪ held hot pages) is
-//!   expected to take less than the target on the wire;
-//! - before the last live round, when the held set alone would take longer
-//!   than the target, the coldest held pages go live in that round and only
-//!   the hottest ones that fit the target stay held. A held page costs one
-//!   send, in the pause; a released one costs a live send and, if the guest
-//!   writes it again before the suspend, a second one in the pause. The
-//!   coldest pages are the least likely to be written again, so they buy the
-//!   most downtime for the fewest extra bytes.
+//! bandwidth measured over the live rounds (see
+//! [`HotPageParams::downtime_target_ms`]):
+//! - switch over as soon as the final round (dirty non-hot + held hot pages)
+//!   is expected to take no longer than the target on the wire. A dirty set
+//!   that is still shrinking fast goes live first (one last live round, as
+//!   in stock Xen); one that is not goes into the final round at once;
+//! - landing: once the non-hot pages have converged or the next live round
+//!   is the last the caps allow, the held set must fit the target. The
+//!   coldest held pages go live and only the hottest ones that fit stay
+//!   held. A held page costs one send, in the pause; a released one costs a
+//!   live send and, if the guest writes it again before the suspend, a
+//!   second one in the pause. The coldest pages are the least likely to be
+//!   written again, so they buy the most downtime for the fewest bytes. When
+//!   the caps leave room, another live round follows, which sends again the
+//!   released pages the guest wrote meanwhile.
+//!
+//! The caps stay: at most `max_rounds` live rounds, never more than
+//! `max_factor` × memory.
 
 use super::{Decision, Policy, PolicyError, RoundFacts};
 use crate::bitmap::Bitmap;
@@ -38,8 +46,12 @@ pub struct HotPageParams {
     pub release_cooled: bool,
     /// Downtime budget of the final round's pages on the wire, in ms
     /// (beyond the paper). Switch over as soon as the final round fits it;
-    /// before the last live round, hold no more hot pages than fit it.
-    /// 0 turns the rule off (the paper's rule plus cooled-page release).
+    /// once landing (converged, or before the last live round the caps
+    /// allow), hold no more hot pages than fit it. 0 turns the rule off (the
+    /// paper's rule plus cooled-page release). The default, 20, is below the
+    /// final round stock Xen ends with on the bench's paper-like workloads
+    /// (docs/BENCHMARKS.md): 50 switched a converging guest over a round
+    /// too early, 10 released hot pages that came back.
     pub downtime_target_ms: u64,
 }
 
