@@ -40,6 +40,12 @@ pub struct PolicyArgs {
     /// hotpage: keep hot pages held even when they cool down (the paper's rule).
     #[arg(long)]
     pub no_release: bool,
+    /// hotpage: downtime target in ms for the final round's pages at the
+    /// measured bandwidth: switch over as soon as they fit it, and send the
+    /// coldest hot pages live before the switchover when the held ones
+    /// alone would not. 0 turns the rule off.
+    #[arg(long, default_value_t = precopy::HotPageParams::default().downtime_target_ms)]
+    pub downtime_target_ms: u64,
 }
 
 impl PolicyArgs {
@@ -60,6 +66,7 @@ impl PolicyArgs {
                 target_dirty: self.target_dirty,
                 max_factor: self.max_factor,
                 release_cooled: !self.no_release,
+                downtime_target_ms: self.downtime_target_ms,
             })?),
             other => return Err(precopy::PolicyError::Unknown(other.into()).into()),
         })

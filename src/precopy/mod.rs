@@ -8,7 +8,8 @@
 //!
 //! - [`Xen33`]: Xen 3.3's loop, the paper's baseline.
 //! - [`Xen4`]: stock Xen since 4.6 (`simple_precopy_policy`).
-//! - [`HotPage`]: the paper's hot-page bitmap, plus release of cooled pages.
+//! - [`HotPage`]: the paper's hot-page bitmap, plus release of cooled pages
+//!   and a switchover rule driven by a downtime target.
 
 mod hotpage;
 mod xen33;

@@ -13,13 +13,14 @@
 //! | `max_factor` | `RXMIGRATE_MAX_FACTOR` | never send more than this × memory (3) |
 //! | `hot_threshold` | `RXMIGRATE_HOT_THRESHOLD` | dirty observations that make a page hot (2) |
 //! | `hot_release` | `RXMIGRATE_HOT_RELEASE` | send cooled hot pages live again (`yes`) |
+//! | `downtime_target_ms` | `RXMIGRATE_DOWNTIME_TARGET_MS` | hotpage: final-round budget in ms at the measured bandwidth (20; 0 = off) |
 //! | `hv` | `RXMIGRATE_HV` | hypervisor: `xen` (default) or `sim:DIR` |
 //! | `stats` | `RXMIGRATE_STATS` | append per-round JSON lines to this file |
 //! | `stock_helper` | `RXMIGRATE_STOCK_HELPER` | Xen's own helper, for streams rxmigrate leaves to it |
 //! | `fallback` | `RXMIGRATE_FALLBACK` | `stock` (default): without a usable hypervisor backend hand over to the stock helper; `fail`: fail instead |
 
 use rxmigrate::cli::ops::PolicyArgs;
-use rxmigrate::precopy::{Policy, POLICY_NAMES};
+use rxmigrate::precopy::{HotPageParams, Policy, POLICY_NAMES};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONF: &str = "/etc/rxmigrate.conf";
@@ -48,6 +49,7 @@ pub struct Config {
     pub max_factor: u64,
     pub hot_threshold: u8,
     pub hot_release: bool,
+    pub downtime_target_ms: u64,
     pub hv: Option<String>,
     pub stats: Option<PathBuf>,
     pub stock_helper: Option<PathBuf>,
@@ -65,6 +67,7 @@ impl Default for Config {
             max_factor: 3,
             hot_threshold: 2,
             hot_release: true,
+            downtime_target_ms: HotPageParams::default().downtime_target_ms,
             hv: None,
             stats: None,
             stock_helper: None,
@@ -81,6 +84,7 @@ const KEYS: &[(&str, &str)] = &[
     ("max_factor", "RXMIGRATE_MAX_FACTOR"),
     ("hot_threshold", "RXMIGRATE_HOT_THRESHOLD"),
     ("hot_release", "RXMIGRATE_HOT_RELEASE"),
+    ("downtime_target_ms", "RXMIGRATE_DOWNTIME_TARGET_MS"),
     ("hv", "RXMIGRATE_HV"),
     ("stats", "RXMIGRATE_STATS"),
     ("stock_helper", "RXMIGRATE_STOCK_HELPER"),
@@ -179,6 +183,7 @@ impl Config {
             "max_factor" => self.max_factor = number(v, "factor")?,
             "hot_threshold" => self.hot_threshold = number(v, "observation count (0-255)")?,
             "hot_release" => self.hot_release = yes_no(v)?,
+            "downtime_target_ms" => self.downtime_target_ms = number(v, "time in ms")?,
             "hv" => self.hv = Some(v.to_string()),
             "stats" => self.stats = Some(PathBuf::from(v)),
             "stock_helper" => self.stock_helper = Some(PathBuf::from(v)),
@@ -210,6 +215,7 @@ impl Config {
             max_factor: self.max_factor,
             hot_threshold: self.hot_threshold,
             no_release: !self.hot_release,
+            downtime_target_ms: self.downtime_target_ms,
         }
     }
 
@@ -229,11 +235,12 @@ impl Config {
         match self.policy.as_str() {
             "hotpage" => format!(
                 "policy hotpage (max_rounds {rounds}, target_dirty {}, max_factor {}, \
-                 hot_threshold {}, hot_release {})",
+                 hot_threshold {}, hot_release {}, downtime_target_ms {})",
                 self.target_dirty,
                 self.max_factor,
                 self.hot_threshold,
-                if self.hot_release { "yes" } else { "no" }
+                if self.hot_release { "yes" } else { "no" },
+                self.downtime_target_ms
             ),
             "xen33" => format!(
                 "policy xen33 (max_rounds {rounds}, min_progress {}, max_factor {})",
@@ -268,6 +275,24 @@ mod tests {
         assert_eq!(c.max_rounds, Some(7));
         assert!(c.describe_policy().contains("max_rounds 7"));
         assert_eq!(c.policy().unwrap().name(), "hotpage");
+    }
+
+    #[test]
+    fn downtime_target_from_file_and_environment() {
+        let mut c = Config::default();
+        assert_eq!(c.downtime_target_ms, 20);
+        c.apply_file(Path::new("f"), "downtime_target_ms = 5\n")
+            .unwrap();
+        assert_eq!(c.downtime_target_ms, 5);
+        c.apply_env(|k| (k == "RXMIGRATE_DOWNTIME_TARGET_MS").then(|| "0".to_string()))
+            .unwrap();
+        assert_eq!(c.downtime_target_ms, 0);
+        assert!(c.describe_policy().contains("downtime_target_ms 0"));
+        assert_eq!(c.policy_args().downtime_target_ms, 0);
+        let e = c
+            .apply_file(Path::new("f"), "downtime_target_ms = soon\n")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "f:1: \"soon\" is not a valid time in ms");
     }
 
     #[test]
