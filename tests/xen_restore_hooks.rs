@@ -445,48 +445,44 @@ fn hvm_restore_hands_the_device_model_and_config_to_the_host() {
     b.host.destroy(out.domid).unwrap();
 }
 
-#[test]
-fn a_device_model_that_fails_leaves_no_domain() {
-    let img = hvm_image_with_device_model(&device_model());
+/// A restore of `img` that must fail on a host set up by `setup`: returns
+/// the error, the host's recorded calls and what start_platform was handed,
+/// after checking that no domain was left behind.
+fn failed_restore(
+    img: &[u8],
+    setup: impl FnOnce(&mut Builder),
+) -> (String, Vec<String>, Option<PlatformCall>) {
     let b = TestHost::new();
     let before = b.host.list_domains().unwrap().len();
-    let host = Builder {
-        fail_platform: true,
-        ..Builder::new(&b.host)
-    };
+    let mut host = Builder::new(&b.host);
+    setup(&mut host);
     let e = migrate::restore_image(
         &host,
-        &mut img.as_slice(),
+        &mut &img[..],
         &RestoreImageOptions::default(),
         &mut NoHooks,
     )
     .unwrap_err()
     .to_string();
+    assert_eq!(b.host.list_domains().unwrap().len(), before, "{e}");
+    let calls = host.calls.lock().unwrap().clone();
+    let platform = host.platform.lock().unwrap().clone();
+    (e, calls, platform)
+}
+
+#[test]
+fn a_device_model_that_fails_leaves_no_domain() {
+    let img = hvm_image_with_device_model(&device_model());
+    let (e, _, platform) = failed_restore(&img, |h| h.fail_platform = true);
     assert!(e.contains("QEMU exited with status 1"), "{e}");
-    assert!(host.platform.lock().unwrap().is_some());
-    assert_eq!(b.host.list_domains().unwrap().len(), before);
+    assert!(platform.is_some());
 }
 
 #[test]
 fn a_refused_config_restores_nothing() {
-    let img = saved_image(GuestType::Hvm);
-    let b = TestHost::new();
-    let before = b.host.list_domains().unwrap().len();
-    let host = Builder {
-        refuse: true,
-        ..Builder::new(&b.host)
-    };
-    let e = migrate::restore_image(
-        &host,
-        &mut img.as_slice(),
-        &RestoreImageOptions::default(),
-        &mut NoHooks,
-    )
-    .unwrap_err()
-    .to_string();
+    let (e, calls, _) = failed_restore(&saved_image(GuestType::Hvm), |h| h.refuse = true);
     assert_eq!(e, "this guest needs xl");
-    assert!(host.calls.lock().unwrap().is_empty());
-    assert_eq!(b.host.list_domains().unwrap().len(), before);
+    assert!(calls.is_empty());
 }
 
 #[test]
