@@ -236,8 +236,13 @@ impl SimHost {
         vcpus: u32,
     ) -> Result<DomainMeta> {
         let shm = shm_dir(self.dir());
+        // Unique among live hosts: two hosts of one process differ in their
+        // directory's inode even when their random tags agree.
+        let ino = std::fs::metadata(self.dir())
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap_or(0);
         let stem = format!(
-            "rxmigrate-sim-{:03x}-{}-{domid}",
+            "rxmigrate-sim-{:03x}-{}-{ino:x}-{domid}",
             self.tag,
             std::process::id()
         );
@@ -313,6 +318,14 @@ impl SimHost {
         meta.tracking = tracking;
         std::fs::create_dir_all(self.dir.dom_dir(domid))
             .map_err(|e| HvError::io("create domain dir", e))?;
+        // Files under this name can only be left by a dead process that had
+        // our pid and a host directory with our inode (a killed test run):
+        // no live domain uses them.
+        for stale in [&meta.ram_path, &meta.state_path] {
+            if std::fs::remove_file(stale).is_ok() {
+                log::warn!("removed a stale {} of a dead process", stale.display());
+            }
+        }
         let ram = Shm::create(&meta.ram_path, pages as usize * 4096)?;
         drop(ram);
         let st = DomState::create(&meta.state_path, vcpus as usize, pages as usize)?;
