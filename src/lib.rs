@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bitmap;
+pub mod cancel;
 pub mod cli;
 pub mod hv;
 pub mod image;
