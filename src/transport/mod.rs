@@ -1,4 +1,15 @@
-//! Byte movers around the stream: counting, rate limiting.
+//! Byte movers around the stream: counting, rate limiting (here); waits
+//! with limits ([`timed`]); host keys and trust files ([`keys`]); the
+//! encrypted, authenticated channel ([`secure`]); TCP connections made of
+//! them ([`tcp`]).
+
+pub mod error;
+pub mod keys;
+pub mod secure;
+pub mod tcp;
+pub mod timed;
+
+pub use error::TransportError;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::time::{Duration, Instant};
