@@ -39,6 +39,9 @@ enum Cmd {
     Migrate(ops::MigrateArgs),
     /// Receive one migration (TCP with --listen, else stdin/stdout).
     Receive(ops::ReceiveArgs),
+    /// Create this host's key for encrypted, authenticated migrations over
+    /// TCP (key 0600, key.pub), and print the public key.
+    Keygen(cli::keys::KeygenArgs),
     /// Print the layers and records of a save file or stream, and a summary.
     Inspect {
         /// Print JSON lines instead of text.
@@ -118,11 +121,29 @@ fn run(cli: Cli) -> Result<()> {
             ops::migrate(hv.as_ref(), &spec, &a)
         }
         Cmd::Receive(a) => ops::receive(open_hv(spec)?.as_ref(), &a),
+        Cmd::Keygen(a) => cli::keys::run(&a),
         Cmd::Bench(a) => cli::bench::run(spec, &a),
         Cmd::Sim(c) => cli::sim::run(spec, c),
         Cmd::SimGuest { dir, dom } => cli::sim::guest_main(&dir, dom),
         Cmd::Inspect { .. } | Cmd::Verify { .. } => unreachable!("handled in main"),
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its
+/// wrapper already shows is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
 }
 
 fn main() -> ExitCode {
@@ -138,10 +159,21 @@ fn main() -> ExitCode {
         Cmd::Verify { json, file } => return stream_command(file, *json, inspect::verify),
         _ => {}
     }
+    // A signal during these stops them at their next safe point (the source
+    // resumed, a half-built domain destroyed) instead of killing them.
+    if matches!(
+        cli.cmd,
+        Cmd::Save(_) | Cmd::Restore(_) | Cmd::Migrate(_) | Cmd::Receive(_)
+    ) {
+        if let Err(e) = rxmigrate::cancel::install() {
+            eprintln!("rxmigrate: installing the signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rxmigrate: {e:#}");
+            eprintln!("rxmigrate: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }

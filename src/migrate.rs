@@ -12,6 +12,7 @@ use crate::restore::{self, RestoreError, RestoreHooks, RestoreOutcome, RestorePa
 use crate::save::{self, SaveError, SaveHooks, SaveOptions, SaveOutcome};
 use crate::stats::Summary;
 use crate::stream::{handshake, LibxcReader, StreamError};
+use crate::transport::timed::Waits;
 use crate::transport::Counting;
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -188,6 +189,9 @@ fn named(mut config: serde_json::Value, name: &str) -> serde_json::Value {
 pub struct SendOptions<'a> {
     pub policy: &'a mut dyn Policy,
     pub hooks: &'a mut dyn SaveHooks,
+    /// The limits of each wait, applied through the connection's timer
+    /// (inert when the connection is not made of `transport::timed::Timed`).
+    pub waits: Waits,
 }
 
 /// What a finished migration reports.
@@ -209,12 +213,15 @@ pub fn send<R: Read, W: Write>(
     let started = Instant::now();
     let info = hv.domain_info(dom)?;
     let name = info.name.clone();
+    let waits = opts.waits;
+    waits.handshake("waiting for the receiver's banner");
     handshake::expect(&mut acks, handshake::BANNER, "receiver banner").map_err(|e| {
         MigrateError::BeforeGo {
             msg: e.to_string(),
             state: format!("domain {dom} still running on the source"),
         }
     })?;
+    waits.stream("sending the migration stream");
     let (outcome, mut data) = save_image(
         hv,
         dom,
@@ -230,6 +237,7 @@ pub fn send<R: Read, W: Write>(
     };
     data.flush()
         .map_err(|e| before_go(format!("sending the stream: {e}")))?;
+    waits.ready("waiting for the receiver's READY (it restores the guest first)");
     handshake::expect(&mut acks, handshake::READY, "receiver ready")
         .map_err(|e| before_go(format!("{e} (the receiver could not restore the guest)")))?;
 
@@ -244,9 +252,11 @@ pub fn send<R: Read, W: Write>(
              the destination may have a running copy — check it before resuming either"
         ),
     };
+    waits.message("sending permission to go");
     data.write_all(handshake::PERMISSION_TO_GO)
         .and_then(|()| data.flush())
         .map_err(|e| after_go(format!("sending permission to go: {e}")))?;
+    waits.message("waiting for the receiver's report");
     handshake::expect(&mut acks, handshake::REPORT, "receiver report")
         .map_err(|e| after_go(e.to_string()))?;
     let mut rc = [0u8; 1];
@@ -266,6 +276,7 @@ pub fn send<R: Read, W: Write>(
     }
     // The receiver failed to start its copy: it destroys it and hands the
     // guest back.
+    waits.message("waiting for permission to resume");
     handshake::expect(
         &mut acks,
         handshake::PERMISSION_TO_GO,
@@ -288,16 +299,29 @@ pub fn send<R: Read, W: Write>(
     })
 }
 
+/// Receiver options.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveOptions {
+    /// Leave the received domain paused.
+    pub paused: bool,
+    /// The limits of each wait (see [`SendOptions::waits`]).
+    pub waits: Waits,
+}
+
 /// The receiving side: `data` is the stream, `acks` goes back to the sender.
-/// On any failure the half-received domain is destroyed.
+/// On any failure (a timeout or a signal included) the half-received domain
+/// is destroyed.
 pub fn receive<R: Read, W: Write>(
     hv: &dyn Hypervisor,
     mut data: R,
     mut acks: W,
-    paused: bool,
+    opts: &ReceiveOptions,
 ) -> Result<RestoreOutcome, MigrateError> {
+    let (paused, waits) = (opts.paused, &opts.waits);
+    waits.handshake("sending the banner");
     acks.write_all(handshake::BANNER)?;
     acks.flush()?;
+    waits.stream("receiving the migration stream");
     let config = image::read_start(&mut data)?;
     if let Some(c) = &config {
         hv.check_restore_config(c)?;
@@ -338,10 +362,12 @@ pub fn receive<R: Read, W: Write>(
         destroy(e.to_string());
         return Err(e.into());
     }
+    waits.message("sending READY");
     if let Err(e) = acks.write_all(handshake::READY).and_then(|()| acks.flush()) {
         destroy(e.to_string());
         return Err(e.into());
     }
+    waits.message("waiting for permission to go");
     if let Err(e) = handshake::expect(&mut data, handshake::PERMISSION_TO_GO, "permission to go") {
         destroy(e.to_string());
         return Err(MigrateError::BeforeGo {
@@ -352,6 +378,7 @@ pub fn receive<R: Read, W: Write>(
     let started = hv
         .rename(dom, &name)
         .and_then(|()| if paused { Ok(()) } else { hv.unpause(dom) });
+    waits.message("sending the report");
     acks.write_all(handshake::REPORT)?;
     match started {
         Ok(()) => {

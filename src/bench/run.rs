@@ -120,7 +120,8 @@ type Migrated = (migrate::MigrateOutcome, DomId, u64, Duration);
 /// receive. Returns the new domain.
 fn receive<S: Read + Write>(dst_dir: &Path, data: impl Read, acks: S) -> Result<DomId, String> {
     let host = SimHost::open(dst_dir).map_err(|e| e.to_string())?;
-    migrate::receive(&host, BufReader::with_capacity(1 << 20, data), acks, false)
+    let opts = migrate::ReceiveOptions::default();
+    migrate::receive(&host, BufReader::with_capacity(1 << 20, data), acks, &opts)
         .map(|o| o.domid)
         .map_err(|e| format!("receiver: {e}"))
 }
@@ -171,6 +172,7 @@ fn migrate_guest(
     let opts = SendOptions {
         policy: policy.as_mut(),
         hooks: &mut Hooks { obs },
+        waits: Default::default(),
     };
     // Scoped: the receiver borrows the link and the host directory.
     thread::scope(|scope| {

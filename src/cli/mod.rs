@@ -1,5 +1,6 @@
 //! Command-line front ends (clap); `anyhow` lives only at this edge.
 
 pub mod bench;
+pub mod keys;
 pub mod ops;
 pub mod sim;

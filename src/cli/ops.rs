@@ -1,22 +1,100 @@
 //! `rxmigrate save | restore | migrate | receive`.
 
 use crate::hv::Hypervisor;
-use crate::migrate::{self, RestoreImageOptions, SendOptions};
+use crate::migrate::{self, ReceiveOptions, RestoreImageOptions, SendOptions};
 use crate::precopy::{self, HotPage, HotPageParams, Policy, Xen33, Xen33Params, Xen4, Xen4Params};
 use crate::restore::NoHooks;
 use crate::save::{SaveHooks, SaveOptions};
 use crate::stats::{RoundStats, StatsWriter, Summary};
-use crate::transport::{parse_bandwidth, RateLimited};
+use crate::transport::keys::{KeyDir, Pin, PublicKey};
+use crate::transport::tcp::{self, Listener, ReceiverAuth, SenderAuth};
+use crate::transport::timed::{self, set_nonblocking, Timed, Timeouts, Waits};
+use crate::transport::{parse_bandwidth, RateLimited, TransportError};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::fs::File;
-use std::io::{BufReader, BufWriter, IsTerminal, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const DEFAULT_PORT: u16 = 8002;
+
+/// Create `path` for guest memory or statistics, readable by us alone
+/// (0600): a regular file there is replaced, not rewritten in place (a
+/// reader that opened the old one sees nothing new); a device or FIFO
+/// (`/dev/stdout`, a pipe) is written as it is.
+fn create_private(path: &Path) -> io::Result<File> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_file() => std::fs::remove_file(path)?,
+        Ok(md) if !md.file_type().is_symlink() => {
+            return OpenOptions::new().write(true).open(path);
+        }
+        // A symlink: followed, as the user named it; tightened below if it
+        // leads to a regular file.
+        Ok(_) => {
+            let f = OpenOptions::new().write(true).truncate(true).open(path)?;
+            let md = f.metadata()?;
+            if md.is_file() && md.permissions().mode() & 0o077 != 0 {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+            return Ok(f);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The limits of a migration's waits, in seconds.
+#[derive(Args, Debug, Clone)]
+pub struct TimeoutArgs {
+    /// Stream inactivity (no byte moved for this long), and each message
+    /// after the stream (permission to go, the report).
+    #[arg(long, value_name = "SECS", default_value_t = timed::DEFAULT_IDLE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Connecting, the Noise handshake and the xl banner.
+    #[arg(long, value_name = "SECS", default_value_t = timed::DEFAULT_HANDSHAKE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: u64,
+}
+
+impl TimeoutArgs {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            handshake: secs(self.handshake_timeout),
+            idle: secs(self.timeout),
+            ..Timeouts::default()
+        }
+    }
+}
+
+/// Where this host's key and trust files are.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Key directory: key, key.pub, authorized_peers, known_hosts
+    /// [default: $RXMIGRATE_KEY_DIR, else /etc/rxmigrate].
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    fn dir(&self) -> KeyDir {
+        KeyDir::resolve(self.key_dir.as_deref())
+    }
+}
 
 /// Pre-copy policy and its parameters.
 #[derive(Args, Debug, Clone)]
@@ -83,7 +161,8 @@ impl CliHooks {
     fn new(stats: Option<&PathBuf>) -> Result<Self> {
         let stats = match stats {
             Some(p) => Some(StatsWriter::new(Box::new(
-                File::create(p).with_context(|| format!("creating stats file {}", p.display()))?,
+                create_private(p)
+                    .with_context(|| format!("creating stats file {}", p.display()))?,
             ))),
             None => None,
         };
@@ -161,7 +240,7 @@ pub fn save(hv: &dyn Hypervisor, a: &SaveArgs) -> Result<()> {
     let out: Box<dyn Write> = if a.file.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(File::create(&a.file).with_context(|| format!("creating {}", a.file.display()))?)
+        Box::new(create_private(&a.file).with_context(|| format!("creating {}", a.file.display()))?)
     };
     let (outcome, _) = migrate::save_image(
         hv,
@@ -173,7 +252,9 @@ pub fn save(hv: &dyn Hypervisor, a: &SaveArgs) -> Result<()> {
         a.raw,
     )
     .inspect_err(|_| {
-        if a.file.as_os_str() != "-" {
+        // Only a half-written image of ours, never a device we wrote to.
+        let ours = std::fs::symlink_metadata(&a.file).is_ok_and(|m| m.is_file());
+        if a.file.as_os_str() != "-" && ours {
             let _ = std::fs::remove_file(&a.file);
         }
     })?;
@@ -245,6 +326,22 @@ pub struct MigrateArgs {
     /// The receiver's `--hv` with -s (default: the sender's).
     #[arg(long)]
     pub remote_hv: Option<String>,
+    /// Plain TCP, no authentication, no encryption: only to a receiver on
+    /// loopback that runs `receive --listen --insecure`.
+    #[arg(long, conflicts_with_all = ["command", "peer_key"])]
+    pub insecure: bool,
+    /// The receiver's public key (its key.pub), instead of a known_hosts line.
+    #[arg(long, value_name = "KEY", conflicts_with = "command")]
+    pub peer_key: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
+    /// How long to wait for the receiver's READY after the stream (it
+    /// restores the guest and starts its device model first).
+    #[arg(long, value_name = "SECS", default_value_t = timed::DEFAULT_READY.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ready_timeout: u64,
     /// Limit the sender to this rate (e.g. 1G = 1 Gbit/s, 100M, 50MB).
     #[arg(long)]
     pub bandwidth: Option<String>,
@@ -255,6 +352,54 @@ pub struct MigrateArgs {
     pub policy: PolicyArgs,
 }
 
+/// The sender's keys and the receiver's pinned key.
+fn sender_auth(a: &MigrateArgs, host: &str, port: u16) -> Result<SenderAuth, TransportError> {
+    if a.insecure {
+        return Ok(SenderAuth::Insecure);
+    }
+    let dir = a.keys.dir();
+    let pin = match &a.peer_key {
+        Some(k) => Pin {
+            keys: vec![PublicKey::parse(k).map_err(|msg| TransportError::BadKey {
+                what: "--peer-key".into(),
+                msg,
+            })?],
+            source: "--peer-key".into(),
+        },
+        None => dir
+            .load_known_hosts()?
+            .pin(host, port)
+            .ok_or_else(|| TransportError::NoPin {
+                host: host.to_string(),
+                known_hosts: dir.known_hosts_file(),
+            })?,
+    };
+    Ok(SenderAuth::Keys {
+        me: dir.load_key()?,
+        pin,
+    })
+}
+
+/// Wait for the receiver command to end once its pipes are closed (it
+/// cleans up on EOF); kill it only if it does not within `limit`.
+fn reap(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if Instant::now() >= end {
+            log::warn!(
+                "the receiver command did not exit within {} s of the end; killing it",
+                limit.as_secs()
+            );
+            let _ = child.kill();
+            return Ok(child.wait()?);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()> {
     let dom = hv.lookup(&a.domain)?;
     let rate = match &a.bandwidth {
@@ -263,18 +408,21 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
     };
     let mut policy = a.policy.build()?;
     let mut hooks = CliHooks::new(a.stats.as_ref())?;
+    let waits = Waits::new(Timeouts {
+        ready: secs(a.ready_timeout),
+        ..a.timeouts.timeouts()
+    });
     let outcome = match &a.command {
         None => {
-            let addr = if a.host.contains(':') {
-                a.host.clone()
-            } else {
-                format!("{}:{DEFAULT_PORT}", a.host)
-            };
-            let sock =
-                TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
-            sock.set_nodelay(true).ok();
-            let acks = BufReader::new(sock.try_clone()?);
-            let data = BufWriter::with_capacity(1 << 20, RateLimited::new(sock, rate));
+            let (host, port) = tcp::split_host_port(&a.host, DEFAULT_PORT)?;
+            let auth = sender_auth(a, &host, port)?;
+            let conn = tcp::connect(&host, port, &auth, &waits)?;
+            match conn.peer_key {
+                Some(k) => log::info!("connected to {} (key {})", conn.peer, k.fingerprint()),
+                None => log::info!("connected to {} (--insecure: plain TCP)", conn.peer),
+            }
+            let acks = BufReader::new(conn.reader);
+            let data = BufWriter::with_capacity(1 << 20, RateLimited::new(conn.writer, rate));
             migrate::send(
                 hv,
                 dom,
@@ -283,6 +431,7 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
                 SendOptions {
                     policy: policy.as_mut(),
                     hooks: &mut hooks,
+                    waits,
                 },
             )?
         }
@@ -308,18 +457,27 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
             let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
                 bail!("receiver command has no pipes");
             };
-            let data = BufWriter::with_capacity(1 << 20, RateLimited::new(stdin, rate));
+            set_nonblocking(stdin.as_fd()).context("receiver command's stdin")?;
+            set_nonblocking(stdout.as_fd()).context("receiver command's stdout")?;
+            let who = "the receiver command";
+            let data = BufWriter::with_capacity(
+                1 << 20,
+                RateLimited::new(Timed::new(stdin, waits.timer.clone(), who), rate),
+            );
+            let acks = BufReader::new(Timed::new(stdout, waits.timer.clone(), who));
+            // Both pipes are closed when send returns.
             let r = migrate::send(
                 hv,
                 dom,
-                BufReader::new(stdout),
+                acks,
                 data,
                 SendOptions {
                     policy: policy.as_mut(),
                     hooks: &mut hooks,
+                    waits,
                 },
             );
-            let status = child.wait()?;
+            let status = reap(&mut child, secs(a.timeouts.handshake_timeout))?;
             let out = r?;
             if !status.success() {
                 log::warn!("receiver command exited with {status}");
@@ -334,35 +492,95 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
 #[derive(Args, Debug)]
 pub struct ReceiveArgs {
     /// Listen on ADDR[:PORT] for one migration instead of using stdin/stdout.
+    /// Encrypted and authenticated: needs this host's key and an
+    /// authorized_peers file in the key directory.
     #[arg(long)]
     pub listen: Option<String>,
+    /// With --listen: plain TCP, no authentication, no encryption; binds
+    /// loopback addresses only.
+    #[arg(long, requires = "listen")]
+    pub insecure: bool,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
+    /// With --listen: how long to wait for an authenticated sender; 0 waits
+    /// for ever.
+    #[arg(long, value_name = "SECS", default_value_t = timed::DEFAULT_ACCEPT.as_secs())]
+    pub accept_timeout: u64,
     /// Leave the received domain paused.
     #[arg(short = 'p', long)]
     pub paused: bool,
 }
 
+fn receiver_auth(a: &ReceiveArgs) -> Result<ReceiverAuth> {
+    if a.insecure {
+        return Ok(ReceiverAuth::Insecure);
+    }
+    let dir = a.keys.dir();
+    let load = || -> Result<ReceiverAuth, TransportError> {
+        Ok(ReceiverAuth::Keys {
+            me: dir.load_key()?,
+            authorized: dir.load_authorized()?,
+        })
+    };
+    load().with_context(|| {
+        format!(
+            "receive --listen takes authenticated senders only and has no usable keys in {} \
+             (docs/SECURITY.md; --insecure for plain TCP on loopback)",
+            dir.path().display()
+        )
+    })
+}
+
 pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
+    let opts = ReceiveOptions {
+        paused: a.paused,
+        waits: Waits::new(Timeouts {
+            accept: (a.accept_timeout > 0).then(|| secs(a.accept_timeout)),
+            ..a.timeouts.timeouts()
+        }),
+    };
     let out = match &a.listen {
         Some(l) => {
-            let addr = if l.contains(':') {
-                l.clone()
+            let auth = receiver_auth(a)?;
+            let listener = Listener::bind(l, DEFAULT_PORT, auth)?;
+            let at = listener.local_addr();
+            if listener.is_secure() {
+                eprintln!("rxmigrate: waiting for a migration on {at} (encrypted, authenticated senders only)");
             } else {
-                format!("{l}:{DEFAULT_PORT}")
-            };
-            let listener =
-                TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
-            eprintln!(
-                "rxmigrate: waiting for a migration on {}",
-                listener.local_addr()?
-            );
-            let (sock, peer) = listener.accept()?;
-            eprintln!("rxmigrate: receiving from {peer}");
-            let data = BufReader::with_capacity(1 << 20, sock.try_clone()?);
-            migrate::receive(hv, data, sock, a.paused)?
+                eprintln!(
+                    "rxmigrate: WARNING: --insecure: plain TCP, no authentication, no encryption; \
+                     listening on loopback {at} only"
+                );
+                eprintln!("rxmigrate: waiting for a migration on {at}");
+            }
+            let conn = listener.accept(&opts.waits)?;
+            match conn.peer_key {
+                Some(k) => eprintln!(
+                    "rxmigrate: receiving from {} (key {})",
+                    conn.peer,
+                    k.fingerprint()
+                ),
+                None => eprintln!("rxmigrate: receiving from {}", conn.peer),
+            }
+            // One migration per run: later peers are told so until it ends.
+            let _busy = listener.refuse_others();
+            let data = BufReader::with_capacity(1 << 20, conn.reader);
+            migrate::receive(hv, data, conn.writer, &opts)?
         }
         None => {
-            let data = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
-            migrate::receive(hv, data, std::io::stdout().lock(), a.paused)?
+            // Unbuffered copies of fds 0 and 1: the waits poll the
+            // descriptor, so no buffer may sit between them and the reads.
+            let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(File::from);
+            let stdin = dup(io::stdin().as_fd()).context("duplicating stdin")?;
+            let stdout = dup(io::stdout().as_fd()).context("duplicating stdout")?;
+            let data = BufReader::with_capacity(
+                1 << 20,
+                Timed::new(stdin, opts.waits.timer.clone(), "the sender (stdin)"),
+            );
+            let acks = Timed::new(stdout, opts.waits.timer.clone(), "the sender (stdout)");
+            migrate::receive(hv, data, acks, &opts)?
         }
     };
     eprintln!(

@@ -83,6 +83,12 @@ fn io_err<'a>(peer: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> Tran
             }
             return protocol(peer, format!("{op}: lost error"));
         }
+        if source.kind() == io::ErrorKind::UnexpectedEof {
+            return protocol(
+                peer,
+                format!("closed the connection while {op} (does it not trust our key?)"),
+            );
+        }
         TransportError::Io {
             peer: peer.to_string(),
             op,
@@ -113,7 +119,7 @@ fn read_handshake_frame<R: Read>(
 ) -> Result<Vec<u8>, TransportError> {
     let mut len = [0u8; 2];
     r.read_exact(&mut len)
-        .map_err(io_err(peer, "reading a handshake message"))?;
+        .map_err(io_err(peer, "waiting for a handshake message"))?;
     let len = u16::from_be_bytes(len) as usize;
     if len == 0 || len > MAX_HANDSHAKE_FRAME {
         return Err(protocol(
@@ -131,7 +137,7 @@ fn read_handshake_frame<R: Read>(
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)
-        .map_err(io_err(peer, "reading a handshake message"))?;
+        .map_err(io_err(peer, "waiting for a handshake message"))?;
     Ok(buf)
 }
 

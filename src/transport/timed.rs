@@ -8,9 +8,11 @@
 //! - the handshake (connect, Noise, the xl banner): one deadline for each
 //!   message, `--handshake-timeout`, default 30 s;
 //! - the stream: inactivity, `--timeout`, default 60 s (a stream of any size
-//!   goes on as long as bytes move);
-//! - each later message (READY, permission to go, the report): one deadline
-//!   of `--timeout` for the whole message, so a peer cannot trickle it;
+//!   goes on as long as bytes move), default 150 s;
+//! - each later message (permission to go, the report): one deadline of
+//!   `--timeout` for the whole message, so a peer cannot trickle it;
+//! - READY, which the receiver sends once it restored the guest and started
+//!   its device model: `--ready-timeout`, default 300 s;
 //! - waiting for a sender to connect: `--accept-timeout`, default 600 s.
 //!
 //! Works on sockets, pipes and stdin/stdout. A descriptor in blocking mode
@@ -30,8 +32,14 @@ use std::time::{Duration, Instant};
 
 /// Default limit of each handshake message.
 pub const DEFAULT_HANDSHAKE: Duration = Duration::from_secs(30);
-/// Default limit of stream inactivity and of each later message.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+/// Default limit of stream inactivity and of each later message: more than
+/// libxl gives a guest to suspend (60 s to acknowledge, 60 s to do it),
+/// during which the sender writes nothing.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(150);
+/// Default limit of the sender's wait for READY: the receiver restores what
+/// it buffered and starts the device model first (up to 180 s by default,
+/// `RXMIGRATE_DM_TIMEOUT`).
+pub const DEFAULT_READY: Duration = Duration::from_secs(300);
 /// Default limit of the wait for a sender to connect.
 pub const DEFAULT_ACCEPT: Duration = Duration::from_secs(600);
 
@@ -49,6 +57,8 @@ pub struct Timeouts {
     pub handshake: Duration,
     /// Stream inactivity, and each message after the stream.
     pub idle: Duration,
+    /// The sender's wait for READY.
+    pub ready: Duration,
     /// The wait for a sender to connect (`None`: for ever).
     pub accept: Option<Duration>,
 }
@@ -58,6 +68,7 @@ impl Default for Timeouts {
         Timeouts {
             handshake: DEFAULT_HANDSHAKE,
             idle: DEFAULT_IDLE,
+            ready: DEFAULT_READY,
             accept: Some(DEFAULT_ACCEPT),
         }
     }
@@ -189,6 +200,11 @@ impl Waits {
     /// A message after the stream: one deadline of `--timeout`.
     pub fn message(&self, what: &str) {
         self.timer.deadline(what, self.timeouts.idle, "--timeout");
+    }
+    /// The receiver's READY: one deadline of `--ready-timeout`.
+    pub fn ready(&self, what: &str) {
+        self.timer
+            .deadline(what, self.timeouts.ready, "--ready-timeout");
     }
 }
 
