@@ -2,7 +2,7 @@
 //! them: two simulated hosts, the binary, the stats file, the oracle.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn rx(host: &Path) -> Command {
@@ -63,6 +63,28 @@ fn check(h: &Host, name: &str) {
     assert!(out.contains("matches the reference"), "{out}");
 }
 
+/// Host keys for a sender `a` and a receiver `b` that trust each other (b
+/// authorizes a's key, a pins b's for 127.0.0.1); their key directories.
+fn trust(a: &Host, b: &Host) -> (PathBuf, PathBuf) {
+    let keygen = |h: &Host| {
+        let dir = h.path().join("keys");
+        let line = ok(
+            rx(h.path())
+                .arg("keygen")
+                .arg("--key-dir")
+                .arg(&dir)
+                .output()
+                .unwrap(),
+            "keygen",
+        );
+        (dir, line.split_whitespace().next().unwrap().to_string())
+    };
+    let ((da, ka), (db, kb)) = (keygen(a), keygen(b));
+    std::fs::write(db.join("authorized_peers"), format!("{ka}\n")).unwrap();
+    std::fs::write(da.join("known_hosts"), format!("127.0.0.1 {kb}\n")).unwrap();
+    (da, db)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -75,9 +97,13 @@ fn free_port() -> u16 {
 fn migrate_over_tcp_to_a_receiver_writes_round_stats_with_the_hot_set() {
     let (a, b) = (Host::new(), Host::new());
     create(&a, "web", "pv");
+    let (ka, kb) = trust(&a, &b);
     let port = free_port();
+    // Encrypted and authenticated: TCP's default.
     let mut recv = rx(b.path())
         .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--key-dir")
+        .arg(&kb)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -89,9 +115,11 @@ fn migrate_over_tcp_to_a_receiver_writes_round_stats_with_the_hot_set() {
             .args(["migrate", "web", &format!("127.0.0.1:{port}")])
             .args(["--policy", "hotpage", "--bandwidth", "1G", "--stats"])
             .arg(&stats)
+            .arg("--key-dir")
+            .arg(&ka)
             .output()
             .unwrap();
-        let refused = String::from_utf8_lossy(&o.stderr).contains("connecting to");
+        let refused = String::from_utf8_lossy(&o.stderr).contains("Connection refused");
         if !refused {
             out = Some(o);
             break;

@@ -44,7 +44,7 @@ fn migrate_pair<RW: Write + Send + 'static>(
     let recv = thread::spawn(move || {
         let host = SimHost::open(&bdir).expect("open b");
         let data = io::BufReader::new(s2.try_clone().expect("clone"));
-        migrate::receive(&host, data, s2, false)
+        migrate::receive(&host, data, s2, &migrate::ReceiveOptions::default())
     });
     let mut p = policy(policy_name);
     let mut rw = wrap(s1.try_clone().expect("clone"));
@@ -57,6 +57,7 @@ fn migrate_pair<RW: Write + Send + 'static>(
         SendOptions {
             policy: p.as_mut(),
             hooks: &mut DirectHooks,
+            waits: Default::default(),
         },
     );
     drop(rw);
@@ -283,6 +284,7 @@ fn receiver_that_fails_before_ready_leaves_source_running() {
         SendOptions {
             policy: p.as_mut(),
             hooks: &mut DirectHooks,
+            waits: Default::default(),
         },
     )
     .expect_err("no READY");
