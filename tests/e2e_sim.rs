@@ -120,6 +120,92 @@ fn migration_with_both_tracking_modes() {
     }
 }
 
+/// The whole stack `migrate` / `receive --listen` use, in one process: Noise
+/// over a socket pair, every read and write timed, the xl protocol inside.
+#[test]
+fn live_migration_through_the_encrypted_channel() {
+    use rxmigrate::transport::keys::{AuthorizedPeers, Keypair, Pin};
+    use rxmigrate::transport::secure;
+    use rxmigrate::transport::timed::{set_nonblocking, Timed, Timeouts, Waits};
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    for t in [GuestType::Pv, GuestType::Hvm] {
+        let mut a = TestHost::new();
+        let b = TestHost::new();
+        let dom = a.create(&guest("n", t, WorkloadKind::HotSet, 21));
+        let (sender_key, receiver_key) =
+            (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+        let allowed = AuthorizedPeers::parse(
+            std::path::Path::new("ap"),
+            &format!("{}\n", sender_key.public()),
+        )
+        .unwrap();
+        let pin = Pin {
+            keys: vec![receiver_key.public()],
+            source: "test".into(),
+        };
+        let limits = Timeouts {
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(20),
+            ready: Duration::from_secs(20),
+            accept: None,
+        };
+        let (s1, s2) = UnixStream::pair().unwrap();
+        for s in [&s1, &s2] {
+            set_nonblocking(s.as_fd()).unwrap();
+        }
+        let bdir = b.host.dir().to_path_buf();
+        let recv = thread::spawn(move || {
+            let host = SimHost::open(&bdir).expect("open b");
+            let opts = migrate::ReceiveOptions {
+                paused: false,
+                waits: Waits::new(limits),
+            };
+            let timed = |s: UnixStream| Timed::new(s, opts.waits.timer.clone(), "sender");
+            opts.waits.handshake("the handshake");
+            let sess = secure::respond(
+                timed(s2.try_clone().unwrap()),
+                timed(s2),
+                &receiver_key,
+                &allowed,
+                "sender",
+            )
+            .expect("receiver handshake");
+            migrate::receive(&host, io::BufReader::new(sess.reader), sess.writer, &opts)
+        });
+        let waits = Waits::new(limits);
+        let timed = |s: UnixStream| Timed::new(s, waits.timer.clone(), "receiver");
+        waits.handshake("the handshake");
+        let sess = secure::initiate(
+            timed(s1.try_clone().unwrap()),
+            timed(s1),
+            &sender_key,
+            &pin,
+            "receiver",
+        )
+        .expect("sender handshake");
+        let mut p = policy("hotpage");
+        let sent = migrate::send(
+            &a.host,
+            dom,
+            io::BufReader::new(sess.reader),
+            io::BufWriter::with_capacity(1 << 20, sess.writer),
+            SendOptions {
+                policy: p.as_mut(),
+                hooks: &mut DirectHooks,
+                waits,
+            },
+        );
+        let got = recv.join().expect("receiver thread");
+        sent.unwrap_or_else(|e| panic!("{t} sender: {e}"));
+        let got = got.unwrap_or_else(|e| panic!("{t} receiver: {e}"));
+        a.doms.clear();
+        assert_matches_reference(&b.host, got.domid);
+        b.host.destroy(got.domid).expect("destroy");
+    }
+}
+
 #[test]
 fn save_restore_the_guest_continues() {
     for t in [GuestType::Pv, GuestType::Hvm] {
