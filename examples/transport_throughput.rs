@@ -114,7 +114,11 @@ fn main() {
     let total = (gib * (1u64 << 30) as f64) as u64;
     let (mut plain, mut noise) = (Vec::new(), Vec::new());
     for i in 0..repeats.max(1) {
-        let order = if i % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for enc in order {
             let r = run(enc, total);
             println!(
@@ -123,7 +127,11 @@ fn main() {
                 if enc { "noise" } else { "plain" },
                 r
             );
-            if enc { noise.push(r) } else { plain.push(r) }
+            if enc {
+                noise.push(r)
+            } else {
+                plain.push(r)
+            }
         }
     }
     let (p, n) = (median(plain), median(noise));
