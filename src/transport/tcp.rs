@@ -51,9 +51,10 @@ pub struct Connection {
 
 /// Split `HOST[:PORT]`, `[V6]:PORT` or a bare IPv6 address.
 pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), TransportError> {
-    let bad = |msg: &str| TransportError::BadKey {
-        what: format!("address {s:?}"),
-        msg: msg.to_string(),
+    let bad = |msg: &str| TransportError::Address {
+        addr: s.to_string(),
+        op: "parsing HOST[:PORT]",
+        source: io::Error::new(io::ErrorKind::InvalidInput, msg.to_string()),
     };
     let port = |p: &str| {
         p.parse::<u16>()
