@@ -136,13 +136,25 @@ fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Inspect { json, file } => return stream_command(file, *json, inspect::inspect),
         Cmd::Verify { json, file } => return stream_command(file, *json, inspect::verify),
+        // SIGINT/SIGTERM/SIGHUP stop these at a safe point, where their
+        // failure path cleans up (source resumed, half-built domain gone).
+        Cmd::Save(_) | Cmd::Restore(_) | Cmd::Migrate(_) | Cmd::Receive(_) => {
+            if let Err(e) = rxmigrate::cancel::install() {
+                eprintln!("rxmigrate: installing the signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         _ => {}
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rxmigrate: {e:#}");
-            ExitCode::FAILURE
+            // Stopped by a signal: the shell's convention, 128 + signal.
+            match rxmigrate::cancel::pending() {
+                Some(sig) => ExitCode::from(128u8.saturating_add(sig as u8)),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
