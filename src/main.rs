@@ -125,6 +125,24 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The error and its causes, each said once: layers that show their cause
+/// in their own message (`restore failed: {0}`) and also return it as
+/// `source()` would otherwise repeat it for every layer of the chain.
+fn chain_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -149,7 +167,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rxmigrate: {e:#}");
+            eprintln!("rxmigrate: {}", chain_once(&e));
             // Stopped by a signal: the shell's convention, 128 + signal.
             match rxmigrate::cancel::pending() {
                 Some(sig) => ExitCode::from(128u8.saturating_add(sig as u8)),

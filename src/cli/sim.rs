@@ -172,7 +172,11 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                     i.p2m_size() / 256,
                     host.state_name(id)?,
                     host.step(id)?,
-                    if host.logdirty_enabled(id)? { "on" } else { "off" }
+                    if host.logdirty_enabled(id)? {
+                        "on"
+                    } else {
+                        "off"
+                    }
                 );
                 let msg = host.message(id)?;
                 if !msg.is_empty() {
