@@ -187,3 +187,6 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 pub fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
 }
+
+pub mod framer;
+pub mod relay;
