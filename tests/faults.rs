@@ -26,6 +26,7 @@
 mod fault_util;
 mod sim_util;
 
+use fault_util::framer::Framer;
 use fault_util::relay::{self, Cut, DataReport, Fault, Shared, Side};
 use fault_util::{rx, shm_files_of, Host};
 use rxmigrate::hv::sim::{check, GuestConfig, SimHost, WorkloadKind};
@@ -50,6 +51,11 @@ enum Outcome {
     /// Sender gone after permission to go: the destination owns the guest,
     /// the source's suspended copy was left (and destroyed by the test).
     DestinationOwnsSourceKept,
+    /// Permission to go lost in transit with the connection (both ends cut
+    /// before the receiver had it whole): the receiver destroyed its copy,
+    /// the sender cannot know that and keeps its copy suspended; resumed by
+    /// hand here, its RAM intact.
+    SourceKeptSuspended,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -247,6 +253,32 @@ fn judge(
             a.doms.clear();
             Outcome::DestinationOwnsSourceKept
         }
+        Err(MigrateError::AfterGo { .. })
+            if matches!(case.fault, Fault::Cut(Cut::IntoGo(_), Side::Receiver)) =>
+        {
+            let doms = bh.list_domains().map_err(|e| e.to_string())?;
+            if !doms.is_empty() {
+                return Err(format!(
+                    "receiving host kept {doms:?} without permission to go"
+                ));
+            }
+            let kept = only(&a.host, "g--migratedaway", "source host")?;
+            let info = a.host.domain_info(kept).map_err(|e| e.to_string())?;
+            if info.shutdown != Some(ShutdownReason::Suspend) {
+                return Err(format!("the kept source copy is not suspended: {info:?}"));
+            }
+            // What an operator does: take the name back and resume it.
+            a.host.rename(kept, "g").map_err(|e| e.to_string())?;
+            a.host.resume(kept, true).map_err(|e| e.to_string())?;
+            running(&a.host, kept)?;
+            a.host.pause(kept).map_err(|e| e.to_string())?;
+            let s0 = a.host.step(kept).map_err(|e| e.to_string())?;
+            a.host
+                .run_until(kept, s0 + 200)
+                .map_err(|e| e.to_string())?;
+            ram_ok(&a.host, kept)?;
+            Outcome::SourceKeptSuspended
+        }
         Err(e @ MigrateError::AfterGo { .. }) => {
             return Err(format!("undefined state after permission to go: {e}"))
         }
@@ -341,6 +373,7 @@ impl Rng {
 /// The cases for one guest type, from an uncut baseline run's stream.
 fn cases(ty: GuestType, boundaries: usize, len: u64, full: bool, rng: &mut Rng) -> Vec<Case> {
     let sides = [Side::Sender, Side::Receiver];
+    let go = Framer::GO_LEN;
     let mut faults = Vec::new();
     if full {
         for k in 0..boundaries {
@@ -351,6 +384,11 @@ fn cases(ty: GuestType, boundaries: usize, len: u64, full: bool, rng: &mut Rng) 
         for _ in 0..50 {
             for side in sides {
                 faults.push(Fault::Cut(Cut::Offset(1 + rng.below(len - 1)), side));
+            }
+        }
+        for j in [1, go / 2, go - 1] {
+            for side in sides {
+                faults.push(Fault::Cut(Cut::IntoGo(j), side));
             }
         }
     } else {
@@ -365,12 +403,16 @@ fn cases(ty: GuestType, boundaries: usize, len: u64, full: bool, rng: &mut Rng) 
                 sides[i % 2],
             ));
         }
+        faults.push(Fault::Cut(Cut::IntoGo(go / 2), Side::Sender));
     }
-    faults.extend([
-        Fault::ReceiverTermAfterReady,
-        Fault::ReceiverKillAfterReady,
-        Fault::SenderGoneAfterGo,
-    ]);
+    // Kills race the handshake: the whole matrix repeats them.
+    for _ in 0..if full { 5 } else { 1 } {
+        faults.extend([
+            Fault::ReceiverTermAfterReady,
+            Fault::ReceiverKillAfterReady,
+            Fault::SenderGoneAfterGo,
+        ]);
+    }
     faults
         .into_iter()
         .enumerate()
@@ -423,6 +465,7 @@ fn live_migration_cut_anywhere_leaves_one_owner_and_nothing_behind() {
             let kind = match case.fault {
                 Fault::Cut(Cut::Boundary(_), side) => format!("{ty} boundary, {side:?} side"),
                 Fault::Cut(Cut::Offset(_), side) => format!("{ty} offset, {side:?} side"),
+                Fault::Cut(Cut::IntoGo(_), side) => format!("{ty} into GO, {side:?} side"),
                 other => format!("{ty} {other:?}"),
             };
             match run_case(&case, false).0 {

@@ -23,6 +23,8 @@ pub enum Cut {
     Boundary(usize),
     /// After this many bytes (the stream's end when it is shorter).
     Offset(u64),
+    /// This many bytes into permission to go, after the whole stream.
+    IntoGo(u64),
 }
 
 /// Who sees the cut first.
@@ -118,6 +120,7 @@ fn cut_point(fault: Fault, f: &Framer) -> Option<u64> {
             (None, None) => None,
         },
         Fault::Cut(Cut::Offset(n), _) => Some(f.stream_end.map_or(n, |end| n.min(end))),
+        Fault::Cut(Cut::IntoGo(j), _) => f.stream_end.map(|end| end + j.min(Framer::GO_LEN)),
         Fault::SenderGoneAfterGo => f.stream_end.map(|end| end + Framer::GO_LEN),
         _ => None,
     }
