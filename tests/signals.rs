@@ -271,6 +271,53 @@ fn sender_signalled_after_permission_to_go_finishes_the_handover() {
     panic!("no signal landed between permission to go and the end in 8 attempts");
 }
 
+#[test]
+fn live_save_stopped_by_a_signal_resumes_the_source_with_log_dirty_off() {
+    // `save --live` into a FIFO read slowly, as to a slow disk or pipe.
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Host::new();
+    let dom = a.create("s", "pv", 16, 0, 50);
+    let fifo = tmp.path().join("s.img");
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .expect("mkfifo");
+    let (err, err_path) = stderr_file(tmp.path(), "save.err");
+    let mut saver = rx(a.path())
+        .args(["save", "s", "--live"])
+        .arg(&fifo)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn save");
+    let mut image = File::open(&fifo).expect("open the FIFO");
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut total = 0;
+        loop {
+            match std::io::Read::read(&mut image, &mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert!(
+        wait_for(Duration::from_secs(20), Duration::from_millis(10), || {
+            a.open().logdirty_enabled(dom).unwrap_or(false)
+        }),
+        "the live save never switched log-dirty on"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    signal(saver.id(), Signal::SIGINT);
+    let st = wait_or_kill(&mut saver, Duration::from_secs(10), "save after a signal");
+    let got = reader.join().unwrap();
+    assert!(got < 16 << 20, "the whole guest was saved ({got} bytes)");
+    assert_stopped_by(st, Signal::SIGINT, &read(&err_path));
+    assert_source_runs_on(&a, "s");
+}
+
 /// A peer that sends part of a stream and then nothing: the blocked read
 /// must give way to the signal within a second or so.
 fn silent_peer(cmd: &[&str]) {
