@@ -1,9 +1,17 @@
 //! Whole operations on a domain: save to an image, restore from one, and
 //! live migration speaking `xl migrate`'s handshake (reference §3) with xl's
 //! ownership rules made strict:
-//! - before permission-to-go the source owns the guest: any failure resumes it;
-//! - the receiver destroys its copy on any failure;
-//! - after permission-to-go a failure is reported with who owns the guest.
+//! - before permission-to-go the source owns the guest: any failure resumes
+//!   it, and so does a permission-to-go that could not be sent whole;
+//! - the receiver destroys its copy on any failure, and one that gives up
+//!   while waiting for permission to go hands the guest back (report status
+//!   1, then permission to go, as after a failed start) so that a sender
+//!   that already sent it resumes rather than guess;
+//! - after permission-to-go a failure is reported with who owns the guest;
+//!   signals are held (`cancel::hold`) from just before the rename that
+//!   precedes permission to go until the receiver's report, so SIGINT,
+//!   SIGTERM or SIGHUP there finish the handover instead of leaving nobody
+//!   owning the guest. See docs/FAULTS.md.
 
 use crate::cancel;
 use crate::hv::{DomId, HvError, Hypervisor, ShutdownReason};
