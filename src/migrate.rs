@@ -392,6 +392,9 @@ pub fn receive<R: Read, W: Write>(
         // Tell a sender that is still there to resume its copy, as after a
         // failed start (a sender waiting for our report reads this; one
         // that has not sent permission to go yet finds it before it does).
+        // Even when a signal is why we stopped: without this message a
+        // sender that sent permission to go cannot tell who owns the guest.
+        let _held = cancel::hold();
         let handed_back = [handshake::REPORT, &[1], handshake::PERMISSION_TO_GO]
             .iter()
             .try_for_each(|m| acks.write_all(m))
