@@ -6,10 +6,12 @@
 //! (which poll their file descriptor) poll it too.
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 /// The signal that asked us to stop (0: none).
 static REQUESTED: AtomicI32 = AtomicI32::new(0);
+/// Live [`Hold`]s: while there is one, a request is kept for later.
+static HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// The signals that cancel an operation.
 pub const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -37,12 +39,58 @@ pub fn install() -> nix::Result<()> {
     Ok(())
 }
 
-/// The signal that asked for cancellation, if one did.
-pub fn requested() -> Option<Signal> {
+fn raw() -> Option<Signal> {
     match REQUESTED.load(Ordering::SeqCst) {
         0 => None,
         n => Signal::try_from(n).ok(),
     }
+}
+
+/// The signal that asked for cancellation, if one did (none while a
+/// [`Hold`] lives).
+pub fn requested() -> Option<Signal> {
+    if HELD.load(Ordering::SeqCst) > 0 {
+        return None;
+    }
+    raw()
+}
+
+/// Cancellation deferred: past the point of no return of a migration
+/// (permission to go sent or received) stopping would leave nobody owning
+/// the guest, so the handover is finished first. While a `Hold` lives,
+/// [`requested`] and [`check`] report nothing; a signal that arrives is
+/// remembered and reported once the last `Hold` is dropped.
+#[must_use = "cancellation is deferred only while the Hold lives"]
+pub struct Hold {
+    before: Option<Signal>,
+}
+
+impl Hold {
+    /// A signal that had already asked to stop when the hold was taken: the
+    /// caller may still stop cleanly (it has not passed the point of no
+    /// return yet) or must go on regardless.
+    pub fn requested_before(&self) -> Option<Signal> {
+        self.before
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Defer cancellation until the returned [`Hold`] is dropped.
+pub fn hold() -> Hold {
+    HELD.fetch_add(1, Ordering::SeqCst);
+    // Read after counting the hold: a signal is either seen here or kept.
+    Hold { before: raw() }
+}
+
+/// The signal that asked to stop, held or not (for a message once a held
+/// handover is done).
+pub fn pending() -> Option<Signal> {
+    raw()
 }
 
 /// Ask for cancellation as a signal would (tests, and callers that stop an

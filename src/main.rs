@@ -129,21 +129,22 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The error and its causes, each said once: a cause whose text its
-/// wrapper already shows is not repeated.
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
+/// The error and its causes, each said once: layers that show their cause
+/// in their own message (`restore failed: {0}`) and also return it as
+/// `source()` would otherwise repeat it for every layer of the chain.
+fn chain_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
     for cause in e.chain() {
-        let c = cause.to_string();
-        if text.contains(&c) {
+        let text = cause.to_string();
+        if out.contains(&text) {
             continue;
         }
-        if !text.is_empty() {
-            text.push_str(": ");
+        if !out.is_empty() {
+            out.push_str(": ");
         }
-        text.push_str(&c);
+        out.push_str(&text);
     }
-    text
+    out
 }
 
 fn main() -> ExitCode {
@@ -157,24 +158,25 @@ fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Inspect { json, file } => return stream_command(file, *json, inspect::inspect),
         Cmd::Verify { json, file } => return stream_command(file, *json, inspect::verify),
-        _ => {}
-    }
-    // A signal during these stops them at their next safe point (the source
-    // resumed, a half-built domain destroyed) instead of killing them.
-    if matches!(
-        cli.cmd,
-        Cmd::Save(_) | Cmd::Restore(_) | Cmd::Migrate(_) | Cmd::Receive(_)
-    ) {
-        if let Err(e) = rxmigrate::cancel::install() {
-            eprintln!("rxmigrate: installing the signal handlers: {e}");
-            return ExitCode::FAILURE;
+        // SIGINT/SIGTERM/SIGHUP stop these at a safe point, where their
+        // failure path cleans up (source resumed, half-built domain gone).
+        Cmd::Save(_) | Cmd::Restore(_) | Cmd::Migrate(_) | Cmd::Receive(_) => {
+            if let Err(e) = rxmigrate::cancel::install() {
+                eprintln!("rxmigrate: installing the signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
         }
+        _ => {}
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rxmigrate: {}", error_text(&e));
-            ExitCode::FAILURE
+            eprintln!("rxmigrate: {}", chain_once(&e));
+            // Stopped by a signal: the shell's convention, 128 + signal.
+            match rxmigrate::cancel::pending() {
+                Some(sig) => ExitCode::from(128u8.saturating_add(sig as u8)),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

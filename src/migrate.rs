@@ -1,10 +1,19 @@
 //! Whole operations on a domain: save to an image, restore from one, and
 //! live migration speaking `xl migrate`'s handshake (reference §3) with xl's
 //! ownership rules made strict:
-//! - before permission-to-go the source owns the guest: any failure resumes it;
-//! - the receiver destroys its copy on any failure;
-//! - after permission-to-go a failure is reported with who owns the guest.
+//! - before permission-to-go the source owns the guest: any failure resumes
+//!   it, and so does a permission-to-go that could not be sent whole;
+//! - the receiver destroys its copy on any failure, and one that gives up
+//!   while waiting for permission to go hands the guest back (report status
+//!   1, then permission to go, as after a failed start) so that a sender
+//!   that already sent it resumes rather than guess;
+//! - after permission-to-go a failure is reported with who owns the guest;
+//!   signals are held (`cancel::hold`) from just before the rename that
+//!   precedes permission to go until the receiver's report, so SIGINT,
+//!   SIGTERM or SIGHUP there finish the handover instead of leaving nobody
+//!   owning the guest. See docs/FAULTS.md.
 
+use crate::cancel;
 use crate::hv::{DomId, HvError, Hypervisor, ShutdownReason};
 use crate::image::{self, ImageError};
 use crate::precopy::Policy;
@@ -113,6 +122,11 @@ pub fn save_image<W: Write>(
             source: SaveError::Hook(format!("flushing the output: {e}")),
         });
     }
+    // A signal during the tail still stops the save: the image is not
+    // handed over yet, so the guest is resumed as on any failure.
+    if let Err(c) = cancel::check() {
+        return Err(fail(c.into()));
+    }
     outcome.summary.total_bytes = w.bytes();
     Ok((outcome, w.into_inner()))
 }
@@ -166,7 +180,10 @@ pub fn restore_image<R: Read>(
     let started = dm.map_err(MigrateError::from).and_then(|dm| {
         let config = config.map(|c| named(c, &name));
         hv.start_platform(out.domid, dm.as_ref(), config.as_ref())
-            .map_err(MigrateError::from)
+            .map_err(MigrateError::from)?;
+        // A signal while the device model came up: the half-built domain
+        // goes, as on any failure.
+        cancel::check().map_err(|c| RestoreError::from(c).into())
     });
     if let Err(e) = started {
         if let Err(de) = hv.destroy(out.domid) {
@@ -241,10 +258,31 @@ pub fn send<R: Read, W: Write>(
     handshake::expect(&mut acks, handshake::READY, "receiver ready")
         .map_err(|e| before_go(format!("{e} (the receiver could not restore the guest)")))?;
 
-    // Point of no return starts: rename, then permission to go.
+    // Point of no return. From here a signal waits until the handover is
+    // settled (see `cancel::hold`): stopping between permission to go and
+    // the receiver's report would leave nobody owning the guest. A signal
+    // that came before is honoured now, while the source still owns it.
+    let held = cancel::hold();
+    if let Some(sig) = held.requested_before() {
+        return Err(before_go(cancel::Cancelled(sig).to_string()));
+    }
     let away = format!("{name}--migratedaway");
     hv.rename(dom, &away)
         .map_err(|e| before_go(format!("renaming the source to {away}: {e}")))?;
+    waits.message("sending permission to go");
+    if let Err(e) = data
+        .write_all(handshake::PERMISSION_TO_GO)
+        .and_then(|()| data.flush())
+    {
+        // Not all of the message left: the receiver cannot have it whole,
+        // so it never unpauses its copy (it destroys it when the connection
+        // drops). The source still owns the guest.
+        let _ = hv.rename(dom, &name);
+        return Err(MigrateError::BeforeGo {
+            msg: format!("sending permission to go: {e} (the receiver did not get it)"),
+            state: resume_source(hv, dom),
+        });
+    }
     let after_go = |msg: String| MigrateError::AfterGo {
         msg,
         state: format!(
@@ -252,10 +290,6 @@ pub fn send<R: Read, W: Write>(
              the destination may have a running copy — check it before resuming either"
         ),
     };
-    waits.message("sending permission to go");
-    data.write_all(handshake::PERMISSION_TO_GO)
-        .and_then(|()| data.flush())
-        .map_err(|e| after_go(format!("sending permission to go: {e}")))?;
     waits.message("waiting for the receiver's report");
     handshake::expect(&mut acks, handshake::REPORT, "receiver report")
         .map_err(|e| after_go(e.to_string()))?;
@@ -268,6 +302,13 @@ pub fn send<R: Read, W: Write>(
     if rc[0] == 0 {
         if let Err(e) = hv.destroy(dom) {
             log::warn!("migration done but destroying the source domain {dom} failed: {e}");
+        }
+        drop(held);
+        if let Some(sig) = cancel::pending() {
+            log::warn!(
+                "{sig} arrived after permission to go, too late to stop: \
+                 the guest runs on the destination"
+            );
         }
         return Ok(MigrateOutcome {
             summary,
@@ -362,6 +403,10 @@ pub fn receive<R: Read, W: Write>(
         destroy(e.to_string());
         return Err(e.into());
     }
+    if let Err(c) = cancel::check() {
+        destroy(c.to_string());
+        return Err(RestoreError::from(c).into());
+    }
     waits.message("sending READY");
     if let Err(e) = acks.write_all(handshake::READY).and_then(|()| acks.flush()) {
         destroy(e.to_string());
@@ -370,30 +415,70 @@ pub fn receive<R: Read, W: Write>(
     waits.message("waiting for permission to go");
     if let Err(e) = handshake::expect(&mut data, handshake::PERMISSION_TO_GO, "permission to go") {
         destroy(e.to_string());
+        // Tell a sender that is still there to resume its copy, as after a
+        // failed start (a sender waiting for our report reads this; one
+        // that has not sent permission to go yet finds it before it does).
+        // Even when a signal is why we stopped: without this message a
+        // sender that sent permission to go cannot tell who owns the guest.
+        let _held = cancel::hold();
+        waits.message("handing the guest back");
+        let handed_back = [handshake::REPORT, &[1], handshake::PERMISSION_TO_GO]
+            .iter()
+            .try_for_each(|m| acks.write_all(m))
+            .and_then(|()| acks.flush());
+        if let Err(we) = handed_back {
+            log::debug!("telling the sender to resume: {we}");
+        }
         return Err(MigrateError::BeforeGo {
             msg: e.to_string(),
             state: format!("destination copy (domain {dom}) destroyed; the source keeps the guest"),
         });
     }
+    // Past permission to go this side owns the guest: a signal waits until
+    // it runs and the sender has our report.
+    let held = cancel::hold();
     let started = hv
         .rename(dom, &name)
         .and_then(|()| if paused { Ok(()) } else { hv.unpause(dom) });
     waits.message("sending the report");
-    acks.write_all(handshake::REPORT)?;
     match started {
         Ok(()) => {
-            acks.write_all(&[0])?;
-            acks.flush()?;
+            let report = acks
+                .write_all(handshake::REPORT)
+                .and_then(|()| acks.write_all(&[0]))
+                .and_then(|()| acks.flush());
+            if let Err(e) = report {
+                // The guest is ours either way; the sender, not hearing
+                // back, keeps its suspended copy and resumes nothing.
+                log::warn!(
+                    "domain {dom} runs here, but reporting that to the sender failed: {e}; \
+                     the source keeps a suspended copy ({name}--migratedaway) to destroy"
+                );
+            }
+            drop(held);
+            if let Some(sig) = cancel::pending() {
+                log::warn!(
+                    "{sig} arrived after permission to go, too late to stop: \
+                     domain {dom} runs here"
+                );
+            }
             Ok(out)
         }
         Err(e) => {
-            acks.write_all(&[1])?;
             let _ = hv.destroy(dom);
-            acks.write_all(handshake::PERMISSION_TO_GO)?;
-            acks.flush()?;
+            let report = [handshake::REPORT, &[1], handshake::PERMISSION_TO_GO]
+                .iter()
+                .try_for_each(|m| acks.write_all(m))
+                .and_then(|()| acks.flush());
             Err(MigrateError::AfterGo {
                 msg: format!("starting the received guest: {e}"),
-                state: "destination copy destroyed; the source was told to resume".into(),
+                state: match report {
+                    Ok(()) => "destination copy destroyed; the source was told to resume".into(),
+                    Err(we) => format!(
+                        "destination copy destroyed, and telling the source to resume failed \
+                         ({we}): its suspended copy ({name}--migratedaway) must be resumed by hand"
+                    ),
+                },
             })
         }
     }

@@ -287,7 +287,13 @@ pub struct RestoreArgs {
 
 pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
     let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+        // A pipe may go silent: poll it so a signal still ends the wait.
+        let stdin = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .context("duplicating stdin")?;
+        Box::new(Timed::new(stdin, timed::Timer::default(), "stdin"))
     } else {
         Box::new(File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?)
     };

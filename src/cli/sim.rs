@@ -164,13 +164,19 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                     .map(|m| m.to_string())
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "domain {id} ({}): {}{}, {} MiB, state {}, step {}, tracking {mode}",
+                    "domain {id} ({}): {}{}, {} MiB, state {}, step {}, tracking {mode}, \
+                     log-dirty {}",
                     i.name,
                     i.guest_type,
                     if i.paused { " (paused)" } else { "" },
                     i.p2m_size() / 256,
                     host.state_name(id)?,
-                    host.step(id)?
+                    host.step(id)?,
+                    if host.logdirty_enabled(id)? {
+                        "on"
+                    } else {
+                        "off"
+                    }
                 );
                 let msg = host.message(id)?;
                 if !msg.is_empty() {

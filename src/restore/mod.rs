@@ -41,6 +41,9 @@ pub enum RestoreError {
     Unsupported(String),
     #[error("{0}")]
     Hook(String),
+    /// A signal asked to stop (checked before each record).
+    #[error(transparent)]
+    Cancelled(#[from] crate::cancel::Cancelled),
 }
 
 /// HVM params with special handling (xen/include/public/hvm/params.h).
@@ -252,6 +255,7 @@ impl<'a> Restorer<'a> {
             self.ensure_domain(None)?;
         }
         loop {
+            crate::cancel::check()?;
             let offset = reader.offset();
             let index = reader.record_index();
             let Some(rec) = reader.next_record()? else {

@@ -42,6 +42,9 @@ pub enum SaveError {
     Unsupported(String),
     #[error("{0}")]
     Hook(String),
+    /// A signal asked to stop (checked between batches and rounds).
+    #[error(transparent)]
+    Cancelled(#[from] crate::cancel::Cancelled),
 }
 
 /// HVM params saved, in the order Xen's `write_hvm_params` queries them.

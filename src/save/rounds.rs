@@ -58,6 +58,8 @@ impl<P: Pager> RoundLoop<'_, P> {
         let mut pfns = set.iter_ones();
         let mut done = false;
         while !done {
+            // A signal stops the save here; the caller resumes the guest.
+            crate::cancel::check()?;
             if skip {
                 self.pager.peek(&mut self.to_skip)?;
             }
@@ -120,6 +122,7 @@ pub fn run_live<P: Pager>(
     let mut round = 0u32;
     let mut pending = Bitmap::new(p2m_size);
     loop {
+        crate::cancel::check()?;
         let started = Instant::now();
         let bytes_before = lp.pager.bytes_written();
         let planned = to_send.count();
@@ -186,6 +189,7 @@ pub fn run_live<P: Pager>(
         }
     }
 
+    crate::cancel::check()?;
     lp.pager.suspend()?;
     let suspended_at = Instant::now();
     let started = suspended_at;
@@ -223,6 +227,7 @@ pub fn run_live<P: Pager>(
 
 /// Non-live save (`xl save`): suspend, then send every pfn once.
 pub fn run_nonlive<P: Pager>(pager: &mut P, p2m_size: u64) -> Result<RoundsOutcome, SaveError> {
+    crate::cancel::check()?;
     pager.suspend()?;
     let suspended_at = Instant::now();
     let mut lp = RoundLoop {

@@ -565,6 +565,12 @@ impl SimHost {
     }
 
     /// The write-tracking mode of a running guest (None before it starts).
+    /// Whether log-dirty mode is on (`sim status`, tests: a failed save
+    /// must leave it off).
+    pub fn logdirty_enabled(&self, dom: DomId) -> Result<bool> {
+        Ok(self.dom(dom)?.st.logdirty()?.load(Ordering::Acquire) != 0)
+    }
+
     pub fn tracking_mode(&self, dom: DomId) -> Result<Option<TrackingMode>> {
         Ok(TrackingMode::from_code(
             self.dom(dom)?.st.tracking()?.load(Ordering::Acquire),
