@@ -39,6 +39,8 @@ pub enum MigrateError {
     AfterGo { msg: String, state: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::trust::ConfigRefused),
 }
 
 /// Resume a source guest after a failed save; says what happened for the
@@ -125,6 +127,9 @@ pub struct RestoreImageOptions {
     pub name: Option<String>,
     /// Guest size for raw HVM streams, which carry no config.
     pub max_pfn: Option<u64>,
+    /// Accept the image's choices of device-model program, QEMU arguments
+    /// and paths (`--trust-config`; see [`crate::trust::check_config`]).
+    pub trust_config: bool,
 }
 
 /// Restore an image into a new, paused domain. Reads exactly the image.
@@ -140,6 +145,7 @@ pub fn restore_image<R: Read>(
         image::read_start(input)?
     };
     if let Some(c) = &config {
+        crate::trust::check_config(c, opts.trust_config)?;
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
@@ -289,17 +295,21 @@ pub fn send<R: Read, W: Write>(
 }
 
 /// The receiving side: `data` is the stream, `acks` goes back to the sender.
-/// On any failure the half-received domain is destroyed.
+/// On any failure the half-received domain is destroyed. `trust_config`:
+/// accept the sender's choices of device-model program, QEMU arguments and
+/// paths (see [`crate::trust::check_config`]).
 pub fn receive<R: Read, W: Write>(
     hv: &dyn Hypervisor,
     mut data: R,
     mut acks: W,
     paused: bool,
+    trust_config: bool,
 ) -> Result<RestoreOutcome, MigrateError> {
     acks.write_all(handshake::BANNER)?;
     acks.flush()?;
     let config = image::read_start(&mut data)?;
     if let Some(c) = &config {
+        crate::trust::check_config(c, trust_config)?;
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();

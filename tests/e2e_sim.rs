@@ -44,7 +44,7 @@ fn migrate_pair<RW: Write + Send + 'static>(
     let recv = thread::spawn(move || {
         let host = SimHost::open(&bdir).expect("open b");
         let data = io::BufReader::new(s2.try_clone().expect("clone"));
-        migrate::receive(&host, data, s2, false)
+        migrate::receive(&host, data, s2, false, false)
     });
     let mut p = policy(policy_name);
     let mut rw = wrap(s1.try_clone().expect("clone"));

@@ -497,7 +497,7 @@ fn receiver_whose_device_model_fails_sends_no_ready() {
         ..Builder::new(&b.host)
     };
     let mut acks = Vec::new();
-    let e = migrate::receive(&host, stream.as_slice(), &mut acks, false)
+    let e = migrate::receive(&host, stream.as_slice(), &mut acks, false, false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("QEMU exited"), "{e}");

@@ -120,9 +120,15 @@ type Migrated = (migrate::MigrateOutcome, DomId, u64, Duration);
 /// receive. Returns the new domain.
 fn receive<S: Read + Write>(dst_dir: &Path, data: impl Read, acks: S) -> Result<DomId, String> {
     let host = SimHost::open(dst_dir).map_err(|e| e.to_string())?;
-    migrate::receive(&host, BufReader::with_capacity(1 << 20, data), acks, false)
-        .map(|o| o.domid)
-        .map_err(|e| format!("receiver: {e}"))
+    migrate::receive(
+        &host,
+        BufReader::with_capacity(1 << 20, data),
+        acks,
+        false,
+        false,
+    )
+    .map(|o| o.domid)
+    .map_err(|e| format!("receiver: {e}"))
 }
 
 /// The receiver inside the link's namespace: listen, tell the sender where,

@@ -186,6 +186,13 @@ pub fn save(hv: &dyn Hypervisor, a: &SaveArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--name`: a domain name as a received one must be (trust::name).
+fn domain_name(s: &str) -> std::result::Result<String, String> {
+    crate::trust::check_domain_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| format!("the name {e}"))
+}
+
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Save image (`-` for stdin).
@@ -197,11 +204,15 @@ pub struct RestoreArgs {
     #[arg(short = 'p', long)]
     pub paused: bool,
     /// Name of the new domain (default: the name in the image).
-    #[arg(long)]
+    #[arg(long, value_parser = domain_name)]
     pub name: Option<String>,
     /// Guest memory in MiB, for raw HVM streams (they carry no config).
     #[arg(long)]
     pub memory: Option<u64>,
+    /// Accept the image config's device-model program, QEMU arguments and
+    /// paths outside Xen's directories (refused by default; docs/SECURITY.md).
+    #[arg(long)]
+    pub trust_config: bool,
 }
 
 pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
@@ -218,6 +229,7 @@ pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
             raw: a.raw,
             name: a.name.clone(),
             max_pfn: a.memory.map(|m| m * 256 - 1),
+            trust_config: a.trust_config,
         },
         &mut NoHooks,
     )
@@ -339,6 +351,10 @@ pub struct ReceiveArgs {
     /// Leave the received domain paused.
     #[arg(short = 'p', long)]
     pub paused: bool,
+    /// Accept the sender's device-model program, QEMU arguments and paths
+    /// outside Xen's directories (refused by default; docs/SECURITY.md).
+    #[arg(long)]
+    pub trust_config: bool,
 }
 
 pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
@@ -358,11 +374,11 @@ pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
             let (sock, peer) = listener.accept()?;
             eprintln!("rxmigrate: receiving from {peer}");
             let data = BufReader::with_capacity(1 << 20, sock.try_clone()?);
-            migrate::receive(hv, data, sock, a.paused)?
+            migrate::receive(hv, data, sock, a.paused, a.trust_config)?
         }
         None => {
             let data = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
-            migrate::receive(hv, data, std::io::stdout().lock(), a.paused)?
+            migrate::receive(hv, data, std::io::stdout().lock(), a.paused, a.trust_config)?
         }
     };
     eprintln!(
