@@ -82,6 +82,9 @@ fn str_list<'a>(v: &'a Value, field: &str) -> Result<Vec<(String, &'a str)>, Con
     }
 }
 
+/// A check of one value that becomes a QEMU word: why it is refused.
+type WordCheck = fn(&str) -> Result<(), String>;
+
 /// Check the received `config` (see the module documentation). `trust`:
 /// the receiver accepts its peer's choices of program, arguments and paths.
 pub fn check_config(config: &Value, trust: bool) -> Result<(), ConfigRefused> {
@@ -127,7 +130,7 @@ pub fn check_config_with(
     }
     let h = &b["type.hvm"];
     let hf = |k: &str| format!("b_info.type.hvm.{k}");
-    let mut words: Vec<(String, &str, fn(&str) -> Result<(), String>)> = Vec::new();
+    let mut words: Vec<(String, &str, WordCheck)> = Vec::new();
     if let Some(s) = opt_str(&h["serial"], &hf("serial"))? {
         words.push((hf("serial"), s, devices::serial));
     }
@@ -139,7 +142,7 @@ pub fn check_config_with(
         words.push((listen, l, devices::vnc_listen));
     }
     for (key, check) in [
-        ("keymap", devices::keymap as fn(&str) -> Result<(), String>),
+        ("keymap", devices::keymap as WordCheck),
         ("boot", devices::boot_order),
         ("soundhw", devices::soundhw),
         ("usbdevice", devices::usbdevice),
