@@ -20,4 +20,5 @@ pub mod save;
 pub mod stats;
 pub mod stream;
 pub mod transport;
+pub mod trust;
 pub mod x86;

@@ -49,6 +49,8 @@ pub enum MigrateError {
     AfterGo { msg: String, state: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::trust::ConfigRefused),
 }
 
 /// Resume a source guest after a failed save; says what happened for the
@@ -140,6 +142,9 @@ pub struct RestoreImageOptions {
     pub name: Option<String>,
     /// Guest size for raw HVM streams, which carry no config.
     pub max_pfn: Option<u64>,
+    /// Accept the image's choices of device-model program, QEMU arguments
+    /// and paths (`--trust-config`; see [`crate::trust::check_config`]).
+    pub trust_config: bool,
 }
 
 /// Restore an image into a new, paused domain. Reads exactly the image.
@@ -155,6 +160,7 @@ pub fn restore_image<R: Read>(
         image::read_start(input)?
     };
     if let Some(c) = &config {
+        crate::trust::check_config(c, opts.trust_config)?;
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
@@ -347,6 +353,9 @@ pub struct ReceiveOptions {
     pub paused: bool,
     /// The limits of each wait (see [`SendOptions::waits`]).
     pub waits: Waits,
+    /// Accept the sender's choices of device-model program, QEMU arguments
+    /// and paths (see [`crate::trust::check_config`]).
+    pub trust_config: bool,
 }
 
 /// The receiving side: `data` is the stream, `acks` goes back to the sender.
@@ -365,6 +374,7 @@ pub fn receive<R: Read, W: Write>(
     waits.stream("receiving the migration stream");
     let config = image::read_start(&mut data)?;
     if let Some(c) = &config {
+        crate::trust::check_config(c, opts.trust_config)?;
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();

@@ -159,8 +159,8 @@ fn live_migration_through_the_encrypted_channel() {
         let recv = thread::spawn(move || {
             let host = SimHost::open(&bdir).expect("open b");
             let opts = migrate::ReceiveOptions {
-                paused: false,
                 waits: Waits::new(limits),
+                ..Default::default()
             };
             let timed = |s: UnixStream| Timed::new(s, opts.waits.timer.clone(), "sender");
             opts.waits.handshake("the handshake");

@@ -118,6 +118,8 @@ do_install() {
 
     if [ ! -e "$root$conf" ]; then
         write_conf > "$root$conf"
+        # The helper reads it only if no one but root can write it.
+        chmod 0644 "$root$conf"
         cp "$root$conf" "$root$conf_copy"
         echo "$prog: wrote $conf"
     else

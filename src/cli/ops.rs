@@ -267,6 +267,13 @@ pub fn save(hv: &dyn Hypervisor, a: &SaveArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--name`: a domain name as a received one must be (trust::name).
+fn domain_name(s: &str) -> std::result::Result<String, String> {
+    crate::trust::check_domain_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| format!("the name {e}"))
+}
+
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Save image (`-` for stdin).
@@ -278,11 +285,15 @@ pub struct RestoreArgs {
     #[arg(short = 'p', long)]
     pub paused: bool,
     /// Name of the new domain (default: the name in the image).
-    #[arg(long)]
+    #[arg(long, value_parser = domain_name)]
     pub name: Option<String>,
     /// Guest memory in MiB, for raw HVM streams (they carry no config).
     #[arg(long)]
     pub memory: Option<u64>,
+    /// Accept the image config's device-model program, QEMU arguments and
+    /// paths outside Xen's directories (refused by default; docs/SECURITY.md).
+    #[arg(long)]
+    pub trust_config: bool,
 }
 
 pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
@@ -305,6 +316,7 @@ pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
             raw: a.raw,
             name: a.name.clone(),
             max_pfn: a.memory.map(|m| m * 256 - 1),
+            trust_config: a.trust_config,
         },
         &mut NoHooks,
     )
@@ -517,6 +529,10 @@ pub struct ReceiveArgs {
     /// Leave the received domain paused.
     #[arg(short = 'p', long)]
     pub paused: bool,
+    /// Accept the sender's device-model program, QEMU arguments and paths
+    /// outside Xen's directories (refused by default; docs/SECURITY.md).
+    #[arg(long)]
+    pub trust_config: bool,
 }
 
 fn receiver_auth(a: &ReceiveArgs) -> Result<ReceiverAuth> {
@@ -542,6 +558,7 @@ fn receiver_auth(a: &ReceiveArgs) -> Result<ReceiverAuth> {
 pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
     let opts = ReceiveOptions {
         paused: a.paused,
+        trust_config: a.trust_config,
         waits: Waits::new(Timeouts {
             accept: (a.accept_timeout > 0).then(|| secs(a.accept_timeout)),
             ..a.timeouts.timeouts()

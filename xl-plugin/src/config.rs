@@ -18,12 +18,78 @@
 //! | `stats` | `RXMIGRATE_STATS` | append per-round JSON lines to this file |
 //! | `stock_helper` | `RXMIGRATE_STOCK_HELPER` | Xen's own helper, for streams rxmigrate leaves to it |
 //! | `fallback` | `RXMIGRATE_FALLBACK` | `stock` (default): without a usable hypervisor backend hand over to the stock helper; `fail`: fail instead |
+//!
+//! The helper runs as root under xl: the file is read only if it is a
+//! trusted file (`rxmigrate::trust::files`: a regular file owned by root,
+//! writable by no one else, in directories likewise); otherwise the run
+//! fails, naming the file and why. `RXMIGRATE_CONF=/dev/null` means no file.
+//! Errors quote no line of the file (it might not be a settings file).
+//! The simulated host (`hv = sim:DIR`) is honoured only by builds with the
+//! `sim-env` feature (the tests'); other builds drive Xen and say so.
 
 use rxmigrate::cli::ops::PolicyArgs;
 use rxmigrate::precopy::{HotPageParams, Policy, POLICY_NAMES};
+use rxmigrate::trust::files::{check_trusted_file, Why};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONF: &str = "/etc/rxmigrate.conf";
+/// A settings file larger than this is not one.
+const MAX_CONF_BYTES: u64 = 64 * 1024;
+
+/// Whether this build may drive the simulated host (feature `sim-env`,
+/// enabled by the plugin's own tests only).
+pub const SIM_ENV: bool = cfg!(feature = "sim-env");
+
+/// The backend setting a build honours: any with `sim_allowed`, else only
+/// `xen` (the default). Returns the setting and, if one was dropped, why.
+pub fn hv_choice(setting: Option<String>, sim_allowed: bool) -> (Option<String>, Option<String>) {
+    match setting {
+        Some(hv) if !sim_allowed && hv != "xen" => (
+            None,
+            Some(format!(
+                "hypervisor setting {hv:?} ignored: this build drives Xen only (the simulated \
+                 host is for test builds, feature sim-env)"
+            )),
+        ),
+        s => (s, None),
+    }
+}
+
+/// The settings file's text, if it is to be read: `None` for /dev/null and
+/// for a default file that does not exist.
+fn read_conf(path: &Path, explicit: bool) -> Result<Option<String>, ConfigError> {
+    if path == Path::new("/dev/null") {
+        return Ok(None);
+    }
+    let fail = |msg: String| ConfigError {
+        place: path.display().to_string(),
+        msg,
+    };
+    let real = match check_trusted_file(path) {
+        Ok(r) => r,
+        Err(e) => {
+            return match e.why {
+                Why::Io(io) if io.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(None),
+                Why::Io(io) => Err(fail(format!("cannot read it: {io}"))),
+                why => Err(fail(format!(
+                    "refused: it {why}; settings are read only from a regular file owned by \
+                     root that no one else can write, in directories likewise"
+                ))),
+            }
+        }
+    };
+    let mut text = String::new();
+    std::fs::File::open(&real)
+        .and_then(|f| f.take(MAX_CONF_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if text.len() as u64 > MAX_CONF_BYTES {
+        return Err(fail(format!(
+            "larger than {MAX_CONF_BYTES} bytes: not a settings file"
+        )));
+    }
+    Ok(Some(text))
+}
 
 /// A bad setting, with where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +170,17 @@ fn yes_no(v: &str) -> Result<bool, String> {
     }
 }
 
+/// An unknown key, quoted only if it looks like one.
+fn unknown_key(key: &str) -> String {
+    let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    let shown = if key.len() <= 32 && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        format!("{key:?}")
+    } else {
+        "(not shown)".into()
+    };
+    format!("unknown key {shown} (known: {})", known.join(", "))
+}
+
 impl Config {
     /// The file (if present; an explicitly named file must exist), then the
     /// environment.
@@ -114,17 +191,15 @@ impl Config {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
         let mut c = Config::default();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => c.apply_file(&path, &text)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {}
-            Err(e) => {
-                return Err(ConfigError {
-                    place: path.display().to_string(),
-                    msg: format!("cannot read it: {e}"),
-                })
-            }
+        if let Some(text) = read_conf(&path, explicit.is_some())? {
+            c.apply_file(&path, &text)?;
         }
         c.apply_env(|k| std::env::var(k).ok())?;
+        let (hv, dropped) = hv_choice(c.hv.take(), SIM_ENV);
+        if let Some(why) = dropped {
+            log::warn!("{why}");
+        }
+        c.hv = hv;
         c.check()?;
         Ok(c)
     }
@@ -137,13 +212,21 @@ impl Config {
             if line.is_empty() {
                 continue;
             }
+            // The line itself is not quoted: the file may not be a settings
+            // file at all, and xl's log is no place for its contents.
             let Some((k, v)) = line.split_once('=') else {
                 return Err(ConfigError {
                     place: place(),
-                    msg: format!("expected `key = value`, found {line:?}"),
+                    msg: "expected `key = value`".into(),
                 });
             };
             let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+            if !KEYS.iter().any(|(key, _)| *key == k) {
+                return Err(ConfigError {
+                    place: place(),
+                    msg: unknown_key(k),
+                });
+            }
             self.set(k, v).map_err(|msg| ConfigError {
                 place: place(),
                 msg,
@@ -194,10 +277,7 @@ impl Config {
                     _ => return Err(format!("{v:?}: expected stock or fail")),
                 }
             }
-            _ => {
-                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(format!("unknown key {key:?} (known: {})", known.join(", ")));
-            }
+            _ => return Err(unknown_key(key)),
         }
         Ok(())
     }
@@ -314,7 +394,26 @@ mod tests {
             "{e}"
         );
         let e = c.apply_file(Path::new("f"), "just words").unwrap_err();
-        assert!(e.to_string().contains("expected `key = value`"), "{e}");
+        assert_eq!(e.to_string(), "f:1: expected `key = value`");
+        // Nothing of a file that is not a settings file reaches the log.
+        let e = c
+            .apply_file(
+                Path::new("/etc/shadow"),
+                "root:$y$j9T$secret:19000:0:99999:7:::\n",
+            )
+            .unwrap_err();
+        assert_eq!(e.to_string(), "/etc/shadow:1: expected `key = value`");
+        let e = c
+            .apply_file(Path::new("f"), "password = hunter2\n")
+            .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = c
+            .apply_file(Path::new("f"), "Secret Key = x\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("f:1: unknown key (not shown)"),
+            "{e}"
+        );
         let e = c
             .apply_env(|k| (k == "RXMIGRATE_POLICY").then(|| "fast".to_string()))
             .unwrap_err();
@@ -327,5 +426,57 @@ mod tests {
             .apply_env(|k| (k == "RXMIGRATE_HOT_RELEASE").then(|| "maybe".to_string()))
             .unwrap_err();
         assert!(e.to_string().contains("not yes or no"), "{e}");
+    }
+
+    #[test]
+    fn the_simulated_host_is_for_test_builds_only() {
+        let sim = Some("sim:/tmp/h".to_string());
+        // A release build: the setting is dropped, with the reason.
+        let (hv, why) = hv_choice(sim.clone(), false);
+        assert_eq!(hv, None);
+        assert!(why.unwrap().contains("\"sim:/tmp/h\" ignored"));
+        assert_eq!(
+            hv_choice(Some("xen".into()), false),
+            (Some("xen".into()), None)
+        );
+        assert_eq!(hv_choice(None, false), (None, None));
+        // A test build keeps it.
+        assert_eq!(hv_choice(sim.clone(), true), (sim, None));
+        // These tests are built with the feature (the dev-dependency on
+        // this package enables it): the build fails otherwise.
+        const { assert!(SIM_ENV) };
+    }
+
+    #[test]
+    fn settings_files_must_be_roots_and_unwritable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("rxmigrate.conf");
+        std::fs::write(&f, "policy = xen4\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        match check_trusted_file(&f) {
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("SKIPPED: the temporary directory is not a safe chain: {e}");
+                return;
+            }
+        }
+        assert_eq!(
+            read_conf(&f, true).unwrap().as_deref(),
+            Some("policy = xen4\n")
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let e = read_conf(&f, true).unwrap_err().to_string();
+        assert!(
+            e.contains("refused: it is writable by group or others"),
+            "{e}"
+        );
+        assert!(!e.contains("xen4"), "{e}");
+        assert_eq!(read_conf(Path::new("/dev/null"), true).unwrap(), None);
+        assert_eq!(read_conf(&d.path().join("absent"), false).unwrap(), None);
+        let e = read_conf(&d.path().join("absent"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read it"), "{e}");
     }
 }

@@ -48,12 +48,8 @@ pub enum PluginError {
     Restore(#[from] rxmigrate::restore::RestoreError),
     #[error("flushing the stream to libxl: {0}")]
     Flush(#[source] std::io::Error),
-    #[error("opening the stats file {path}: {source}")]
-    Stats {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("stats file {0}")]
+    Stats(#[source] rxmigrate::trust::files::UntrustedFile),
     #[error("argument {0:?} is not valid UTF-8")]
     NotUtf8(OsString),
 }
@@ -74,6 +70,10 @@ impl PluginError {
         }
         match self {
             PluginError::Args(_) | PluginError::Config(_) | PluginError::NotUtf8(_) => libc::EINVAL,
+            // A file refused by the ownership rules.
+            PluginError::Stats(_) | PluginError::Stock(stock::StockError::Untrusted(_)) => {
+                libc::EPERM
+            }
             _ => libc::EIO,
         }
     }

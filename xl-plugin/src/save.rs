@@ -11,6 +11,7 @@ use rxmigrate::hv::{DomId, Hypervisor};
 use rxmigrate::save::{self, SaveError, SaveHooks, SaveOptions};
 use rxmigrate::stats::{RoundStats, StatsWriter, Summary};
 use rxmigrate::transport::Counting;
+use rxmigrate::trust::files::open_append_private;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
@@ -128,16 +129,11 @@ pub fn run(
     } else {
         log::info!("non-live save of domain {}", a.domid);
     }
+    // We run as root: appended to only if it is a regular file of root's,
+    // created 0600, never through a link.
     let stats = match &cfg.stats {
         Some(p) => Some(StatsWriter::new(Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| crate::PluginError::Stats {
-                    path: p.clone(),
-                    source: e,
-                })?,
+            open_append_private(p).map_err(crate::PluginError::Stats)?,
         ))),
         None => None,
     };

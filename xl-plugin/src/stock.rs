@@ -3,6 +3,7 @@
 //! with our exact argv, so it inherits the stream fd and both libxl pipes
 //! untouched: nothing has been read from them, and libxl sees one helper.
 
+use rxmigrate::trust::files::{check_trusted_file, UntrustedFile};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,11 @@ pub enum StockError {
     NotFound { tried: String },
     #[error("{0} is this program, not Xen's helper; point RXMIGRATE_STOCK_HELPER at the real one")]
     IsSelf(PathBuf),
+    #[error(
+        "refusing to execute the stock helper: {0}; it must be a regular file owned by root \
+         that no one else can write, in directories likewise"
+    )]
+    Untrusted(#[source] UntrustedFile),
     #[error("executing the stock helper {path}: {source}")]
     Exec {
         path: PathBuf,
@@ -38,7 +44,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// The stock helper: the configured one, else `libxl-save-helper.stock`
 /// beside the path libxl ran us by (install.sh's diversion), else Debian's
-/// path. Never this program itself.
+/// path. Never this program itself, and only a trusted file (root's,
+/// writable by no one else, in directories likewise: we run as root): a
+/// configured helper that is not is refused, a found one skipped. Returns
+/// the path checked, links resolved.
 pub fn locate(configured: Option<&Path>, argv0: &Path) -> Result<PathBuf, StockError> {
     let me = std::env::current_exe().ok();
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -64,7 +73,11 @@ pub fn locate(configured: Option<&Path>, argv0: &Path) -> Result<PathBuf, StockE
             }
             continue;
         }
-        return Ok(c.clone());
+        match check_trusted_file(c) {
+            Ok(real) => return Ok(real),
+            Err(e) if configured.is_some() => return Err(StockError::Untrusted(e)),
+            Err(e) => log::warn!("not using {} as the stock helper: {e}", c.display()),
+        }
     }
     Err(StockError::NotFound {
         tried: candidates
@@ -103,6 +116,24 @@ mod tests {
         let missing = d.path().join("absent");
         let e = locate(Some(&missing), Path::new("/nowhere/x")).unwrap_err();
         assert!(e.to_string().contains("absent"), "{e}");
+    }
+
+    #[test]
+    fn a_helper_others_can_write_is_not_executed() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let h = d.path().join("helper");
+        std::fs::write(&h, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = locate(Some(&h), Path::new("/nowhere/x")).unwrap_err();
+        assert!(matches!(e, StockError::Untrusted(_)), "{e}");
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        // Found beside argv0 rather than configured: skipped.
+        let stock = d.path().join(DIVERTED_NAME);
+        std::fs::write(&stock, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&stock, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let found = locate(None, &d.path().join("libxl-save-helper"));
+        assert!(found.map_or(true, |p| p != stock));
     }
 
     #[test]

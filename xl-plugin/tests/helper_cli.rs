@@ -344,3 +344,105 @@ fn failures_reach_libxl_as_log_and_complete() {
     let mut rest = Vec::new();
     std::fs::File::from(r).read_to_end(&mut rest).unwrap();
 }
+
+/// Run a save of a domain that does not exist on an empty simulated host
+/// with `env`; the `complete` it reports and its error-level log lines.
+fn failed_save(env: &[(&str, String)]) -> ((i32, i32), Vec<String>) {
+    let d = tempfile::tempdir().unwrap();
+    let (r, w) = pipe();
+    let mut envs = vec![("RXMIGRATE_HV", format!("sim:{}", d.path().display()))];
+    envs.extend(env.iter().cloned());
+    let mut h = spawn(
+        &[
+            "--save-domain".to_string(),
+            w.as_raw_fd().to_string(),
+            "-1".into(),
+            "7".into(),
+            "0".into(),
+            "136".into(),
+            "0".into(),
+        ],
+        &[w.as_raw_fd()],
+        &envs,
+    );
+    drop(w);
+    let stream = drain(r);
+    let mut complete = None;
+    while let Some(m) = h.next() {
+        if let Msg::Complete { retval, errnoval } = m {
+            h.reply(0);
+            complete = Some((retval, errnoval));
+            break;
+        }
+    }
+    let (code, stderr, received) = h.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    stream.join().unwrap();
+    let errors = logs(&received)
+        .into_iter()
+        .filter(|(l, _)| *l == 8)
+        .map(|x| x.1)
+        .collect();
+    (complete.expect("complete"), errors)
+}
+
+#[test]
+fn a_stock_helper_others_can_write_is_not_executed() {
+    let d = tempfile::tempdir().unwrap();
+    let stock = fake_stock(d.path());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stock, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let Handover {
+        argv, logs, code, ..
+    } = handover(
+        "--save-domain",
+        &["3", "1", "184", "1"],
+        &[("RXMIGRATE_STOCK_HELPER", stock.display().to_string())],
+        false,
+    );
+    assert_eq!(code, Some(0));
+    assert!(argv.is_empty(), "a group-writable helper was executed");
+    assert!(
+        logs.iter().any(|(l, t)| *l == 8
+            && t.contains("refusing to execute the stock helper")
+            && t.contains("writable by group or others (mode 0775)")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn a_settings_file_others_can_write_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("rxmigrate.conf");
+    std::fs::write(&conf, "policy = xen4\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ((retval, errnoval), errors) =
+        failed_save(&[("RXMIGRATE_CONF", conf.display().to_string())]);
+    assert_eq!((retval, errnoval), (-1, libc::EINVAL));
+    assert!(
+        errors
+            .iter()
+            .any(|t| t.contains(&conf.display().to_string())
+                && t.contains("refused: it is writable by group or others")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_stats_file_behind_a_link_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("created-through-the-link");
+    let link = d.path().join("stats.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let ((retval, errnoval), errors) =
+        failed_save(&[("RXMIGRATE_STATS", link.display().to_string())]);
+    assert_eq!((retval, errnoval), (-1, libc::EPERM));
+    assert!(
+        errors
+            .iter()
+            .any(|t| t.contains("stats file") && t.contains("is a symbolic link")),
+        "{errors:?}"
+    );
+    assert!(!target.exists(), "the link was followed");
+}

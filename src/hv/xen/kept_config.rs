@@ -8,8 +8,10 @@
 
 use super::XenHost;
 use crate::hv::DomId;
+use crate::trust::files::create_private;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 fn path(dom: DomId) -> PathBuf {
     // A run directory: domain ids start again after a reboot.
@@ -25,13 +27,20 @@ fn vm_of(host: &XenHost, dom: DomId) -> Option<String> {
 pub fn keep(host: &XenHost, dom: DomId, config: &Value) {
     let doc = json!({ "vm": vm_of(host, dom), "config": config });
     let p = path(dom);
-    if let Err(e) = std::fs::write(&p, doc.to_string()) {
+    if let Err(e) = write(&p, &doc) {
         log::warn!(
             "could not keep the config of domain {dom} in {}: {e}; a later save of it \
              carries a minimal config",
             p.display()
         );
     }
+}
+
+/// The config may hold secrets (a VNC password): root's eyes only, mode
+/// 0600 from creation, never written through a link.
+fn write(p: &Path, doc: &Value) -> std::io::Result<()> {
+    let mut f = create_private(p)?;
+    f.write_all(doc.to_string().as_bytes())
 }
 
 /// The kept config, named as the domain is called now.
@@ -50,4 +59,27 @@ pub fn read(host: &XenHost, dom: DomId, name: &str) -> Option<Value> {
 
 pub fn forget(dom: DomId) {
     let _ = std::fs::remove_file(path(dom));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt};
+
+    #[test]
+    fn the_kept_config_is_private_and_not_written_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let p = d.path().join("rxmigrate-config.3.json");
+        symlink(&victim, &p).unwrap();
+        let doc = json!({"vm": "/vm/u", "config": {"b_info": {"type.hvm": {"vnc": {"passwd": "s3cret"}}}}});
+        write(&p, &doc).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        assert!(md.is_file());
+        assert_eq!(md.mode() & 0o777, 0o600);
+        let back: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(back, doc);
+    }
 }

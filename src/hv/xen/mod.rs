@@ -842,6 +842,10 @@ impl Hypervisor for XenHost {
             return Ok(None);
         }
         let file = PathBuf::from(format!("/var/lib/xen/rxmigrate-dm.{dom}"));
+        // Guest data: created 0600 here (never through a link), so QEMU's
+        // O_CREAT|O_TRUNC open keeps that mode.
+        crate::trust::files::create_private(&file)
+            .map_err(|e| HvError::io(format!("creating {}", file.display()), e))?;
         let r = qmp::save_device_state(&sock, &file)
             .map_err(|e| HvError::op(dom, "device_model_state", e))
             .and_then(|()| {

@@ -59,6 +59,30 @@ fn strings(v: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// QEMU's `-name` value: QEMU splits it into options at ',' and reads
+/// `KEY=` as an option name, so a name is quoted (',' doubled, and given as
+/// `guest=NAME` if it holds a '='); a plain name is passed as libxl does.
+fn name_option(name: &str) -> String {
+    let quoted = name.replace(',', ",,");
+    if name.contains('=') {
+        format!("guest={quoted}")
+    } else {
+        quoted
+    }
+}
+
+/// The firmware hvmloader loads (xenstore `hvmloader/bios`): libxl's
+/// bios_type, seabios by default.
+pub fn hvmloader_bios(config: &Value) -> Result<&str, ArgvError> {
+    match &config["b_info"]["type.hvm"]["bios"] {
+        Value::Null => Ok("seabios"),
+        Value::String(b) if ["rombios", "seabios", "ovmf"].contains(&b.as_str()) => Ok(b),
+        other => err(format!(
+            "b_info.type.hvm.bios is {other}, not rombios, seabios or ovmf"
+        )),
+    }
+}
+
 /// Arguments (without the program) for qemu-xen serving HVM domain `dom`,
 /// loading its saved device state from file descriptor `state_fd`.
 pub fn qemu_argv(dom: u32, config: &Value, state_fd: i32) -> Result<Vec<String>, ArgvError> {
@@ -123,7 +147,7 @@ pub fn qemu_argv(dom: u32, config: &Value, state_fd: i32) -> Result<Vec<String>,
     ]);
     push(&["-nodefaults", "-no-user-config"]);
     if let Some(name) = string(&c["name"]) {
-        push(&["-name", name]);
+        push(&["-name", &name_option(name)]);
     }
 
     let vnc = &h["vnc"];
@@ -293,8 +317,9 @@ pub fn qemu_argv(dom: u32, config: &Value, state_fd: i32) -> Result<Vec<String>,
     Ok(a)
 }
 
-/// The device model binary: the config's, else the first of libxl's usual
-/// places that exists.
+/// The device model binary: the config's (accepted only from a config the
+/// receiver trusts: `trust::check_config` refuses it otherwise), else
+/// `RXMIGRATE_QEMU`, else the first of libxl's usual places that exists.
 pub fn qemu_program(config: &Value) -> Result<std::path::PathBuf, ArgvError> {
     if let Some(p) = string(&config["b_info"]["device_model"]) {
         return Ok(p.into());
@@ -462,6 +487,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("SPICE"));
+    }
+
+    #[test]
+    fn names_cannot_add_qemu_options() {
+        let mut c = lab_guest();
+        c["c_info"]["name"] = json!("web,debug-threads=on");
+        let a = qemu_argv(1, &c, 3).unwrap();
+        let at = a.iter().position(|x| x == "-name").unwrap();
+        assert_eq!(a[at + 1], "guest=web,,debug-threads=on");
+        c["c_info"]["name"] = json!("a,b");
+        let a = qemu_argv(1, &c, 3).unwrap();
+        assert_eq!(a[at + 1], "a,,b");
+    }
+
+    #[test]
+    fn the_bios_is_one_libxl_knows() {
+        let mut c = lab_guest();
+        assert_eq!(hvmloader_bios(&c).unwrap(), "seabios");
+        c["b_info"]["type.hvm"]["bios"] = json!("ovmf");
+        assert_eq!(hvmloader_bios(&c).unwrap(), "ovmf");
+        c["b_info"]["type.hvm"]["bios"] = json!("/etc/shadow");
+        assert!(hvmloader_bios(&c).is_err());
     }
 
     #[test]

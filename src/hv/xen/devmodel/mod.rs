@@ -7,14 +7,17 @@
 
 mod argv;
 
-pub use argv::{qemu_argv, qemu_program, ArgvError};
+pub use argv::{hvmloader_bios, qemu_argv, qemu_program, ArgvError};
 
 use super::XenHost;
 use crate::hv::{DeviceModelState, DomId, HvError, Result};
+use crate::trust::check_domain_name;
+use crate::trust::files::create_private;
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,6 +86,7 @@ pub fn check(config: &Value) -> std::result::Result<(), ArgvError> {
         return Ok(());
     }
     qemu_argv(0, config, STATE_FD)?;
+    hvmloader_bios(config)?;
     qemu_program(config)?;
     Ok(())
 }
@@ -115,24 +119,26 @@ fn spawn_and_wait(
 ) -> Result<()> {
     let h = host.h;
     // What hvmloader and QEMU read, as libxl writes it before the spawn.
-    let bios = config["b_info"]["type.hvm"]["bios"]
-        .as_str()
-        .unwrap_or("seabios");
+    let bios = hvmloader_bios(config).map_err(|e| op_err(dom, e))?;
     h.xs_write(&format!("/local/domain/{dom}/hvmloader/bios"), bios)?;
     h.xs_write(
         &format!("/local/domain/{dom}/hvmloader/allow-memory-relocate"),
         "0",
     )?;
     let dir = dm_dir(dom);
+    // The device model's own entries (where it mapped VRAM), saved by the
+    // source: relative paths below its directory, as libxl requires.
+    for (k, _) in &state.xenstore {
+        check_xenstore_key(k).map_err(|e| op_err(dom, e))?;
+    }
+    let log_path = log_path(name).map_err(|e| op_err(dom, e))?;
     h.xs_rm(&dir);
     h.xs_write(&dir, "")?;
-    // The device model's own entries (where it mapped VRAM), saved by the source.
     for (k, v) in &state.xenstore {
         h.xs_write(&format!("{dir}/{k}"), v)?;
     }
 
     let state_file = PathBuf::from(format!("/var/lib/xen/qemu-resume.{dom}"));
-    let log_path = PathBuf::from(format!("/var/log/xen/qemu-dm-{name}.log"));
     let spawned = write_state(&state_file, &state.context)
         .and_then(|file| spawn_qemu(program, argv, dom, &file, &log_path));
     let mut child = match spawned {
@@ -190,10 +196,13 @@ fn spawn_qemu(
         .stderr(log2)
         // Its own process group: QEMU outlives rxmigrate and its terminal.
         .process_group(0);
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
-    // exec; `state` stays open in the parent until the spawn returns.
+    // SAFETY: only async-signal-safe calls (umask, dup2, fcntl) between
+    // fork and exec; `state` stays open in the parent until the spawn returns.
     unsafe {
         cmd.pre_exec(move || {
+            // What QEMU creates (serial logs: guest output; sockets) is
+            // root's alone.
+            libc::umask(0o077);
             if fd == STATE_FD {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
@@ -214,24 +223,49 @@ fn spawn_qemu(
         .map_err(|e| HvError::io(format!("starting {}", program.display()), e))
 }
 
+/// QEMU's log, named as libxl names it, in Xen's log directory: the name
+/// is one file name component (checked again here, whatever the caller did).
+fn log_path(name: &str) -> std::result::Result<PathBuf, String> {
+    check_domain_name(name).map_err(|e| format!("domain name {name:?} {e}"))?;
+    let p = PathBuf::from(format!("/var/log/xen/qemu-dm-{name}.log"));
+    if p.parent() != Some(Path::new("/var/log/xen")) {
+        return Err(format!("QEMU's log {} is not in /var/log/xen", p.display()));
+    }
+    Ok(p)
+}
+
+/// A key of the device model's saved xenstore entries: a relative path
+/// (libxl's rule) of xenstore's characters, without empty components, so
+/// it stays below the device model's directory.
+fn check_xenstore_key(k: &str) -> std::result::Result<(), String> {
+    let chars_ok = k
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-/_@".contains(&b));
+    if chars_ok && !k.is_empty() && k.split('/').all(|c| !c.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the stream's device model xenstore key {k:?} is not a relative xenstore path"
+        ))
+    }
+}
+
+/// The device state for QEMU, in a file only root can read (guest data).
 fn write_state(path: &Path, context: &[u8]) -> Result<File> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)
             .map_err(|e| HvError::io(format!("creating {}", d.display()), e))?;
     }
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| HvError::io(format!("creating {}", path.display()), e))?;
+    let mut f =
+        create_private(path).map_err(|e| HvError::io(format!("creating {}", path.display()), e))?;
     std::io::Write::write_all(&mut f, context)
         .and_then(|()| f.seek(SeekFrom::Start(0)).map(|_| ()))
         .map_err(|e| HvError::io(format!("writing {}", path.display()), e))?;
     Ok(f)
 }
 
+/// QEMU's log: mode 0644 as libxl creates it (QEMU's messages, no guest
+/// data), never through a link.
 fn open_log(path: &Path) -> Result<File> {
     if let Some(d) = path.parent() {
         let _ = std::fs::create_dir_all(d);
@@ -239,6 +273,8 @@ fn open_log(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| HvError::io(format!("opening {}", path.display()), e))
 }
@@ -373,6 +409,71 @@ mod tests {
             "domain 9\nto-stderr\n"
         );
         assert_eq!(log_tail(&log), "domain 9 | to-stderr");
+    }
+
+    #[test]
+    fn the_log_path_is_one_file_in_xens_log_directory() {
+        assert_eq!(
+            log_path("hvm-lab").unwrap(),
+            PathBuf::from("/var/log/xen/qemu-dm-hvm-lab.log")
+        );
+        for bad in ["../../../../x", "a/b", "..", ""] {
+            let e = log_path(bad).unwrap_err();
+            assert!(e.starts_with("domain name"), "{e}");
+        }
+    }
+
+    #[test]
+    fn saved_xenstore_keys_stay_below_the_device_model() {
+        assert_eq!(check_xenstore_key("physmap/f0000000/start_addr"), Ok(()));
+        for bad in [
+            "",
+            "/local/domain/0/x",
+            "physmap//x",
+            "physmap/",
+            "../x",
+            "a b",
+        ] {
+            assert!(check_xenstore_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_state_file_is_private_and_replaces_a_planted_link() {
+        use std::os::unix::fs::{symlink, MetadataExt};
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "root's file").unwrap();
+        let p = d.path().join("qemu-resume.5");
+        symlink(&victim, &p).unwrap();
+        let mut f = write_state(&p, b"QEVM").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file");
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        assert!(md.is_file());
+        assert_eq!(md.mode() & 0o777, 0o600);
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "QEVM");
+    }
+
+    #[test]
+    fn what_the_device_model_creates_is_private() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let state = write_state(&d.path().join("state"), b"x").unwrap();
+        let made = d.path().join("serial.log");
+        let mut child = spawn_qemu(
+            Path::new("/bin/sh"),
+            &["-c".to_string(), format!("echo hi >{}", made.display())],
+            2,
+            &state,
+            &d.path().join("log"),
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(std::fs::metadata(&made).unwrap().mode() & 0o777, 0o600);
+        let log_mode = std::fs::metadata(d.path().join("log")).unwrap().mode() & 0o777;
+        assert_eq!(log_mode & 0o600, 0o600);
     }
 
     #[test]
