@@ -8,7 +8,9 @@
 use crate::hv::{DomId, HvError, Hypervisor, ShutdownReason};
 use crate::image::{self, ImageError};
 use crate::precopy::Policy;
-use crate::restore::{self, RestoreError, RestoreHooks, RestoreOutcome, RestoreParams, Target};
+use crate::restore::{
+    self, Limits, RestoreError, RestoreHooks, RestoreOutcome, RestoreParams, Target,
+};
 use crate::save::{self, SaveError, SaveHooks, SaveOptions, SaveOutcome};
 use crate::stats::Summary;
 use crate::stream::{handshake, LibxcReader, StreamError};
@@ -125,6 +127,8 @@ pub struct RestoreImageOptions {
     pub name: Option<String>,
     /// Guest size for raw HVM streams, which carry no config.
     pub max_pfn: Option<u64>,
+    /// What the image may make this host build (default: the host's).
+    pub limits: Option<Limits>,
 }
 
 /// Restore an image into a new, paused domain. Reads exactly the image.
@@ -134,15 +138,17 @@ pub fn restore_image<R: Read>(
     opts: &RestoreImageOptions,
     hooks: &mut dyn RestoreHooks,
 ) -> Result<RestoreOutcome, MigrateError> {
+    let limits = opts.limits.clone().unwrap_or_else(|| Limits::for_host(hv));
     let config = if opts.raw {
         None
     } else {
-        image::read_start(input)?
+        image::read_start_limited(input, &limits.image)?
     };
     if let Some(c) = &config {
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
+    limits.check_config(&facts).map_err(RestoreError::from)?;
     let name = opts
         .name
         .clone()
@@ -156,11 +162,12 @@ pub fn restore_image<R: Read>(
         pvh: facts.pvh,
     };
     let mut reader = LibxcReader::new(&mut *input)?;
-    let out = restore::restore(hv, &mut reader, target, RestoreParams::default(), hooks)?;
+    let params = RestoreParams::default();
+    let out = restore::restore_limited(hv, &mut reader, target, params, hooks, &limits)?;
     let dm = if opts.raw {
         Ok(None)
     } else {
-        image::read_end(input)
+        image::read_end_limited(input, &limits.image)
     };
     let started = dm.map_err(MigrateError::from).and_then(|dm| {
         let config = config.map(|c| named(c, &name));
@@ -292,17 +299,29 @@ pub fn send<R: Read, W: Write>(
 /// On any failure the half-received domain is destroyed.
 pub fn receive<R: Read, W: Write>(
     hv: &dyn Hypervisor,
+    data: R,
+    acks: W,
+    paused: bool,
+) -> Result<RestoreOutcome, MigrateError> {
+    receive_limited(hv, data, acks, paused, &Limits::for_host(hv))
+}
+
+/// As [`receive`], within `limits`.
+pub fn receive_limited<R: Read, W: Write>(
+    hv: &dyn Hypervisor,
     mut data: R,
     mut acks: W,
     paused: bool,
+    limits: &Limits,
 ) -> Result<RestoreOutcome, MigrateError> {
     acks.write_all(handshake::BANNER)?;
     acks.flush()?;
-    let config = image::read_start(&mut data)?;
+    let config = image::read_start_limited(&mut data, &limits.image)?;
     if let Some(c) = &config {
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
+    limits.check_config(&facts).map_err(RestoreError::from)?;
     let name = facts.name.clone().unwrap_or_else(|| "migrated".into());
     let target = Target::New {
         name: format!("{name}--incoming"),
@@ -312,12 +331,13 @@ pub fn receive<R: Read, W: Write>(
         pvh: facts.pvh,
     };
     let mut reader = LibxcReader::new(&mut data)?;
-    let out = restore::restore(
+    let out = restore::restore_limited(
         hv,
         &mut reader,
         target,
         RestoreParams::default(),
         &mut restore::NoHooks,
+        limits,
     )?;
     let dom = out.domid;
     let destroy = |why: String| {
@@ -326,7 +346,7 @@ pub fn receive<R: Read, W: Write>(
     };
     // The device model comes up before READY, as with xl: a guest that
     // cannot run here is refused while the source still owns it.
-    let dm = match image::read_end(&mut data) {
+    let dm = match image::read_end_limited(&mut data, &limits.image) {
         Ok(dm) => dm,
         Err(e) => {
             destroy(e.to_string());
