@@ -18,7 +18,15 @@ pub enum ImageError {
     #[error("{0}")]
     Format(String),
     #[error("libxl stream: {0}")]
-    Limit(#[from] OverLimit),
+    Limit(OverLimit),
+}
+
+// By hand, not `#[from]`: the limit is part of this error's text and must
+// not be reported again as its cause.
+impl From<OverLimit> for ImageError {
+    fn from(e: OverLimit) -> Self {
+        ImageError::Limit(e)
+    }
 }
 
 /// What a receiver accepts around the libxc stream.

@@ -28,10 +28,10 @@ pub enum MigrateError {
         state: String,
     },
     #[error("restore failed: {0}")]
-    Restore(#[from] RestoreError),
-    #[error("{0}")]
+    Restore(RestoreError),
+    #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{0}")]
+    #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
     Hv(#[from] HvError),
@@ -41,6 +41,14 @@ pub enum MigrateError {
     AfterGo { msg: String, state: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+// By hand, not `#[from]`: the restore error is part of this one's text and
+// must not be reported again as its cause.
+impl From<RestoreError> for MigrateError {
+    fn from(e: RestoreError) -> Self {
+        MigrateError::Restore(e)
+    }
 }
 
 /// Resume a source guest after a failed save; says what happened for the

@@ -22,7 +22,7 @@ use std::io::Read;
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("reading the stream: {0}")]
-    Stream(#[from] StreamError),
+    Stream(StreamError),
     #[error(transparent)]
     Hv(#[from] HvError),
     #[error("record #{index} ({rtype}) at offset {offset:#x}: {msg}")]
@@ -32,12 +32,9 @@ pub enum RestoreError {
         offset: u64,
         msg: String,
     },
-    #[error("{what}: {source}")]
-    X86 {
-        what: String,
-        #[source]
-        source: X86Error,
-    },
+    // Not a `source`: its text is part of this error's.
+    #[error("{what}: {error}")]
+    X86 { what: String, error: X86Error },
     #[error("stream incomplete: {0}")]
     Missing(String),
     #[error("{0}")]
@@ -47,6 +44,14 @@ pub enum RestoreError {
     /// The stream asks for more than the receiver allows.
     #[error(transparent)]
     Limit(#[from] OverLimit),
+}
+
+// By hand, not `#[from]`: the stream error is part of this one's text and
+// must not be reported again as its cause.
+impl From<StreamError> for RestoreError {
+    fn from(e: StreamError) -> Self {
+        RestoreError::Stream(e)
+    }
 }
 
 /// HVM params with special handling (xen/include/public/hvm/params.h).
@@ -261,7 +266,7 @@ impl<'a> Restorer<'a> {
             }) => {
                 let (max, what) = match (spec_max, max_pfn) {
                     (Some(m), _) => (m, "the guest's memory size (config max_memkb or --memory)"),
-                    (None, Some(m)) => (m, "the guest's size from X86_PV_P2M_FRAMES end_pfn"),
+                    (None, Some(m)) => (m, "X86_PV_P2M_FRAMES end_pfn"),
                     (None, None) => {
                         return Err(RestoreError::Missing(
                             "the size of the guest is unknown: an HVM stream without a domain \
@@ -353,8 +358,8 @@ impl<'a> Restorer<'a> {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(RestoreError::Hv(e)) => return Err(at(e.to_string())),
-                Err(RestoreError::X86 { what, source }) => {
-                    return Err(at(format!("{what}: {source}")))
+                Err(RestoreError::X86 { what, error }) => {
+                    return Err(at(format!("{what}: {error}")))
                 }
                 Err(RestoreError::Limit(l)) => return Err(at(l.to_string())),
                 Err(e) => return Err(e),

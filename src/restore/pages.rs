@@ -138,9 +138,9 @@ impl Restorer<'_> {
                         Ok(m)
                     }
                 })
-                .map_err(|source| RestoreError::X86 {
+                .map_err(|error| RestoreError::X86 {
                     what: format!("localising page table pfn {pfn:#x}"),
-                    source,
+                    error,
                 })?;
                 local[i] = Some(page);
             }

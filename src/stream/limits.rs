@@ -104,7 +104,7 @@ pub struct ReadCaps {
     /// Most entries one PAGE_DATA record may hold.
     pub max_page_entries: u32,
     /// Highest pfn a PAGE_DATA entry may name; also sizes the largest
-    /// X86_PV_P2M_FRAMES body.
+    /// X86_PV_P2M_FRAMES body (never capped below `max_body`).
     pub max_pfn: u64,
 }
 

@@ -247,7 +247,8 @@ impl<R: Read> LibxcReader<R> {
         let cap = match rtype {
             rec_type::PAGE_DATA => return Ok(()),
             _ if !known => return Ok(()),
-            rec_type::X86_PV_P2M_FRAMES => self.caps.max_p2m_body(),
+            // The restore names end_pfn and the guest size it implies.
+            rec_type::X86_PV_P2M_FRAMES => self.caps.max_p2m_body().max(self.caps.max_body.into()),
             _ => u64::from(self.caps.max_body),
         };
         OverLimit::check("record length", u64::from(length), cap, Unit::Bytes)?;
@@ -395,9 +396,9 @@ fn read_page_data<R: Read>(
             let i = entries.len();
             let e = codec::check_pfn_entry(i, fields.u64()?, ctx)?;
             if e.pfn > caps.max_pfn {
-                return Err(
-                    OverLimit::new(format!("pfn[{i}]"), e.pfn, caps.max_pfn, Unit::Pfn).into(),
-                );
+                let e = OverLimit::new(format!("pfn[{i}]"), e.pfn, caps.max_pfn, Unit::Pfn)
+                    .bound("the highest pfn the receiver allows this guest");
+                return Err(e.into());
             }
             if e.ty.has_data() {
                 data_pages += 1;
