@@ -12,7 +12,6 @@ use rxmigrate::hv::{DomId, GuestType, Hypervisor};
 use rxmigrate::migrate;
 use rxmigrate::precopy;
 use rxmigrate::save::{DirectHooks, SaveOptions};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -599,15 +598,22 @@ pub fn assert_rss(run: &Run, guest: u64) {
     );
 }
 
-/// The guest's page `pfn` on the host (HVM gfn = pfn; PV through its P2M).
-pub fn guest_page(host: &SimHost, dom: DomId, pfn: u64) -> Vec<u8> {
+/// The guest's page `pfn` on the host (HVM gfn = pfn; PV: the frame the
+/// host's M2P gives it, as a guest that has not run yet has published no
+/// P2M of its own). `None` if the pfn has no frame.
+pub fn guest_page(host: &SimHost, dom: DomId, pfn: u64) -> Option<Vec<u8>> {
     let info = host.domain_info(dom).expect("info");
     let gfn = match info.guest_type {
         GuestType::Hvm => pfn,
-        GuestType::Pv => host.pv_p2m(dom).expect("p2m").p2m[pfn as usize],
+        GuestType::Pv => {
+            let d = host.dom(dom).expect("domain");
+            let m2p = d.st.m2p().expect("M2P");
+            let f = m2p
+                .iter()
+                .position(|p| p.load(std::sync::atomic::Ordering::Acquire) == pfn)?;
+            d.meta.mfn_base + f as u64
+        }
     };
-    host.map_pages(dom, &[gfn], false)
-        .expect("map")
-        .page(0)
-        .to_vec()
+    let m = host.map_pages(dom, &[gfn], false).ok()?;
+    Some(m.page(0).to_vec())
 }
