@@ -261,3 +261,24 @@ fn a_restored_guest_that_cannot_start_is_destroyed() {
         );
     }
 }
+
+/// Records Xen writes once per stream each cost a call to the host (a
+/// metadata write for X86_TSC_INFO on the simulated host): 100 000 of them
+/// are refused after 64.
+#[test]
+fn records_xen_writes_once_are_refused_when_repeated() {
+    let mut img = pv();
+    let r = img.find(0x08).expect("X86_TSC_INFO");
+    let rec = img.records[r].clone();
+    img.records
+        .splice(r..r, std::iter::repeat_n(rec, 100_000))
+        .for_each(drop);
+    for e in refused_both_ways(&img.bytes(), &[]) {
+        assert!(
+            e.contains(
+                "the count of X86_TSC_INFO records is 65, beyond the receiver's limit of 64"
+            ),
+            "{e}"
+        );
+    }
+}

@@ -183,8 +183,14 @@ pub(crate) struct Restorer<'a> {
     hvm_context: Option<Vec<u8>>,
     /// The last value of each HVM param (the host refuses unknown indices).
     hvm_params: BTreeMap<u32, u64>,
+    /// Records of the kinds [`Restorer::count_once_records`] counts.
+    once_counts: [u64; 4],
     pages: u64,
 }
+
+/// Most records of a kind Xen writes once per stream (TSC info, shared
+/// info, HVM context, HVM params) a stream may carry.
+const MAX_ONCE_RECORDS: u64 = 64;
 
 impl<'a> Restorer<'a> {
     fn new(
@@ -221,6 +227,7 @@ impl<'a> Restorer<'a> {
             cpu_policy: CpuPolicy::default(),
             hvm_context: None,
             hvm_params: BTreeMap::new(),
+            once_counts: [0; 4],
             pages: 0,
         }
     }
@@ -309,6 +316,26 @@ impl<'a> Restorer<'a> {
         Ok(dom)
     }
 
+    /// Records Xen's saver writes once per stream (once per checkpoint, and
+    /// checkpointed streams are refused) each cost a call to the host: a
+    /// stream repeating them is refused after [`MAX_ONCE_RECORDS`].
+    fn count_once_records(&mut self, rec: &Record) -> Result<(), OverLimit> {
+        let slot = match rec {
+            Record::X86TscInfo(_) => 0,
+            Record::SharedInfo(_) => 1,
+            Record::HvmContext(_) => 2,
+            Record::HvmParams(_) => 3,
+            _ => return Ok(()),
+        };
+        self.once_counts[slot] += 1;
+        OverLimit::check(
+            &format!("the count of {} records", rec.name()),
+            self.once_counts[slot],
+            MAX_ONCE_RECORDS,
+            Unit::Items,
+        )
+    }
+
     /// `pfn`, named by `what`, is within what the stream may name.
     fn check_pfn(&self, what: &str, pfn: u64) -> Result<u64, OverLimit> {
         OverLimit::check(what, pfn, self.pfn_cap, Unit::Pfn)
@@ -375,6 +402,7 @@ impl<'a> Restorer<'a> {
         hooks: &mut dyn RestoreHooks,
         at: &dyn Fn(String) -> RestoreError,
     ) -> Result<bool, RestoreError> {
+        self.count_once_records(&rec)?;
         match rec {
             Record::End => return Ok(true),
             Record::PageData(pd) => {

@@ -183,7 +183,23 @@ fn huge_u32(rng: &mut Rng) -> u32 {
 }
 
 fn count(rng: &mut Rng, img: &mut Image, pv: bool) -> Made {
-    match rng.below(4) {
+    match rng.below(5) {
+        4 => {
+            // A record Xen writes once, repeated (each costs a host call).
+            let kinds: &[u32] = if pv {
+                &[0x07, 0x08]
+            } else {
+                &[0x08, rt::HVM_CONTEXT, rt::HVM_PARAMS]
+            };
+            let kind = rng.pick(kinds);
+            let r = img.find(kind).expect("record of that kind");
+            let n = rng.range(65, 100_000) as usize;
+            let rec = img.records[r].clone();
+            img.records
+                .splice(r..r, std::iter::repeat_n(rec, n))
+                .for_each(drop);
+            err(format!("record type {kind:#x} repeated {n} times"), img)
+        }
         0 => {
             // A PAGE_DATA count that disagrees with the length.
             let recs: Vec<usize> = (0..img.records.len())
