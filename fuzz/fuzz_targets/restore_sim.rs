@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 fn host() -> &'static SimHost {
     static HOST: OnceLock<SimHost> = OnceLock::new();
     HOST.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("rxmigrate-fuzz-restore-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("rxmigrate-fuzz-restore-{}", std::process::id()));
         SimHost::open(&dir).expect("open the simulated host")
     })
 }
