@@ -107,6 +107,18 @@ impl Bitmap {
         self.zip_with(other, |_, b| b)
     }
 
+    /// Lengthen to `len` bits (new bits clear), keeping the bits set; a
+    /// shorter `len` is ignored. The words grow in place, amortised.
+    pub fn grow_to(&mut self, len: u64) {
+        if len <= self.len {
+            return;
+        }
+        // Bits past the old end may be set by a raw fill: they are not ours.
+        self.trim();
+        self.words.resize(len.div_ceil(64) as usize, 0);
+        self.len = len;
+    }
+
     /// Set bits in ascending order.
     pub fn iter_ones(&self) -> impl Iterator<Item = u64> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {
@@ -134,6 +146,20 @@ mod tests {
         assert_eq!(b.count(), 130);
         assert!(b.get(129));
         assert!(!b.get(130));
+    }
+
+    #[test]
+    fn grow_to_keeps_bits_and_clears_new_ones() {
+        let mut b = Bitmap::new(70);
+        b.set(3);
+        b.set(69);
+        b.grow_to(10);
+        assert_eq!(b.len(), 70);
+        b.grow_to(1000);
+        assert_eq!(b.len(), 1000);
+        assert_eq!(b.iter_ones().collect::<Vec<_>>(), vec![3, 69]);
+        b.set(999);
+        assert_eq!(b.count(), 3);
     }
 
     proptest! {

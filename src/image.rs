@@ -3,8 +3,9 @@
 
 use crate::hv::{DeviceModelState, DomainInfo, GuestType};
 use crate::stream::{
-    read_libxl_header, read_libxl_record, read_xl_header, write_libxl_header, write_libxl_record,
-    write_xl_header, LibxlRecord, StreamError, XL_FLAG_STREAMV2,
+    read_libxl_header, read_libxl_record_capped, read_xl_header_capped, write_libxl_header,
+    write_libxl_record, write_xl_header, LibxlCaps, LibxlRecord, OverLimit, StreamError, Unit,
+    XL_FLAG_STREAMV2,
 };
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -16,6 +17,61 @@ pub enum ImageError {
     Stream(#[from] StreamError),
     #[error("{0}")]
     Format(String),
+    #[error("libxl stream: {0}")]
+    Limit(OverLimit),
+}
+
+// By hand, not `#[from]`: the limit is part of this error's text and must
+// not be reported again as its cause.
+impl From<OverLimit> for ImageError {
+    fn from(e: OverLimit) -> Self {
+        ImageError::Limit(e)
+    }
+}
+
+/// What a receiver accepts around the libxc stream.
+///
+/// The config: xl's JSON config of a domain is a few KiB (one with dozens
+/// of disks and NICs stays under 64 KiB); 1 MiB leaves more than ten times
+/// that and keeps the parsed JSON, which can take twenty times its text,
+/// near 20 MiB. The device model: QEMU's saved device state of an HVM guest
+/// is well under 1 MiB (guest RAM, video RAM included, is not in it), and
+/// its xenstore data a few physmap entries; libxl writes one record of
+/// each per device model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest xl config, bytes.
+    pub max_config: u32,
+    /// Largest EMULATOR_CONTEXT blob, bytes.
+    pub max_emulator_context: u32,
+    /// EMULATOR_XENSTORE_DATA bytes, all records together.
+    pub max_xenstore_data: u32,
+    /// xenstore key/value pairs, all records together.
+    pub max_xenstore_pairs: u32,
+    /// Most EMULATOR_* records after the libxc stream.
+    pub max_emulator_records: u32,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_config: 1 << 20,
+            max_emulator_context: 32 << 20,
+            max_xenstore_data: 1 << 20,
+            max_xenstore_pairs: 4096,
+            max_emulator_records: 8,
+        }
+    }
+}
+
+impl ImageLimits {
+    fn libxl_caps(&self) -> LibxlCaps {
+        LibxlCaps {
+            max_emulator_context: self.max_emulator_context,
+            max_xenstore_data: self.max_xenstore_data,
+            max_xenstore_pairs: self.max_xenstore_pairs,
+        }
+    }
 }
 
 /// The xl-style domain config we carry: the fields of libxl's JSON that a
@@ -53,21 +109,26 @@ pub struct ConfigFacts {
     pub name: Option<String>,
     pub max_pfn: Option<u64>,
     pub max_vcpu_id: u32,
+    /// `b_info.max_memkb` and `b_info.max_vcpus` as the config says them,
+    /// for the receiver's limits.
+    pub max_memkb: Option<u64>,
+    pub max_vcpus: Option<u64>,
     pub host_config: Option<Value>,
     /// xl's `type = "pvh"`.
     pub pvh: bool,
 }
 
 pub fn config_facts(config: &Value) -> ConfigFacts {
+    let max_memkb = config["b_info"]["max_memkb"].as_u64();
+    let max_vcpus = config["b_info"]["max_vcpus"].as_u64();
     ConfigFacts {
         name: config["c_info"]["name"].as_str().map(str::to_string),
-        max_pfn: config["b_info"]["max_memkb"]
-            .as_u64()
-            .filter(|&kb| kb >= 4)
-            .map(|kb| kb / 4 - 1),
-        max_vcpu_id: config["b_info"]["max_vcpus"]
-            .as_u64()
-            .map_or(0, |n| n.saturating_sub(1) as u32),
+        max_pfn: max_memkb.filter(|&kb| kb >= 4).map(|kb| kb / 4 - 1),
+        max_vcpu_id: max_vcpus.map_or(0, |n| {
+            u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX)
+        }),
+        max_memkb,
+        max_vcpus,
         host_config: config.get("rxmigrate").cloned(),
         pvh: config["c_info"]["type"].as_str() == Some("pvh"),
     }
@@ -120,7 +181,15 @@ pub fn write_end<W: Write>(w: &mut W) -> Result<(), ImageError> {
 /// Reads an xl header and the libxl records up to LIBXC_CONTEXT. Returns the
 /// config (if the file carried one).
 pub fn read_start<R: Read>(r: &mut R) -> Result<Option<Value>, ImageError> {
-    let xl = read_xl_header(r)?;
+    read_start_limited(r, &ImageLimits::default())
+}
+
+/// As [`read_start`], within `limits`.
+pub fn read_start_limited<R: Read>(
+    r: &mut R,
+    limits: &ImageLimits,
+) -> Result<Option<Value>, ImageError> {
+    let xl = read_xl_header_capped(r, limits.max_config)?;
     if xl.mandatory_flags & XL_FLAG_STREAMV2 == 0 {
         return Err(ImageError::Format(
             "legacy (pre-4.6) save image: convert it with Xen's convert-legacy-stream first".into(),
@@ -133,14 +202,20 @@ pub fn read_start<R: Read>(r: &mut R) -> Result<Option<Value>, ImageError> {
         ),
         None => None,
     };
-    read_libxl_to_libxc(r)?;
-    Ok(config)
+    read_libxl_header(r)?;
+    match read_libxl_record_capped(r, &limits.libxl_caps())? {
+        LibxlRecord::LibxcContext => Ok(config),
+        other => Err(ImageError::Format(format!(
+            "libxl stream: expected LIBXC_CONTEXT first, found {}",
+            other.name()
+        ))),
+    }
 }
 
 /// Reads the libxl header and records up to LIBXC_CONTEXT.
 pub fn read_libxl_to_libxc<R: Read>(r: &mut R) -> Result<(), ImageError> {
     read_libxl_header(r)?;
-    match read_libxl_record(r)? {
+    match read_libxl_record_capped(r, &ImageLimits::default().libxl_caps())? {
         LibxlRecord::LibxcContext => Ok(()),
         other => Err(ImageError::Format(format!(
             "libxl stream: expected LIBXC_CONTEXT first, found {other:?}"
@@ -151,9 +226,34 @@ pub fn read_libxl_to_libxc<R: Read>(r: &mut R) -> Result<(), ImageError> {
 /// The libxl records after the libxc stream, up to END: the device model's
 /// state of an HVM guest, if the stream carries one.
 pub fn read_end<R: Read>(r: &mut R) -> Result<Option<DeviceModelState>, ImageError> {
+    read_end_limited(r, &ImageLimits::default())
+}
+
+/// As [`read_end`], within `limits`: each record is checked from its header
+/// before its body is read, the totals after each record.
+pub fn read_end_limited<R: Read>(
+    r: &mut R,
+    limits: &ImageLimits,
+) -> Result<Option<DeviceModelState>, ImageError> {
+    let caps = limits.libxl_caps();
     let mut dm: Option<DeviceModelState> = None;
+    let mut records = 0u64;
+    let mut xenstore_bytes = 0u64;
     loop {
-        match read_libxl_record(r)? {
+        let rec = read_libxl_record_capped(r, &caps)?;
+        if matches!(
+            rec,
+            LibxlRecord::EmulatorXenstoreData { .. } | LibxlRecord::EmulatorContext { .. }
+        ) {
+            records += 1;
+            OverLimit::check(
+                "the count of EMULATOR_* records",
+                records,
+                limits.max_emulator_records.into(),
+                Unit::Items,
+            )?;
+        }
+        match rec {
             LibxlRecord::End => {
                 return match dm {
                     Some(d) if d.context.is_empty() => Err(ImageError::Format(
@@ -171,6 +271,22 @@ pub fn read_end<R: Read>(r: &mut R) -> Result<Option<DeviceModelState>, ImageErr
                 emulator_id, pairs, ..
             } => {
                 let d = dm.get_or_insert_with(|| DeviceModelState::empty(emulator_id));
+                xenstore_bytes += pairs
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len() + 2) as u64)
+                    .sum::<u64>();
+                OverLimit::check(
+                    "EMULATOR_XENSTORE_DATA, all records together,",
+                    xenstore_bytes,
+                    limits.max_xenstore_data.into(),
+                    Unit::Bytes,
+                )?;
+                OverLimit::check(
+                    "the count of xenstore pairs, all records together,",
+                    (d.xenstore.len() + pairs.len()) as u64,
+                    limits.max_xenstore_pairs.into(),
+                    Unit::Items,
+                )?;
                 d.xenstore.extend(pairs);
             }
             LibxlRecord::EmulatorContext {

@@ -17,7 +17,9 @@ use crate::cancel;
 use crate::hv::{DomId, HvError, Hypervisor, ShutdownReason};
 use crate::image::{self, ImageError};
 use crate::precopy::Policy;
-use crate::restore::{self, RestoreError, RestoreHooks, RestoreOutcome, RestoreParams, Target};
+use crate::restore::{
+    self, Limits, RestoreError, RestoreHooks, RestoreOutcome, RestoreParams, Target,
+};
 use crate::save::{self, SaveError, SaveHooks, SaveOptions, SaveOutcome};
 use crate::stats::Summary;
 use crate::stream::{handshake, LibxcReader, StreamError};
@@ -36,10 +38,10 @@ pub enum MigrateError {
         state: String,
     },
     #[error("restore failed: {0}")]
-    Restore(#[from] RestoreError),
-    #[error("{0}")]
+    Restore(RestoreError),
+    #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{0}")]
+    #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
     Hv(#[from] HvError),
@@ -51,6 +53,14 @@ pub enum MigrateError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Config(#[from] crate::trust::ConfigRefused),
+}
+
+// By hand, not `#[from]`: the restore error is part of this one's text and
+// must not be reported again as its cause.
+impl From<RestoreError> for MigrateError {
+    fn from(e: RestoreError) -> Self {
+        MigrateError::Restore(e)
+    }
 }
 
 /// Resume a source guest after a failed save; says what happened for the
@@ -145,6 +155,8 @@ pub struct RestoreImageOptions {
     /// Accept the image's choices of device-model program, QEMU arguments
     /// and paths (`--trust-config`; see [`crate::trust::check_config`]).
     pub trust_config: bool,
+    /// What the image may make this host build (default: the host's).
+    pub limits: Option<Limits>,
 }
 
 /// Restore an image into a new, paused domain. Reads exactly the image.
@@ -154,16 +166,18 @@ pub fn restore_image<R: Read>(
     opts: &RestoreImageOptions,
     hooks: &mut dyn RestoreHooks,
 ) -> Result<RestoreOutcome, MigrateError> {
+    let limits = opts.limits.clone().unwrap_or_else(|| Limits::for_host(hv));
     let config = if opts.raw {
         None
     } else {
-        image::read_start(input)?
+        image::read_start_limited(input, &limits.image)?
     };
     if let Some(c) = &config {
         crate::trust::check_config(c, opts.trust_config)?;
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
+    limits.check_config(&facts).map_err(RestoreError::from)?;
     let name = opts
         .name
         .clone()
@@ -177,11 +191,12 @@ pub fn restore_image<R: Read>(
         pvh: facts.pvh,
     };
     let mut reader = LibxcReader::new(&mut *input)?;
-    let out = restore::restore(hv, &mut reader, target, RestoreParams::default(), hooks)?;
+    let params = RestoreParams::default();
+    let out = restore::restore_limited(hv, &mut reader, target, params, hooks, &limits)?;
     let dm = if opts.raw {
         Ok(None)
     } else {
-        image::read_end(input)
+        image::read_end_limited(input, &limits.image)
     };
     let started = dm.map_err(MigrateError::from).and_then(|dm| {
         let config = config.map(|c| named(c, &name));
@@ -356,6 +371,8 @@ pub struct ReceiveOptions {
     /// Accept the sender's choices of device-model program, QEMU arguments
     /// and paths (see [`crate::trust::check_config`]).
     pub trust_config: bool,
+    /// What the stream may make this host build (default: the host's).
+    pub limits: Option<Limits>,
 }
 
 /// The receiving side: `data` is the stream, `acks` goes back to the sender.
@@ -368,16 +385,18 @@ pub fn receive<R: Read, W: Write>(
     opts: &ReceiveOptions,
 ) -> Result<RestoreOutcome, MigrateError> {
     let (paused, waits) = (opts.paused, &opts.waits);
+    let limits = &opts.limits.clone().unwrap_or_else(|| Limits::for_host(hv));
     waits.handshake("sending the banner");
     acks.write_all(handshake::BANNER)?;
     acks.flush()?;
     waits.stream("receiving the migration stream");
-    let config = image::read_start(&mut data)?;
+    let config = image::read_start_limited(&mut data, &limits.image)?;
     if let Some(c) = &config {
         crate::trust::check_config(c, opts.trust_config)?;
         hv.check_restore_config(c)?;
     }
     let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
+    limits.check_config(&facts).map_err(RestoreError::from)?;
     let name = facts.name.clone().unwrap_or_else(|| "migrated".into());
     let target = Target::New {
         name: format!("{name}--incoming"),
@@ -387,12 +406,13 @@ pub fn receive<R: Read, W: Write>(
         pvh: facts.pvh,
     };
     let mut reader = LibxcReader::new(&mut data)?;
-    let out = restore::restore(
+    let out = restore::restore_limited(
         hv,
         &mut reader,
         target,
         RestoreParams::default(),
         &mut restore::NoHooks,
+        limits,
     )?;
     let dom = out.domid;
     let destroy = |why: String| {
@@ -401,7 +421,7 @@ pub fn receive<R: Read, W: Write>(
     };
     // The device model comes up before READY, as with xl: a guest that
     // cannot run here is refused while the source still owns it.
-    let dm = match image::read_end(&mut data) {
+    let dm = match image::read_end_limited(&mut data, &limits.image) {
         Ok(dm) => dm,
         Err(e) => {
             destroy(e.to_string());

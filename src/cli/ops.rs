@@ -3,7 +3,7 @@
 use crate::hv::Hypervisor;
 use crate::migrate::{self, ReceiveOptions, RestoreImageOptions, SendOptions};
 use crate::precopy::{self, HotPage, HotPageParams, Policy, Xen33, Xen33Params, Xen4, Xen4Params};
-use crate::restore::NoHooks;
+use crate::restore::{parse_size, Limits, NoHooks};
 use crate::save::{SaveHooks, SaveOptions};
 use crate::stats::{RoundStats, StatsWriter, Summary};
 use crate::transport::keys::{KeyDir, Pin, PublicKey};
@@ -294,6 +294,18 @@ pub struct RestoreArgs {
     /// paths outside Xen's directories (refused by default; docs/SECURITY.md).
     #[arg(long)]
     pub trust_config: bool,
+    /// Largest guest to restore (e.g. 4G, 512M; a bare number is MiB).
+    /// Default: the host's free memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+/// The host's receiver limits, with `--max-memory` if given.
+fn limits(hv: &dyn Hypervisor, max_memory: Option<u64>) -> Limits {
+    match max_memory {
+        Some(m) => Limits::new(m),
+        None => Limits::for_host(hv),
+    }
 }
 
 pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
@@ -309,20 +321,40 @@ pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
         Box::new(File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?)
     };
     let mut input = BufReader::with_capacity(1 << 20, input);
+    let max_pfn = match a.memory {
+        Some(mib) => match mib.checked_mul(256) {
+            Some(pages) if pages > 0 => Some(pages - 1),
+            _ => bail!("--memory {mib}: expected a guest size in MiB, at least 1"),
+        },
+        None => None,
+    };
     let out = migrate::restore_image(
         hv,
         &mut input,
         &RestoreImageOptions {
             raw: a.raw,
             name: a.name.clone(),
-            max_pfn: a.memory.map(|m| m * 256 - 1),
+            max_pfn,
             trust_config: a.trust_config,
+            limits: Some(limits(hv, a.max_memory)),
         },
         &mut NoHooks,
     )
     .with_context(|| format!("restoring {}", a.file.display()))?;
     if !a.paused {
-        hv.unpause(out.domid)?;
+        if let Err(e) = hv.unpause(out.domid) {
+            // A guest that cannot start is not left behind.
+            if let Err(de) = hv.destroy(out.domid) {
+                log::error!(
+                    "destroying domain {} after it failed to start: {de}",
+                    out.domid
+                );
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "starting the restored domain {} (destroyed)",
+                out.domid
+            )));
+        }
     }
     println!("{}", out.domid);
     eprintln!("restored domain {} ({} pages)", out.domid, out.pages);
@@ -533,6 +565,10 @@ pub struct ReceiveArgs {
     /// outside Xen's directories (refused by default; docs/SECURITY.md).
     #[arg(long)]
     pub trust_config: bool,
+    /// Largest guest to receive (e.g. 4G, 512M; a bare number is MiB).
+    /// Default: the host's free memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 fn receiver_auth(a: &ReceiveArgs) -> Result<ReceiverAuth> {
@@ -559,6 +595,7 @@ pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
     let opts = ReceiveOptions {
         paused: a.paused,
         trust_config: a.trust_config,
+        limits: Some(limits(hv, a.max_memory)),
         waits: Waits::new(Timeouts {
             accept: (a.accept_timeout > 0).then(|| secs(a.accept_timeout)),
             ..a.timeouts.timeouts()

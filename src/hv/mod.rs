@@ -268,6 +268,12 @@ pub trait Hypervisor: Send + Sync {
     /// `xc_domain_populate_physmap_exact` for these pfns; returns the gfn of
     /// each (the new mfn for PV, the pfn itself for HVM).
     fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>>;
+    /// Memory the host could still give a new guest, in bytes, as the
+    /// hypervisor reports it: a receiver's default limit on the size of a
+    /// guest it restores. `None`: this host cannot tell.
+    fn host_free_memory(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// Host-specific configuration of a running domain (see [`DomainSpec`]).
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>>;
 

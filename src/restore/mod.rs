@@ -5,12 +5,15 @@
 //! STATIC_DATA_END, and the vCPUs, shared info, HVM context, pinning and the
 //! guest's P2M at END. A domain the engine created is destroyed on any error.
 
+mod limits;
 mod pages;
 mod pv;
 
+pub use limits::{parse_size, Limits, FALLBACK_MAX_MEMORY};
+
 use crate::bitmap::Bitmap;
 use crate::hv::{CpuPolicy, DomId, DomainSpec, GuestType, HvError, Hypervisor, PvVcpuState};
-use crate::stream::{DomainType, LibxcReader, Record, StreamError};
+use crate::stream::{DomainType, LibxcReader, OverLimit, Record, StreamError, Unit};
 use crate::x86::X86Error;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -19,7 +22,7 @@ use std::io::Read;
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("reading the stream: {0}")]
-    Stream(#[from] StreamError),
+    Stream(StreamError),
     #[error(transparent)]
     Hv(#[from] HvError),
     #[error("record #{index} ({rtype}) at offset {offset:#x}: {msg}")]
@@ -29,12 +32,9 @@ pub enum RestoreError {
         offset: u64,
         msg: String,
     },
-    #[error("{what}: {source}")]
-    X86 {
-        what: String,
-        #[source]
-        source: X86Error,
-    },
+    // Not a `source`: its text is part of this error's.
+    #[error("{what}: {error}")]
+    X86 { what: String, error: X86Error },
     #[error("stream incomplete: {0}")]
     Missing(String),
     #[error("{0}")]
@@ -44,6 +44,17 @@ pub enum RestoreError {
     /// A signal asked to stop (checked before each record).
     #[error(transparent)]
     Cancelled(#[from] crate::cancel::Cancelled),
+    /// The stream asks for more than the receiver allows.
+    #[error(transparent)]
+    Limit(#[from] OverLimit),
+}
+
+// By hand, not `#[from]`: the stream error is part of this one's text and
+// must not be reported again as its cause.
+impl From<StreamError> for RestoreError {
+    fn from(e: StreamError) -> Self {
+        RestoreError::Stream(e)
+    }
 }
 
 /// HVM params with special handling (xen/include/public/hvm/params.h).
@@ -106,8 +117,8 @@ pub struct RestoreOutcome {
 }
 
 /// Restore one libxc stream (headers already read by `reader`) up to and
-/// including its END record. Nothing past END is read. The domain is left
-/// paused.
+/// including its END record, within the host's default [`Limits`]. Nothing
+/// past END is read. The domain is left paused.
 pub fn restore<R: Read>(
     hv: &dyn Hypervisor,
     reader: &mut LibxcReader<R>,
@@ -115,11 +126,25 @@ pub fn restore<R: Read>(
     params: RestoreParams,
     hooks: &mut dyn RestoreHooks,
 ) -> Result<RestoreOutcome, RestoreError> {
+    restore_limited(hv, reader, target, params, hooks, &Limits::for_host(hv))
+}
+
+/// As [`restore`], within `limits`: the guest's size (from the target or
+/// the stream) is checked before the domain is created, and every record
+/// against that size as it arrives.
+pub fn restore_limited<R: Read>(
+    hv: &dyn Hypervisor,
+    reader: &mut LibxcReader<R>,
+    target: Target,
+    params: RestoreParams,
+    hooks: &mut dyn RestoreHooks,
+    limits: &Limits,
+) -> Result<RestoreOutcome, RestoreError> {
     let guest_type = match reader.domain_header().domain_type {
         DomainType::X86Pv => GuestType::Pv,
         DomainType::X86Hvm => GuestType::Hvm,
     };
-    let mut r = Restorer::new(hv, guest_type, target, params);
+    let mut r = Restorer::new(hv, guest_type, target, params, limits.clone());
     let result = r.run(reader, hooks);
     match result {
         Ok(out) => Ok(out),
@@ -143,16 +168,32 @@ pub(crate) struct Restorer<'a> {
     params: RestoreParams,
     pub(crate) dom: Option<DomId>,
     pub(crate) created: bool,
+    limits: Limits,
+    /// Highest pfn of the guest as the stream has shown it so far.
     max_pfn: u64,
+    /// Highest pfn the stream may ever name: the guest's size as the
+    /// receiver knows it (config or stream, capped by the limits) and, for
+    /// HVM, the room above its RAM ([`Limits::hvm_pfn_cap`]).
+    pfn_cap: u64,
+    /// Highest vCPU id the guest may have.
+    max_vcpu_id: u32,
+    /// Pfns populated so far; its length grows by doubling, up to `pfn_cap`.
     populated: Bitmap,
     pv: Option<pv::PvRestore>,
     verify_mode: bool,
     static_done: bool,
     cpu_policy: CpuPolicy,
     hvm_context: Option<Vec<u8>>,
-    hvm_params: Vec<(u32, u64)>,
+    /// The last value of each HVM param (the host refuses unknown indices).
+    hvm_params: BTreeMap<u32, u64>,
+    /// Records of the kinds [`Restorer::count_once_records`] counts.
+    once_counts: [u64; 4],
     pages: u64,
 }
+
+/// Most records of a kind Xen writes once per stream (TSC info, shared
+/// info, HVM context, HVM params) a stream may carry.
+const MAX_ONCE_RECORDS: u64 = 64;
 
 impl<'a> Restorer<'a> {
     fn new(
@@ -160,7 +201,17 @@ impl<'a> Restorer<'a> {
         guest_type: GuestType,
         target: Target,
         params: RestoreParams,
+        limits: Limits,
     ) -> Self {
+        let max_vcpu_id = match &target {
+            Target::New { max_vcpu_id, .. } => *max_vcpu_id,
+            // Known once the domain is looked at, before any record.
+            Target::Existing(_) => 0,
+        };
+        let pfn_cap = match guest_type {
+            GuestType::Pv => limits.max_pages().saturating_sub(1),
+            GuestType::Hvm => Limits::hvm_pfn_cap(limits.max_pages()),
+        };
         Restorer {
             hv,
             guest_type,
@@ -168,19 +219,24 @@ impl<'a> Restorer<'a> {
             params,
             dom: None,
             created: false,
+            limits,
             max_pfn: 0,
+            pfn_cap,
+            max_vcpu_id,
             populated: Bitmap::new(0),
             pv: None,
             verify_mode: false,
             static_done: false,
             cpu_policy: CpuPolicy::default(),
             hvm_context: None,
-            hvm_params: Vec::new(),
+            hvm_params: BTreeMap::new(),
+            once_counts: [0; 4],
             pages: 0,
         }
     }
 
-    /// The domain, creating it now if the target is new and its size known.
+    /// The domain, creating it now if the target is new and its size known
+    /// (`max_pfn`: the P2M's end, for a PV stream without a config).
     fn ensure_domain(&mut self, max_pfn: Option<u64>) -> Result<DomId, RestoreError> {
         if let Some(d) = self.dom {
             return Ok(d);
@@ -194,7 +250,21 @@ impl<'a> Restorer<'a> {
                         self.guest_type, info.guest_type
                     )));
                 }
-                self.max_pfn = max_pfn.unwrap_or(info.max_pfn).max(info.max_pfn);
+                // The toolstack built this domain: its size stands. The
+                // stream may size a domain it left empty, within the limits.
+                let limit_max = self.limits.max_pages().saturating_sub(1);
+                let size_max = info.max_pfn.max(limit_max);
+                self.pfn_cap = match self.guest_type {
+                    GuestType::Pv => size_max,
+                    GuestType::Hvm => Limits::hvm_pfn_cap(size_max.saturating_add(1)),
+                };
+                self.max_vcpu_id = info.max_vcpu_id;
+                self.max_pfn = match max_pfn {
+                    Some(m) => self
+                        .check_pfn("X86_PV_P2M_FRAMES end_pfn", m)?
+                        .max(info.max_pfn),
+                    None => info.max_pfn,
+                };
                 d
             }
             Some(Target::New {
@@ -204,13 +274,26 @@ impl<'a> Restorer<'a> {
                 config,
                 pvh,
             }) => {
-                let Some(max) = max_pfn.or(spec_max) else {
-                    return Err(RestoreError::Missing(
-                        "the size of the guest is unknown: an HVM stream without a domain \
-                         config needs the guest's memory size (--memory)"
-                            .into(),
-                    ));
+                let (max, what) = match (spec_max, max_pfn) {
+                    (Some(m), _) => (m, "the guest's memory size (config max_memkb or --memory)"),
+                    (None, Some(m)) => (m, "X86_PV_P2M_FRAMES end_pfn"),
+                    (None, None) => {
+                        return Err(RestoreError::Missing(
+                            "the size of the guest is unknown: an HVM stream without a domain \
+                             config needs the guest's memory size (--memory)"
+                                .into(),
+                        ))
+                    }
                 };
+                // Nothing is created for a guest bigger than the receiver allows.
+                self.limits.check_pages(what, max.saturating_add(1))?;
+                self.limits
+                    .check_vcpus("the guest's vCPU count (config max_vcpus)", max_vcpu_id)?;
+                self.pfn_cap = match self.guest_type {
+                    GuestType::Pv => max,
+                    GuestType::Hvm => Limits::hvm_pfn_cap(max + 1),
+                };
+                self.max_vcpu_id = max_vcpu_id;
                 let d = self.hv.create_domain(&DomainSpec {
                     name,
                     guest_type: self.guest_type,
@@ -236,6 +319,39 @@ impl<'a> Restorer<'a> {
         Ok(dom)
     }
 
+    /// Records Xen's saver writes once per stream (once per checkpoint, and
+    /// checkpointed streams are refused) each cost a call to the host: a
+    /// stream repeating them is refused after [`MAX_ONCE_RECORDS`].
+    fn count_once_records(&mut self, rec: &Record) -> Result<(), OverLimit> {
+        let slot = match rec {
+            Record::X86TscInfo(_) => 0,
+            Record::SharedInfo(_) => 1,
+            Record::HvmContext(_) => 2,
+            Record::HvmParams(_) => 3,
+            _ => return Ok(()),
+        };
+        self.once_counts[slot] += 1;
+        OverLimit::check(
+            &format!("the count of {} records", rec.name()),
+            self.once_counts[slot],
+            MAX_ONCE_RECORDS,
+            Unit::Items,
+        )
+    }
+
+    /// `pfn`, named by `what`, is within what the stream may name.
+    fn check_pfn(&self, what: &str, pfn: u64) -> Result<u64, OverLimit> {
+        OverLimit::check(what, pfn, self.pfn_cap, Unit::Pfn)
+            .map_err(|e| e.bound("the highest pfn the receiver allows this guest"))?;
+        Ok(pfn)
+    }
+
+    /// A vCPU record's id is one of the guest's.
+    fn check_vcpu(&self, id: u32) -> Result<(), OverLimit> {
+        OverLimit::check("vCPU id", id.into(), self.max_vcpu_id.into(), Unit::Items)
+            .map_err(|e| e.bound("the guest's highest vCPU id"))
+    }
+
     fn run<R: Read>(
         &mut self,
         reader: &mut LibxcReader<R>,
@@ -258,6 +374,7 @@ impl<'a> Restorer<'a> {
             crate::cancel::check()?;
             let offset = reader.offset();
             let index = reader.record_index();
+            reader.set_caps(self.limits.read_caps(self.pfn_cap));
             let Some(rec) = reader.next_record()? else {
                 return Err(RestoreError::Missing("stream ended before END".into()));
             };
@@ -272,9 +389,10 @@ impl<'a> Restorer<'a> {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(RestoreError::Hv(e)) => return Err(at(e.to_string())),
-                Err(RestoreError::X86 { what, source }) => {
-                    return Err(at(format!("{what}: {source}")))
+                Err(RestoreError::X86 { what, error }) => {
+                    return Err(at(format!("{what}: {error}")))
                 }
+                Err(RestoreError::Limit(l)) => return Err(at(l.to_string())),
                 Err(e) => return Err(e),
             }
         }
@@ -288,6 +406,7 @@ impl<'a> Restorer<'a> {
         hooks: &mut dyn RestoreHooks,
         at: &dyn Fn(String) -> RestoreError,
     ) -> Result<bool, RestoreError> {
+        self.count_once_records(&rec)?;
         match rec {
             Record::End => return Ok(true),
             Record::PageData(pd) => {
@@ -326,6 +445,7 @@ impl<'a> Restorer<'a> {
                 if (end_pfn as u64) > self.max_pfn && !self.created {
                     // A PV domain the toolstack built has no P2M yet (Xen
                     // reports max pfn 0): the stream sizes it, as in Xen.
+                    self.check_pfn("X86_PV_P2M_FRAMES end_pfn", end_pfn.into())?;
                     self.grow(end_pfn as u64);
                 }
                 if (end_pfn as u64) > self.max_pfn {
@@ -342,10 +462,22 @@ impl<'a> Restorer<'a> {
                 self.pv_state(at)?
                     .set_p2m_frames(end_pfn as u64, max, frames, at)?;
             }
-            Record::X86PvVcpuBasic(v) => self.pv_state(at)?.vcpu(v.vcpu_id).basic = v.blob,
-            Record::X86PvVcpuExtended(v) => self.pv_state(at)?.vcpu(v.vcpu_id).extended = v.blob,
-            Record::X86PvVcpuXsave(v) => self.pv_state(at)?.vcpu(v.vcpu_id).xsave = v.blob,
-            Record::X86PvVcpuMsrs(v) => self.pv_state(at)?.vcpu(v.vcpu_id).msrs = v.blob,
+            Record::X86PvVcpuBasic(v) => {
+                self.check_vcpu(v.vcpu_id)?;
+                self.pv_state(at)?.vcpu(v.vcpu_id).basic = v.blob
+            }
+            Record::X86PvVcpuExtended(v) => {
+                self.check_vcpu(v.vcpu_id)?;
+                self.pv_state(at)?.vcpu(v.vcpu_id).extended = v.blob
+            }
+            Record::X86PvVcpuXsave(v) => {
+                self.check_vcpu(v.vcpu_id)?;
+                self.pv_state(at)?.vcpu(v.vcpu_id).xsave = v.blob
+            }
+            Record::X86PvVcpuMsrs(v) => {
+                self.check_vcpu(v.vcpu_id)?;
+                self.pv_state(at)?.vcpu(v.vcpu_id).msrs = v.blob
+            }
             Record::SharedInfo(page) => self.pv_state(at)?.shared_info = Some(page),
             Record::X86TscInfo(t) => {
                 let dom = self.domain(at)?;
@@ -379,23 +511,30 @@ impl<'a> Restorer<'a> {
 
     /// An HVM guest's frames go beyond its RAM (video RAM, the special
     /// pages below 4 GiB): Xen's restore grows with the stream, so does
-    /// this one, up to 1 TiB of guest address space. The host still refuses
-    /// frames it cannot back.
-    pub(super) fn fit_hvm(&mut self, pfn: u64) {
-        const HVM_PFN_LIMIT: u64 = 1 << 28;
-        if self.guest_type == GuestType::Hvm && pfn > self.max_pfn && pfn < HVM_PFN_LIMIT {
+    /// this one, up to the guest's pfn cap. The host still refuses frames
+    /// it cannot back.
+    pub(super) fn fit_hvm(&mut self, what: &str, pfn: u64) -> Result<(), OverLimit> {
+        if self.guest_type == GuestType::Hvm && pfn > self.max_pfn {
+            self.check_pfn(what, pfn)?;
             self.grow(pfn);
         }
+        Ok(())
     }
 
-    /// Raise the guest's size to `max_pfn`, keeping what is populated.
+    /// Raise the guest's size to `max_pfn` (within `pfn_cap`), keeping what
+    /// is populated. The bitmap at least doubles, so that a stream raising
+    /// its top pfn record after record costs amortised O(1) per record.
     fn grow(&mut self, max_pfn: u64) {
-        let mut b = Bitmap::new(max_pfn + 1);
-        for p in self.populated.iter_ones() {
-            b.set(p);
-        }
-        self.populated = b;
         self.max_pfn = max_pfn;
+        let want = max_pfn.saturating_add(1);
+        if want > self.populated.len() {
+            let doubled = self
+                .populated
+                .len()
+                .saturating_mul(2)
+                .min(self.pfn_cap.saturating_add(1));
+            self.populated.grow_to(want.max(doubled));
+        }
     }
 
     fn domain(&self, at: &dyn Fn(String) -> RestoreError) -> Result<DomId, RestoreError> {
@@ -457,7 +596,7 @@ impl<'a> Restorer<'a> {
                 | hvm_param::IOREQ_PFN
                 | hvm_param::BUFIOREQ_PFN => {
                     // The toolstack rebuilds these rings: they start zeroed.
-                    self.fit_hvm(val);
+                    self.fit_hvm(&format!("HVM param {idx32} (a ring's pfn)"), val)?;
                     if val > self.max_pfn {
                         return Err(at(format!(
                             "HVM param {idx32} points at pfn {val:#x} beyond the guest ({:#x})",
@@ -470,8 +609,8 @@ impl<'a> Restorer<'a> {
                 }
                 _ => {}
             }
-            self.hvm_params.push((idx32, val));
             self.hv.set_hvm_param(dom, idx32, val)?;
+            self.hvm_params.insert(idx32, val);
         }
         Ok(())
     }
@@ -504,13 +643,7 @@ impl<'a> Restorer<'a> {
                     .take()
                     .ok_or_else(|| RestoreError::Missing("no HVM_CONTEXT record".into()))?;
                 self.hv.set_hvm_context(dom, &ctx)?;
-                let get = |i: u32| {
-                    self.hvm_params
-                        .iter()
-                        .rev()
-                        .find(|(k, _)| *k == i)
-                        .map_or(0, |(_, v)| *v)
-                };
+                let get = |i: u32| self.hvm_params.get(&i).copied().unwrap_or(0);
                 (get(hvm_param::STORE_PFN), get(hvm_param::CONSOLE_PFN))
             }
         };

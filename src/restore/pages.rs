@@ -20,7 +20,10 @@ impl Restorer<'_> {
                     self.max_pfn
                 )));
             }
-            if !self.populated.get(p) && !todo.contains(&p) {
+            // Marked now, so that a pfn named twice is populated once (a
+            // failed populate fails the whole restore).
+            if !self.populated.get(p) {
+                self.populated.set(p);
                 todo.push(p);
             }
         }
@@ -35,9 +38,8 @@ impl Restorer<'_> {
                 gfns.len()
             )));
         }
-        for (&p, &g) in todo.iter().zip(&gfns) {
-            self.populated.set(p);
-            if let Some(pv) = &mut self.pv {
+        if let Some(pv) = &mut self.pv {
+            for (&p, &g) in todo.iter().zip(&gfns) {
                 pv.set_mfn(p, g);
             }
         }
@@ -61,7 +63,8 @@ impl Restorer<'_> {
             return Err(at("PV page data before X86_PV_P2M_FRAMES".into()));
         }
         if let Some(top) = pd.entries.iter().map(|e| e.pfn).max() {
-            self.fit_hvm(top);
+            self.fit_hvm("PAGE_DATA pfn", top)
+                .map_err(|e| at(e.to_string()))?;
         }
         for e in &pd.entries {
             if e.pfn > self.max_pfn {
@@ -135,9 +138,9 @@ impl Restorer<'_> {
                         Ok(m)
                     }
                 })
-                .map_err(|source| RestoreError::X86 {
+                .map_err(|error| RestoreError::X86 {
                     what: format!("localising page table pfn {pfn:#x}"),
-                    source,
+                    error,
                 })?;
                 local[i] = Some(page);
             }

@@ -134,9 +134,9 @@ impl PvRestore {
                 continue; // Errata 1: empty records are ignored.
             }
             if id == 0 {
-                let ctx = vcpu::Context64::new(&st.basic).map_err(|source| RestoreError::X86 {
+                let ctx = vcpu::Context64::new(&st.basic).map_err(|error| RestoreError::X86 {
                     what: "vCPU 0 context".into(),
-                    source,
+                    error,
                 })?;
                 let si_pfn = ctx.reg(vcpu::Reg::Rdx);
                 let si_mfn = self.notab_mfn(si_pfn, "start_info")?;
@@ -164,16 +164,16 @@ impl PvRestore {
                         console_evtchn: params.console_evtchn,
                     },
                 )
-                .map_err(|source| RestoreError::X86 {
+                .map_err(|error| RestoreError::X86 {
                     what: "start_info".into(),
-                    source,
+                    error,
                 })?;
             }
             // Page-table roots must have come as page tables.
             {
-                let ctx = vcpu::Context64::new(&st.basic).map_err(|source| RestoreError::X86 {
+                let ctx = vcpu::Context64::new(&st.basic).map_err(|error| RestoreError::X86 {
                     what: format!("vCPU {id} context"),
-                    source,
+                    error,
                 })?;
                 let cr3_pfn = ctx.cr3() >> 12;
                 if self.type_of(cr3_pfn).pt_level() != 4 {
@@ -187,18 +187,18 @@ impl PvRestore {
             vcpu::localise_basic(&mut st.basic, id, |pfn| {
                 p2m.get(pfn as usize).copied().filter(|&m| m != INVALID_MFN)
             })
-            .map_err(|source| RestoreError::X86 {
+            .map_err(|error| RestoreError::X86 {
                 what: format!("vCPU {id} context"),
-                source,
+                error,
             })?;
             hv.set_pv_vcpu(dom, id, &st)?;
         }
 
         if let Some(saved) = self.shared_info.take() {
             let mut page = hv.shared_info(dom)?;
-            shared_info::restore_into(&saved, &mut page).map_err(|source| RestoreError::X86 {
+            shared_info::restore_into(&saved, &mut page).map_err(|error| RestoreError::X86 {
                 what: "shared info".into(),
-                source,
+                error,
             })?;
             hv.set_shared_info(dom, &page)?;
         } else {

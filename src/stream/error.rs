@@ -64,6 +64,16 @@ pub enum ErrorKind {
     /// The input broke a rule of the format.
     #[error("{0}")]
     Invalid(String),
+    /// The input is bigger than the reader's caps allow (the receiver's
+    /// limits, tighter than the format's).
+    #[error(transparent)]
+    OverLimit(Box<super::limits::OverLimit>),
+}
+
+impl From<super::limits::OverLimit> for ErrorKind {
+    fn from(e: super::limits::OverLimit) -> Self {
+        ErrorKind::OverLimit(Box::new(e))
+    }
 }
 
 fn eof_message(clean: bool, at: u64, wanted: u64, got: u64) -> String {

@@ -3,6 +3,7 @@
 //! optional or not.
 
 use super::error::{invalid, ErrorKind, Layer, Place, StreamError};
+use super::limits::{LibxlCaps, OverLimit, Unit};
 use super::wire::{self, Fields};
 use super::REC_LENGTH_MAX;
 use std::io::{Read, Write};
@@ -153,8 +154,17 @@ pub fn write_libxl_header<W: Write>(w: &mut W) -> Result<(), StreamError> {
 /// Reads one libxl record. Any type other than the six known ones is an
 /// error, as in libxl.
 pub fn read_libxl_record<R: Read>(r: &mut R) -> Result<LibxlRecord, StreamError> {
+    read_libxl_record_capped(r, &LibxlCaps::default())
+}
+
+/// As [`read_libxl_record`], refusing emulator records over `caps` from
+/// their header, before their body is read.
+pub fn read_libxl_record_capped<R: Read>(
+    r: &mut R,
+    caps: &LibxlCaps,
+) -> Result<LibxlRecord, StreamError> {
     let mut at = 0u64;
-    read_record_at(r, &mut at, false)
+    read_record_at(r, &mut at, false, caps)
         .map(|(rec, _)| rec)
         .map_err(|(rtype, k)| {
             StreamError::new(Layer::Libxl, k).with_place(Place::Record { index: None, rtype })
@@ -225,6 +235,7 @@ pub(crate) fn read_record_at<R: Read + ?Sized>(
     r: &mut R,
     at: &mut u64,
     strict: bool,
+    caps: &LibxlCaps,
 ) -> Result<(LibxlRecord, u32), (Option<u32>, ErrorKind)> {
     let start = *at;
     let mut hdr = [0u8; 8];
@@ -244,11 +255,46 @@ pub(crate) fn read_record_at<R: Read + ?Sized>(
             "length {length:#x} exceeds the record cap of {REC_LENGTH_MAX:#x} (128 MiB)"
         ))));
     }
+    check_length(rtype, length, caps).map_err(e)?;
     let body = wire::read_vec(r, length as usize, start + 8).map_err(e)?;
     let pad = wire::read_padding(r, u64::from(length), start + 8).map_err(e)?;
-    let rec = decode_body(rtype, &body, strict).map_err(e)?;
+    let rec = decode_body(rtype, &body, strict, caps).map_err(e)?;
     *at = start + 8 + u64::from(length) + pad as u64;
     Ok((rec, length))
+}
+
+/// What a record's header alone tells about its length: the fixed-size
+/// records' exact length, the emulator records' caps.
+fn check_length(rtype: u32, length: u32, caps: &LibxlCaps) -> Result<(), ErrorKind> {
+    use libxl_type::*;
+    let fixed = match rtype {
+        END | LIBXC_CONTEXT | CHECKPOINT_END => Some(0),
+        CHECKPOINT_STATE => Some(4),
+        _ => None,
+    };
+    if let Some(want) = fixed {
+        if length != want {
+            return Err(invalid(format!("length is {length}, must be {want}")));
+        }
+        return Ok(());
+    }
+    let data = u64::from(length.saturating_sub(8));
+    match rtype {
+        EMULATOR_CONTEXT => OverLimit::check(
+            "EMULATOR_CONTEXT data length",
+            data,
+            caps.max_emulator_context.into(),
+            Unit::Bytes,
+        )?,
+        EMULATOR_XENSTORE_DATA => OverLimit::check(
+            "EMULATOR_XENSTORE_DATA length",
+            data,
+            caps.max_xenstore_data.into(),
+            Unit::Bytes,
+        )?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn emulator_header(f: &mut Fields<'_>, len: usize, strict: bool) -> Result<(u32, u32), ErrorKind> {
@@ -267,7 +313,12 @@ fn emulator_header(f: &mut Fields<'_>, len: usize, strict: bool) -> Result<(u32,
     Ok((id, index))
 }
 
-fn decode_body(rtype: u32, body: &[u8], strict: bool) -> Result<LibxlRecord, ErrorKind> {
+fn decode_body(
+    rtype: u32,
+    body: &[u8],
+    strict: bool,
+    caps: &LibxlCaps,
+) -> Result<LibxlRecord, ErrorKind> {
     use libxl_type::*;
     let mut f = Fields::new(body);
     let empty = |r: LibxlRecord| {
@@ -300,7 +351,7 @@ fn decode_body(rtype: u32, body: &[u8], strict: bool) -> Result<LibxlRecord, Err
         }
         EMULATOR_XENSTORE_DATA => {
             let (emulator_id, index) = emulator_header(&mut f, body.len(), strict)?;
-            let pairs = parse_xenstore_pairs(f.rest())?;
+            let pairs = parse_xenstore_pairs(f.rest(), caps.max_xenstore_pairs)?;
             Ok(LibxlRecord::EmulatorXenstoreData {
                 emulator_id,
                 index,
@@ -312,9 +363,17 @@ fn decode_body(rtype: u32, body: &[u8], strict: bool) -> Result<LibxlRecord, Err
 }
 
 /// `key\0value\0` pairs, with libxl's checks: every string NUL-terminated,
-/// keys non-empty and relative.
-fn parse_xenstore_pairs(data: &[u8]) -> Result<Vec<(String, String)>, ErrorKind> {
-    let mut pairs = Vec::new();
+/// keys non-empty and relative; at most `max_pairs` of them, counted before
+/// any is kept.
+fn parse_xenstore_pairs(data: &[u8], max_pairs: u32) -> Result<Vec<(String, String)>, ErrorKind> {
+    let strings = data.iter().filter(|&&b| b == 0).count() as u64;
+    OverLimit::check(
+        "EMULATOR_XENSTORE_DATA pair count",
+        strings.div_ceil(2),
+        max_pairs.into(),
+        Unit::Items,
+    )?;
+    let mut pairs = Vec::with_capacity((strings / 2) as usize);
     let mut rest = data;
     while !rest.is_empty() {
         let (key, after) = split_cstr(rest, "key", pairs.len())?;
@@ -393,7 +452,7 @@ impl<R: Read> LibxlReader<R> {
         let start = self.offset;
         let index = self.index;
         let mut at = start;
-        match read_record_at(&mut self.inner, &mut at, self.strict) {
+        match read_record_at(&mut self.inner, &mut at, self.strict, &LibxlCaps::default()) {
             Ok((rec, length)) => {
                 self.last_length = length;
                 self.offset = at;
@@ -443,6 +502,6 @@ pub fn write_libxl_record_len<W: Write>(w: &mut W, rec: &LibxlRecord) -> Result<
         })
     };
     let body = encode_body(rec).map_err(fail)?;
-    decode_body(rec.type_code(), &body, true).map_err(fail)?;
+    decode_body(rec.type_code(), &body, true, &LibxlCaps::default()).map_err(fail)?;
     emit(w, rec.type_code(), &body).map_err(fail)
 }

@@ -4,6 +4,7 @@
 
 use super::codec::{self, BodyCtx};
 use super::error::{invalid, ErrorKind, Layer, Place, StreamError};
+use super::limits::{OverLimit, ReadCaps, Unit};
 use super::record::{rec_type, DomainHeader, DomainType, PageData, PfnEntry, Record};
 use super::rules::Rules;
 use super::wire::{self, Fields};
@@ -58,6 +59,7 @@ pub struct LibxcReader<R: Read> {
     index: u64,
     last_length: u32,
     rules: Rules,
+    caps: ReadCaps,
     state: State,
 }
 
@@ -99,6 +101,7 @@ impl<R: Read> LibxcReader<R> {
             offset: dat + DHDR_SIZE as u64,
             index: 0,
             last_length: 0,
+            caps: ReadCaps::default(),
             state: State::Records,
         })
     }
@@ -143,6 +146,16 @@ impl<R: Read> LibxcReader<R> {
     }
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    /// Caps tighter than the format's for the records still to come (a
+    /// restore's, from the guest size the receiver allows): a record over
+    /// them is refused from its header, before its body is read.
+    pub fn set_caps(&mut self, caps: ReadCaps) {
+        self.caps = caps;
+    }
+    pub fn caps(&self) -> ReadCaps {
+        self.caps
     }
 
     /// Next record, fully validated (lengths, padding, ordering, pfn range
@@ -209,9 +222,10 @@ impl<R: Read> LibxcReader<R> {
         self.rules.admit(rtype)?;
         let body_at = start + 8;
         let known = rtype <= rec_type::X86_MSR_POLICY;
+        self.check_caps(rtype, length, known)?;
         let rec = if rtype == rec_type::PAGE_DATA {
             let ctx = self.rules.body_ctx();
-            read_page_data(&mut self.inner, length, body_at, &ctx)?
+            read_page_data(&mut self.inner, length, body_at, &ctx, &self.caps)?
         } else if !known {
             // Unknown optional record (admit refused mandatory ones): skip it.
             let padded = u64::from(length) + wire::padding_len(u64::from(length)) as u64;
@@ -225,6 +239,20 @@ impl<R: Read> LibxcReader<R> {
         self.offset = body_at + u64::from(length) + wire::padding_len(u64::from(length)) as u64;
         self.rules.commit(&rec);
         Ok(rec)
+    }
+
+    /// The caps on a record's length, known from its header. PAGE_DATA is
+    /// capped entry by entry as it arrives; skipped records are never held.
+    fn check_caps(&self, rtype: u32, length: u32, known: bool) -> Result<(), ErrorKind> {
+        let cap = match rtype {
+            rec_type::PAGE_DATA => return Ok(()),
+            _ if !known => return Ok(()),
+            // The restore names end_pfn and the guest size it implies.
+            rec_type::X86_PV_P2M_FRAMES => self.caps.max_p2m_body().max(self.caps.max_body.into()),
+            _ => u64::from(self.caps.max_body),
+        };
+        OverLimit::check("record length", u64::from(length), cap, Unit::Bytes)?;
+        Ok(())
     }
 }
 
@@ -311,6 +339,7 @@ fn read_page_data<R: Read>(
     length: u32,
     at: u64,
     ctx: &BodyCtx,
+    caps: &ReadCaps,
 ) -> Result<Record, ErrorKind> {
     let length = u64::from(length);
     if length < 8 {
@@ -336,6 +365,12 @@ fn read_page_data<R: Read>(
             8 + pfn_bytes
         )));
     }
+    OverLimit::check(
+        "PAGE_DATA count",
+        u64::from(count),
+        u64::from(caps.max_page_entries),
+        Unit::Items,
+    )?;
     let count = count as usize;
     if count > MAX_READ_PFNS {
         return Err(invalid(format!(
@@ -360,6 +395,11 @@ fn read_page_data<R: Read>(
         for _ in 0..n {
             let i = entries.len();
             let e = codec::check_pfn_entry(i, fields.u64()?, ctx)?;
+            if e.pfn > caps.max_pfn {
+                let e = OverLimit::new(format!("pfn[{i}]"), e.pfn, caps.max_pfn, Unit::Pfn)
+                    .bound("the highest pfn the receiver allows this guest");
+                return Err(e.into());
+            }
             if e.ty.has_data() {
                 data_pages += 1;
             }

@@ -2,6 +2,7 @@
 //! (reference §2.1).
 
 use super::error::{invalid, ErrorKind, Layer, Place, StreamError};
+use super::limits::{OverLimit, Unit};
 use super::wire::{self, Fields};
 use super::REC_LENGTH_MAX;
 use std::io::{Read, Write};
@@ -63,8 +64,18 @@ pub fn read_xl_header<R: Read>(r: &mut R) -> Result<XlHeader, StreamError> {
     read_xl_header_info(r).map(|i| i.header)
 }
 
+/// As [`read_xl_header`], refusing a config longer than `max_config` bytes
+/// from the header's length field, before the config is read.
+pub fn read_xl_header_capped<R: Read>(r: &mut R, max_config: u32) -> Result<XlHeader, StreamError> {
+    read_header(r, max_config).map(|i| i.header)
+}
+
 /// As [`read_xl_header`], also returning the sizes read.
 pub fn read_xl_header_info<R: Read>(r: &mut R) -> Result<XlHeaderInfo, StreamError> {
+    read_header(r, REC_LENGTH_MAX as u32)
+}
+
+fn read_header<R: Read>(r: &mut R, max_config: u32) -> Result<XlHeaderInfo, StreamError> {
     let mut h = [0u8; XL_HDR_SIZE];
     wire::read_exact_at(r, &mut h, 0, true).map_err(fail)?;
     let mut f = Fields::new(&h);
@@ -93,6 +104,14 @@ pub fn read_xl_header_info<R: Read>(r: &mut R) -> Result<XlHeaderInfo, StreamErr
             "optional data length {optional_data_len:#x} exceeds the cap of {REC_LENGTH_MAX:#x}"
         ))));
     }
+    // The optional data is the config's u32 length and the config.
+    OverLimit::check(
+        "the domain config (optional data length - 4)",
+        u64::from(optional_data_len.saturating_sub(4)),
+        u64::from(max_config),
+        Unit::Bytes,
+    )
+    .map_err(|e| fail(e.into()))?;
     let opt = wire::read_vec(r, optional_data_len as usize, XL_HDR_SIZE as u64).map_err(fail)?;
     let config = parse_config(&opt, mandatory_flags & XL_FLAG_JSON != 0).map_err(fail)?;
     Ok(XlHeaderInfo {

@@ -1394,6 +1394,25 @@ impl Hypervisor for SimHost {
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>> {
         Ok(self.dir.read_meta(dom)?.config)
     }
+
+    /// A simulated guest's RAM is this machine's memory: what the kernel
+    /// reports available.
+    fn host_free_memory(&self) -> Result<Option<u64>> {
+        let text = std::fs::read_to_string("/proc/meminfo")
+            .map_err(|e| HvError::io("read /proc/meminfo", e))?;
+        Ok(mem_available(&text))
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut f = line.split_whitespace().skip(1);
+    let kib: u64 = f.next()?.parse().ok()?;
+    match f.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
 }
 
 impl SimHost {
@@ -1426,7 +1445,15 @@ impl SimHost {
 
 #[cfg(test)]
 mod tests {
-    use super::host_tag;
+    use super::{host_tag, mem_available};
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let m = "MemTotal:       24684000 kB\nMemFree:  100 kB\nMemAvailable:   23515000 kB\n";
+        assert_eq!(mem_available(m), Some(23_515_000 * 1024));
+        assert_eq!(mem_available("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_available("MemAvailable: x kB\n"), None);
+    }
 
     #[test]
     fn every_host_tag_keeps_pv_frames_inside_a_pte() {
