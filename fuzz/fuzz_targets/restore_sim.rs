@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
         raw,
         name: None,
         max_pfn: raw.then_some(4095),
+        trust_config: false,
         limits: Some(limits()),
     };
     let mut input = data;
