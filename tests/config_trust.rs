@@ -9,9 +9,6 @@ mod sim_util;
 
 use rxmigrate::hv::sim::{GuestConfig, SimHost, WorkloadKind};
 use rxmigrate::hv::{GuestType, Hypervisor};
-use rxmigrate::migrate;
-use rxmigrate::precopy;
-use rxmigrate::save::{DirectHooks, SaveOptions};
 use rxmigrate::stream::handshake::PERMISSION_TO_GO;
 use rxmigrate::stream::{read_xl_header_info, write_xl_header};
 use serde_json::{json, Value};
@@ -26,19 +23,7 @@ fn saved_image() -> Vec<u8> {
     let mut c = GuestConfig::new("web", GuestType::Hvm, 16, WorkloadKind::Uniform);
     c.seed = 5;
     let dom = a.create(&c);
-    let mut img = Vec::new();
-    let mut p = precopy::by_name("xen4").expect("policy");
-    migrate::save_image(
-        &a.host,
-        dom,
-        &mut img,
-        p.as_mut(),
-        SaveOptions { live: false },
-        &mut DirectHooks,
-        false,
-    )
-    .expect("save");
-    img
+    a.save_image(dom)
 }
 
 /// `img` with its xl config changed by `edit`.

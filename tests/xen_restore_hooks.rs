@@ -9,9 +9,7 @@ use rxmigrate::bitmap::Bitmap;
 use rxmigrate::hv::sim::{SimHost, WorkloadKind};
 use rxmigrate::hv::*;
 use rxmigrate::migrate::{self, RestoreImageOptions};
-use rxmigrate::precopy;
 use rxmigrate::restore::NoHooks;
-use rxmigrate::save::{DirectHooks, SaveOptions};
 use rxmigrate::x86::{start_info, vcpu};
 use sim_util::TestHost;
 use std::sync::Mutex;
@@ -207,19 +205,7 @@ fn saved_image(t: GuestType) -> Vec<u8> {
     let mut c = rxmigrate::hv::sim::GuestConfig::new("g", t, 16, WorkloadKind::Uniform);
     c.seed = 3;
     let dom = a.create(&c);
-    let mut img = Vec::new();
-    let mut p = precopy::by_name("xen4").expect("policy");
-    migrate::save_image(
-        &a.host,
-        dom,
-        &mut img,
-        p.as_mut(),
-        SaveOptions { live: false },
-        &mut DirectHooks,
-        false,
-    )
-    .expect("save");
-    img
+    a.save_image(dom)
 }
 
 #[test]

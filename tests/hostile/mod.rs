@@ -9,9 +9,6 @@ pub mod gen;
 use crate::sim_util::TestHost;
 use rxmigrate::hv::sim::{SimHost, WorkloadKind};
 use rxmigrate::hv::{DomId, GuestType, Hypervisor};
-use rxmigrate::migrate;
-use rxmigrate::precopy;
-use rxmigrate::save::{DirectHooks, SaveOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -302,19 +299,7 @@ pub fn saved_image(t: GuestType, mib: u64, seed: u64) -> Vec<u8> {
     c.paused = true;
     let dom = a.create(&c);
     a.host.run_until(dom, 200).expect("run the guest a little");
-    let mut img = Vec::new();
-    let mut p = precopy::by_name("xen4").expect("policy");
-    migrate::save_image(
-        &a.host,
-        dom,
-        &mut img,
-        p.as_mut(),
-        SaveOptions { live: false },
-        &mut DirectHooks,
-        false,
-    )
-    .expect("save");
-    img
+    a.save_image(dom)
 }
 
 /// How a stream is fed to the binary.

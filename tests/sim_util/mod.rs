@@ -39,6 +39,23 @@ impl TestHost {
         self.doms.push(id);
         id
     }
+
+    /// An xl save image of `dom`, saved suspended (xen4, not live).
+    pub fn save_image(&self, dom: DomId) -> Vec<u8> {
+        let mut img = Vec::new();
+        let mut p = rxmigrate::precopy::by_name("xen4").expect("policy");
+        rxmigrate::migrate::save_image(
+            &self.host,
+            dom,
+            &mut img,
+            p.as_mut(),
+            rxmigrate::save::SaveOptions { live: false },
+            &mut rxmigrate::save::DirectHooks,
+            false,
+        )
+        .expect("save");
+        img
+    }
 }
 
 impl Drop for TestHost {
