@@ -254,8 +254,17 @@ fn judge(
             a.doms.clear();
             Outcome::DestinationOwnsSourceKept
         }
+        // Permission to go lost in transit: a cut inside GO on the
+        // receiver's side, or a sender-side cut at the end of the stream or
+        // inside GO whose GO write the relay still took (a race with the
+        // relay's close). Neither end can know whether the other has GO: the
+        // receiver gives up, the sender keeps its copy suspended.
         Err(MigrateError::AfterGo { .. })
-            if matches!(case.fault, Fault::Cut(Cut::IntoGo(_), Side::Receiver)) =>
+            if matches!(case.fault, Fault::Cut(Cut::IntoGo(_), Side::Receiver))
+                || matches!(
+                    (run.data.cut_at, run.data.stream_end),
+                    (Some(cut), Some(end)) if cut >= end
+                ) =>
         {
             let doms = bh.list_domains().map_err(|e| e.to_string())?;
             if !doms.is_empty() {
