@@ -59,11 +59,13 @@ types=(
     'xc_interface' 'xc_evtchn_port_or_error_t' 'xc_shadow_op_stats_t' 'xc_cpu_policy_t'
     'xen_cpuid_leaf_t' 'xen_msr_entry_t' 'evtchn_port_t' 'xenevtchn_port_or_error_t'
     'xentoollog_logger' 'xenforeignmemory_handle' 'xenevtchn_handle' 'xs_handle'
+    'xc_physinfo_t' 'xen_sysctl_physinfo'
 )
 vars=(
     'XEN_DOMCTL_.*' 'XEN_X86_EMU_.*' 'XEN_DOMCTL_CDF_.*' 'XENVER_.*'
     'SHUTDOWN_.*' 'HVM_PARAM_.*' 'MMUEXT_.*' 'XS_PERM_.*' 'VGCF_.*'
     'DOMID_.*' 'XENFEAT_.*' 'XEN_CPUID_.*' 'XEN_DOMINF_.*' 'GNTTAB_.*'
+    'XEN_SYSCTL_PHYSCAP_.*'
 )
 targs=()
 for t in "${types[@]}"; do targs+=(--allowlist-type "$t"); done
@@ -97,7 +99,7 @@ gen_lib xenctrl XenCtrl \
     xc_domain_hvm_setcontext xc_hvm_param_get xc_hvm_param_set \
     xc_domain_populate_physmap_exact xc_mmuext_op xc__hypercall_buffer_alloc \
     xc__hypercall_buffer_free xc__hypercall_buffer_alloc_pages xc__hypercall_buffer_free_pages \
-    xc_evtchn_alloc_unbound xc_clear_domain_pages
+    xc_evtchn_alloc_unbound xc_clear_domain_pages xc_physinfo
 gen_lib xenguest XenGuest \
     xc_domain_resume xc_cpu_policy_init xc_cpu_policy_destroy xc_cpu_policy_get_domain \
     xc_cpu_policy_serialise xc_cpu_policy_get_size xc_set_domain_cpu_policy xc_dom_gnttab_seed

@@ -160,6 +160,9 @@ impl Hypervisor for Builder<'_> {
     fn domain_config(&self, d: DomId) -> Result<Option<serde_json::Value>> {
         self.sim.domain_config(d)
     }
+    fn domain_max_memory(&self, d: DomId) -> Result<u64> {
+        self.sim.domain_max_memory(d)
+    }
 
     fn restore_channels(&self, d: DomId) -> Result<Option<(u32, u32)>> {
         self.calls.lock().unwrap().push(format!("channels {d}"));

@@ -274,6 +274,10 @@ pub trait Hypervisor: Send + Sync {
     fn host_free_memory(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Most memory the domain may hold, in bytes: what the toolstack granted
+    /// it (Xen: `max_pages`; sim: its RAM). A restore into a domain the
+    /// toolstack built is bounded by this.
+    fn domain_max_memory(&self, dom: DomId) -> Result<u64>;
     /// Host-specific configuration of a running domain (see [`DomainSpec`]).
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>>;
 

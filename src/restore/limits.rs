@@ -3,14 +3,14 @@
 //! restore allocates is bounded by these (and by the guest's own size, once
 //! known) before it is allocated.
 
-use crate::hv::Hypervisor;
+use crate::hv::{GuestType, Hypervisor};
 use crate::image::{ConfigFacts, ImageLimits};
 use crate::stream::{OverLimit, ReadCaps, Size, Unit, PAGE_SIZE};
 
 /// Largest guest restored without `--max-memory` when the host cannot say
-/// how much memory it has free (the Xen backend has no `xc_physinfo`
-/// binding yet). The restore's own tables cost about 10 bytes per guest
-/// page: 160 MiB here, which any dom0 has.
+/// how much memory it has free (its `xc_physinfo` failed). The restore's
+/// own tables cost about 10 bytes per guest page: 160 MiB here, which any
+/// dom0 has.
 pub const FALLBACK_MAX_MEMORY: u64 = 64 << 30;
 /// Xen's HVM_MAX_VCPUS (4.17): no guest has more.
 pub const DEFAULT_MAX_VCPUS: u32 = 128;
@@ -143,6 +143,19 @@ impl Limits {
         pages.max(HVM_HOLE_PAGES).saturating_add(HVM_HOLE_PAGES) - 1
     }
 
+    /// Highest pfn a guest of a domain the toolstack built, granted
+    /// `granted_pages`, may use: its P2M may run past its memory
+    /// (ballooned-out pfns) up to twice the grant for PV; an HVM guest gets
+    /// the room of [`Limits::hvm_pfn_cap`]. Never beyond these limits.
+    pub fn granted_pfn_cap(&self, guest_type: GuestType, granted_pages: u64) -> u64 {
+        let pages = self.max_pages();
+        match guest_type {
+            GuestType::Pv => granted_pages.saturating_mul(2).min(pages),
+            GuestType::Hvm => Limits::hvm_pfn_cap(granted_pages.min(pages)).saturating_add(1),
+        }
+        .saturating_sub(1)
+    }
+
     /// The reader's caps for a guest whose pfns go up to `max_pfn`.
     pub fn read_caps(&self, max_pfn: u64) -> ReadCaps {
         ReadCaps {
@@ -224,5 +237,17 @@ mod tests {
         assert_eq!(Limits::hvm_pfn_cap(4096), (2 << 20) - 1);
         assert_eq!(Limits::hvm_pfn_cap(3 << 20), (4 << 20) - 1);
         assert_eq!(Limits::hvm_pfn_cap(u64::MAX), u64::MAX - 1);
+    }
+
+    #[test]
+    fn a_granted_domain_bounds_the_stream_by_its_grant() {
+        let l = Limits::new(1 << 30);
+        // 128 MiB granted: a PV P2M up to 256 MiB of pfns.
+        assert_eq!(l.granted_pfn_cap(GuestType::Pv, 1 << 15), (1 << 16) - 1);
+        // Never beyond the receiver's own limit.
+        assert_eq!(l.granted_pfn_cap(GuestType::Pv, 1 << 20), (1 << 18) - 1);
+        // HVM: RAM plus the room below and above 4 GiB.
+        assert_eq!(l.granted_pfn_cap(GuestType::Hvm, 1 << 15), (2 << 20) - 1);
+        assert_eq!(l.granted_pfn_cap(GuestType::Hvm, 0), (2 << 20) - 1);
     }
 }

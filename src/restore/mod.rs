@@ -13,7 +13,7 @@ pub use limits::{parse_size, Limits, FALLBACK_MAX_MEMORY};
 
 use crate::bitmap::Bitmap;
 use crate::hv::{CpuPolicy, DomId, DomainSpec, GuestType, HvError, Hypervisor, PvVcpuState};
-use crate::stream::{DomainType, LibxcReader, OverLimit, Record, StreamError, Unit};
+use crate::stream::{DomainType, LibxcReader, OverLimit, Record, StreamError, Unit, PAGE_SIZE};
 use crate::x86::X86Error;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -251,13 +251,15 @@ impl<'a> Restorer<'a> {
                     )));
                 }
                 // The toolstack built this domain: its size stands. The
-                // stream may size a domain it left empty, within the limits.
-                let limit_max = self.limits.max_pages().saturating_sub(1);
-                let size_max = info.max_pfn.max(limit_max);
-                self.pfn_cap = match self.guest_type {
-                    GuestType::Pv => size_max,
-                    GuestType::Hvm => Limits::hvm_pfn_cap(size_max.saturating_add(1)),
-                };
+                // stream may size a domain it left empty, within what the
+                // toolstack granted it and the receiver's limits.
+                let granted = self.hv.domain_max_memory(d)? / PAGE_SIZE as u64;
+                let cap = self.limits.granted_pfn_cap(self.guest_type, granted);
+                self.pfn_cap = info.max_pfn.max(cap);
+                log::debug!(
+                    "domain {d}: {granted} pages granted, stream pfns up to {:#x}",
+                    self.pfn_cap
+                );
                 self.max_vcpu_id = info.max_vcpu_id;
                 self.max_pfn = match max_pfn {
                     Some(m) => self

@@ -517,3 +517,54 @@ fn sigterm_during_a_save_is_reported_through_complete() {
     };
     assert!(!ended, "a whole stream despite the abort");
 }
+
+/// The domain libxl built bounds what the stream may make the helper build:
+/// a stream whose P2M runs past twice the domain's grant is refused before
+/// anything is populated, and the domain stays libxl's.
+#[test]
+fn a_stream_larger_than_the_domain_libxl_built_is_refused() {
+    let (_da, a) = new_host();
+    let (_db, b) = new_host();
+    let mut src = Doms {
+        host: &a,
+        ids: vec![],
+    };
+    let dom = a
+        .create_guest(&guest("big", GuestType::Pv))
+        .expect("create");
+    src.ids.push(dom);
+    let info = a.domain_info(dom).unwrap();
+    let s = save(&a, dom, "xen4", 1);
+    let mut dst = Doms {
+        host: &b,
+        ids: vec![],
+    };
+    // A quarter of the guest's memory granted: its pfns may reach half.
+    let nd = b
+        .create_domain(&DomainSpec {
+            name: "big".into(),
+            guest_type: GuestType::Pv,
+            max_pfn: info.p2m_size() / 4 - 1,
+            max_vcpu_id: info.max_vcpu_id,
+            config: a.domain_config(dom).unwrap(),
+            pvh: false,
+        })
+        .unwrap();
+    dst.ids.push(nd);
+    let r = restore(&b, nd, s.stream, 0);
+    let Some(Msg::Complete { retval, .. }) = r.received.last().map(|m| m.msg.clone()) else {
+        panic!("no complete: {:?}", r.received)
+    };
+    assert_eq!(retval, -1, "{}", r.stderr);
+    let errors: Vec<String> = logs(&r.received)
+        .into_iter()
+        .filter(|(l, _)| *l == 8)
+        .map(|x| x.1)
+        .collect();
+    let want = format!(
+        "X86_PV_P2M_FRAMES end_pfn is {:#x}, beyond the highest pfn",
+        info.max_pfn
+    );
+    assert!(errors.iter().any(|t| t.contains(&want)), "{errors:?}");
+    assert!(b.domain_info(nd).is_ok());
+}

@@ -1391,6 +1391,11 @@ impl Hypervisor for SimHost {
         Ok(out)
     }
 
+    /// A simulated guest holds its RAM and no more.
+    fn domain_max_memory(&self, dom: DomId) -> Result<u64> {
+        Ok(self.domain_info(dom)?.p2m_size().saturating_mul(4096))
+    }
+
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>> {
         Ok(self.dir.read_meta(dom)?.config)
     }

@@ -10,6 +10,7 @@ mod handle;
 mod kept_config;
 pub mod layout;
 mod p2m;
+mod physinfo;
 mod qmp;
 mod suspend;
 mod vcpu;
@@ -17,6 +18,7 @@ mod vcpu;
 pub use conv::{bitmap_buffer_pages, bitmap_from_xen, page_type, shutdown_reason};
 pub use errno::xc_error;
 pub use p2m::{read as read_p2m, RawP2m};
+pub use physinfo::PhysInfo;
 pub use vcpu::{BASIC_SIZE as VCPU_BASIC_SIZE, MSR_SIZE as VCPU_MSR_SIZE};
 
 use crate::bitmap::Bitmap;
@@ -776,6 +778,14 @@ impl Hypervisor for XenHost {
             ) as i64
         })?;
         Ok(arr)
+    }
+
+    fn host_free_memory(&self) -> Result<Option<u64>> {
+        Ok(Some(self.physinfo()?.free_bytes()))
+    }
+
+    fn domain_max_memory(&self, dom: DomId) -> Result<u64> {
+        Ok(physinfo::max_memory_bytes(&self.raw_info(dom)?))
     }
 
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>> {

@@ -383,6 +383,17 @@ pub const XEN_DOMCTL_gdbsx_guestmemio: u32 = 1000;
 pub const XEN_DOMCTL_gdbsx_pausevcpu: u32 = 1001;
 pub const XEN_DOMCTL_gdbsx_unpausevcpu: u32 = 1002;
 pub const XEN_DOMCTL_gdbsx_domstatus: u32 = 1003;
+pub const XEN_SYSCTL_PHYSCAP_hvm: u32 = 1;
+pub const XEN_SYSCTL_PHYSCAP_pv: u32 = 2;
+pub const XEN_SYSCTL_PHYSCAP_directio: u32 = 4;
+pub const XEN_SYSCTL_PHYSCAP_hap: u32 = 8;
+pub const XEN_SYSCTL_PHYSCAP_shadow: u32 = 16;
+pub const XEN_SYSCTL_PHYSCAP_iommu_hap_pt_share: u32 = 32;
+pub const XEN_SYSCTL_PHYSCAP_vmtrace: u32 = 64;
+pub const XEN_SYSCTL_PHYSCAP_vpmu: u32 = 128;
+pub const XEN_SYSCTL_PHYSCAP_gnttab_v1: u32 = 256;
+pub const XEN_SYSCTL_PHYSCAP_gnttab_v2: u32 = 512;
+pub const XEN_SYSCTL_PHYSCAP_MAX: u32 = 512;
 pub const XENVER_version: u32 = 0;
 pub const XENVER_extraversion: u32 = 1;
 pub const XENVER_compile_info: u32 = 2;
@@ -2549,6 +2560,26 @@ impl Default for xen_domctl {
     }
 }
 pub type xen_domctl_t = xen_domctl;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct xen_sysctl_physinfo {
+    pub threads_per_core: u32,
+    pub cores_per_socket: u32,
+    pub nr_cpus: u32,
+    pub max_cpu_id: u32,
+    pub nr_nodes: u32,
+    pub max_node_id: u32,
+    pub cpu_khz: u32,
+    pub capabilities: u32,
+    pub arch_capabilities: u32,
+    pub pad: u32,
+    pub total_pages: u64,
+    pub free_pages: u64,
+    pub scrub_pages: u64,
+    pub outstanding_pages: u64,
+    pub max_mfn: u64,
+    pub hw_cap: [u32; 8usize],
+}
 pub const xentoollog_level_XTL_NONE: xentoollog_level = 0;
 pub const xentoollog_level_XTL_DEBUG: xentoollog_level = 1;
 pub const xentoollog_level_XTL_VERBOSE: xentoollog_level = 2;
@@ -3204,6 +3235,7 @@ impl Default for vcpu_guest_context_any_t {
 pub type xc_vcpuinfo_t = xen_domctl_getvcpuinfo;
 pub type xc_shadow_op_stats_t = xen_domctl_shadow_op_stats;
 pub type xc_evtchn_port_or_error_t = ::std::os::raw::c_int;
+pub type xc_physinfo_t = xen_sysctl_physinfo;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct xenevtchn_handle {

@@ -111,6 +111,10 @@ pub struct XenCtrl {
         dom: u32,
         remote_dom: u32,
     ) -> xc_evtchn_port_or_error_t,
+    pub xc_physinfo: unsafe extern "C" fn(
+        xch: *mut xc_interface,
+        info: *mut xc_physinfo_t,
+    ) -> ::std::os::raw::c_int,
     pub xc_domain_setmaxmem: unsafe extern "C" fn(
         xch: *mut xc_interface,
         domid: u32,
@@ -236,6 +240,7 @@ impl XenCtrl {
         let xc_evtchn_alloc_unbound = __library
             .get(b"xc_evtchn_alloc_unbound\0")
             .map(|sym| *sym)?;
+        let xc_physinfo = __library.get(b"xc_physinfo\0").map(|sym| *sym)?;
         let xc_domain_setmaxmem = __library.get(b"xc_domain_setmaxmem\0").map(|sym| *sym)?;
         let xc_domain_set_tsc_info = __library.get(b"xc_domain_set_tsc_info\0").map(|sym| *sym)?;
         let xc_domain_get_tsc_info = __library.get(b"xc_domain_get_tsc_info\0").map(|sym| *sym)?;
@@ -274,6 +279,7 @@ impl XenCtrl {
             xc_shadow_control,
             xc_logdirty_control,
             xc_evtchn_alloc_unbound,
+            xc_physinfo,
             xc_domain_setmaxmem,
             xc_domain_set_tsc_info,
             xc_domain_get_tsc_info,
@@ -466,6 +472,13 @@ impl XenCtrl {
         remote_dom: u32,
     ) -> xc_evtchn_port_or_error_t {
         (self.xc_evtchn_alloc_unbound)(xch, dom, remote_dom)
+    }
+    pub unsafe fn xc_physinfo(
+        &self,
+        xch: *mut xc_interface,
+        info: *mut xc_physinfo_t,
+    ) -> ::std::os::raw::c_int {
+        (self.xc_physinfo)(xch, info)
     }
     pub unsafe fn xc_domain_setmaxmem(
         &self,
