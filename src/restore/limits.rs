@@ -61,7 +61,15 @@ impl Limits {
     /// free, or [`FALLBACK_MAX_MEMORY`] where it cannot tell.
     pub fn for_host(hv: &dyn Hypervisor) -> Limits {
         let max_memory = match hv.host_free_memory() {
-            Ok(Some(free)) => free,
+            Ok(Some(free)) => {
+                log::info!(
+                    "{} has {} free: restoring guests of up to that (--max-memory sets another \
+                     limit)",
+                    hv.describe(),
+                    Size(free)
+                );
+                free
+            }
             Ok(None) => {
                 log::info!(
                     "{} does not report its free memory: restoring guests of up to {} \

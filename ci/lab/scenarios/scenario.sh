@@ -119,7 +119,11 @@ case $FAMILY in
         if guest_create "$NAME" "$TYPE"; then
             hb0=$(heartbeat "$NAME")
             if xl_save "$hb0" && hb0=$(heartbeat "$NAME") &&
-                op rx-restore -- "$RX" --hv xen restore "$FILE"; then
+                op rx-restore -- "$RX" -v --hv xen restore "$FILE"; then
+                # the receiver's default memory limit is the host's free
+                # memory, as xc_physinfo reports it
+                grep -q "has .* free: restoring guests of up to" "$OUT/$SCENARIO.rx-restore.log" ||
+                    fail "rxmigrate restore did not take its memory limit from xc_physinfo"
                 capture_domain "$NAME" rx-restored
                 check_alive "$NAME" "$hb0" rx-restore
                 destroy_checked "$NAME"
