@@ -5,10 +5,16 @@
 //! handshake), `save` / `restore` (the engines), `precopy` (policies),
 //! `image` and `stream` (wire formats), `x86` (PV page tables, vCPU layouts),
 //! `hv` (the hypervisor boundary).
+//!
+//! Features: `sim` (the simulated host), `bench` and `cli` (the `rxmigrate`
+//! command) are on by default; the xl plugin, which runs as root, links the
+//! engine alone (`default-features = false`).
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod bitmap;
 pub mod cancel;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod hv;
 pub mod image;

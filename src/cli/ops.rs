@@ -2,7 +2,7 @@
 
 use crate::hv::Hypervisor;
 use crate::migrate::{self, ReceiveOptions, RestoreImageOptions, SendOptions};
-use crate::precopy::{self, HotPage, HotPageParams, Policy, Xen33, Xen33Params, Xen4, Xen4Params};
+use crate::precopy::{self, Policy, PolicySpec};
 use crate::restore::{parse_size, Limits, NoHooks};
 use crate::save::{SaveHooks, SaveOptions};
 use crate::stats::{RoundStats, StatsWriter, Summary};
@@ -127,27 +127,21 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
+    /// The policy these options name, as the engine takes it.
+    pub fn spec(&self) -> PolicySpec {
+        PolicySpec {
+            policy: self.policy.clone(),
+            max_rounds: self.max_rounds,
+            target_dirty: self.target_dirty,
+            max_factor: self.max_factor,
+            hot_threshold: self.hot_threshold,
+            release_cooled: !self.no_release,
+            downtime_target_ms: self.downtime_target_ms,
+        }
+    }
+
     pub fn build(&self) -> Result<Box<dyn Policy>> {
-        Ok(match self.policy.as_str() {
-            "xen33" => Box::new(Xen33::new(Xen33Params {
-                max_rounds: self.max_rounds.unwrap_or(29),
-                min_progress: self.target_dirty,
-                max_factor: self.max_factor,
-            })),
-            "xen4" => Box::new(Xen4::new(Xen4Params {
-                max_rounds: self.max_rounds.unwrap_or(5),
-                target_dirty: self.target_dirty,
-            })),
-            "hotpage" => Box::new(HotPage::new(HotPageParams {
-                hot_threshold: self.hot_threshold,
-                max_rounds: self.max_rounds.unwrap_or(5),
-                target_dirty: self.target_dirty,
-                max_factor: self.max_factor,
-                release_cooled: !self.no_release,
-                downtime_target_ms: self.downtime_target_ms,
-            })?),
-            other => return Err(precopy::PolicyError::Unknown(other.into()).into()),
-        })
+        Ok(self.spec().build()?)
     }
 }
 

@@ -13,6 +13,7 @@
 //! "gfns" take machine frames (mfns), as on Xen; the engine translates through
 //! the guest's P2M ([`PvP2m`]).
 
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod xen;
 
@@ -354,13 +355,21 @@ impl DeviceModelState {
 /// Open the hypervisor named by `spec`: `sim:DIR` (the simulated host in
 /// DIR), `sim` (the default simulated host) or `xen`. Without a spec: env
 /// `RXMIGRATE_HV`, else Xen where /dev/xen/privcmd exists, else the default
-/// simulated host.
+/// simulated host. A build without the `sim` feature opens Xen only.
 pub fn open_hv(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
     let env = std::env::var("RXMIGRATE_HV").ok().filter(|s| !s.is_empty());
-    match spec.map(str::to_string).or(env).as_deref() {
-        None if xen::XenHost::present() => Ok(Box::new(xen::XenHost::open()?)),
-        None | Some("sim") => Ok(Box::new(sim::SimHost::open(&sim::default_dir())?)),
+    let spec = spec.map(str::to_string).or(env);
+    match spec.as_deref() {
         Some("xen") => Ok(Box::new(xen::XenHost::open()?)),
+        None if xen::XenHost::present() => Ok(Box::new(xen::XenHost::open()?)),
+        other => open_sim(other),
+    }
+}
+
+#[cfg(feature = "sim")]
+fn open_sim(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
+    match spec {
+        None | Some("sim") => Ok(Box::new(sim::SimHost::open(&sim::default_dir())?)),
         Some(s) => match s.strip_prefix("sim:") {
             Some(dir) if !dir.is_empty() => {
                 Ok(Box::new(sim::SimHost::open(std::path::Path::new(dir))?))
@@ -371,4 +380,18 @@ pub fn open_hv(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
             }),
         },
     }
+}
+
+#[cfg(not(feature = "sim"))]
+fn open_sim(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
+    Err(match spec {
+        None => HvError::Unavailable(format!(
+            "no Xen here ({} is missing) and this build has no simulated host",
+            xen_sys::PRIVCMD
+        )),
+        Some(s) => HvError::Invalid {
+            op: "--hv",
+            msg: format!("{s:?}: this build drives Xen only (expected xen)"),
+        },
+    })
 }

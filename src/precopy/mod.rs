@@ -12,10 +12,12 @@
 //!   and a switchover rule driven by a downtime target.
 
 mod hotpage;
+mod spec;
 mod xen33;
 mod xen4;
 
 pub use hotpage::{HotPage, HotPageParams};
+pub use spec::PolicySpec;
 pub use xen33::{Xen33, Xen33Params};
 pub use xen4::{Xen4, Xen4Params};
 

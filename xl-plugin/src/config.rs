@@ -27,7 +27,7 @@
 //! The simulated host (`hv = sim:DIR`) is honoured only by builds with the
 //! `sim-env` feature (the tests'); other builds drive Xen and say so.
 
-use rxmigrate::cli::ops::PolicyArgs;
+use rxmigrate::precopy::PolicySpec;
 use rxmigrate::precopy::{HotPageParams, Policy, POLICY_NAMES};
 use rxmigrate::trust::files::{check_trusted_file, Why};
 use std::io::Read;
@@ -287,21 +287,21 @@ impl Config {
         self.policy().map(drop)
     }
 
-    fn policy_args(&self) -> PolicyArgs {
-        PolicyArgs {
+    fn policy_spec(&self) -> PolicySpec {
+        PolicySpec {
             policy: self.policy.clone(),
             max_rounds: self.max_rounds,
             target_dirty: self.target_dirty,
             max_factor: self.max_factor,
             hot_threshold: self.hot_threshold,
-            no_release: !self.hot_release,
+            release_cooled: self.hot_release,
             downtime_target_ms: self.downtime_target_ms,
         }
     }
 
     /// A fresh policy for one save.
     pub fn policy(&self) -> Result<Box<dyn Policy>, ConfigError> {
-        self.policy_args().build().map_err(|e| ConfigError {
+        self.policy_spec().build().map_err(|e| ConfigError {
             place: "policy settings".into(),
             msg: format!("{e:#}"),
         })
@@ -368,7 +368,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.downtime_target_ms, 0);
         assert!(c.describe_policy().contains("downtime_target_ms 0"));
-        assert_eq!(c.policy_args().downtime_target_ms, 0);
+        assert_eq!(c.policy_spec().downtime_target_ms, 0);
         let e = c
             .apply_file(Path::new("f"), "downtime_target_ms = soon\n")
             .unwrap_err();
