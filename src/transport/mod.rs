@@ -93,7 +93,16 @@ impl<W: Write> RateLimited<W> {
         let chunk = (want as f64).min(self.burst);
         if self.tokens < chunk {
             let need = (chunk - self.tokens) / self.rate;
-            std::thread::sleep(Duration::from_secs_f64(need));
+            // In slices: a signal is seen by the save loop at its next
+            // check, not after a long wait on a slow link.
+            let until = Instant::now() + Duration::from_secs_f64(need);
+            while crate::cancel::requested().is_none() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+            }
             self.tokens = chunk;
             self.last = Instant::now();
         }

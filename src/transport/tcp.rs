@@ -7,12 +7,13 @@ use super::error::TransportError;
 use super::keys::{AuthorizedPeers, Keypair, Pin, PublicKey};
 use super::secure::{self, REFUSAL_PREFIX};
 use super::timed::{set_nonblocking, wait_fd, Timed, Waits};
+use crate::cancel;
 use nix::poll::PollFlags;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -134,6 +135,55 @@ fn timed_halves(
     ))
 }
 
+/// `connect_timeout` in a thread of its own, so that a signal ends the
+/// wait at once rather than after the whole timeout (std's connect retries
+/// when a signal interrupts its poll). A cancelled attempt's thread ends
+/// with its timeout; its socket, if any, is closed unused.
+fn connect_one(addr: SocketAddr, limit: Duration) -> Result<TcpStream, TransportError> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("connect".into())
+        .spawn(move || {
+            // The receiver is gone once the caller was cancelled.
+            let _unused = tx.send(TcpStream::connect_timeout(&addr, limit));
+        })
+        .map_err(|source| TransportError::Address {
+            addr: addr.to_string(),
+            op: "starting the connect thread",
+            source,
+        })?;
+    loop {
+        match rx.recv_timeout(CANCEL_POLL) {
+            Ok(r) => {
+                return r.map_err(|source| TransportError::Address {
+                    addr: addr.to_string(),
+                    op: "connecting",
+                    source,
+                })
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(signal) = cancel::check() {
+                    return Err(TransportError::Cancelled {
+                        peer: addr.to_string(),
+                        what: "connecting".into(),
+                        signal,
+                    });
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(TransportError::Address {
+                    addr: addr.to_string(),
+                    op: "connecting",
+                    source: io::Error::other("the connect thread ended without an answer"),
+                })
+            }
+        }
+    }
+}
+
+/// How often a wait that cannot poll a file descriptor looks for a signal.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
 /// Connect to a receiver and, unless insecure, run the handshake.
 pub fn connect(
     host: &str,
@@ -151,13 +201,7 @@ pub fn connect(
         source: io::Error::new(io::ErrorKind::NotFound, "no address"),
     });
     for a in &addrs {
-        sock = TcpStream::connect_timeout(a, waits.timeouts.handshake)
-            .map(|s| (s, *a))
-            .map_err(|source| TransportError::Address {
-                addr: a.to_string(),
-                op: "connecting",
-                source,
-            });
+        sock = connect_one(*a, waits.timeouts.handshake).map(|s| (s, *a));
         if sock.is_ok() {
             break;
         }
