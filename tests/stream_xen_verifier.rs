@@ -5,7 +5,7 @@
 //! without it each test says "skipped" on stderr.
 //!
 //! EMULATOR_XENSTORE_DATA is left out: the verifier's Python 3 port cannot
-//! check it (docs/REFERENCE.md §9.2).
+//! check it (docs/REFERENCE.md §12).
 
 mod stream_fixtures;
 
