@@ -1,5 +1,5 @@
 //! Whole operations on a domain: save to an image, restore from one, and
-//! live migration speaking `xl migrate`'s handshake (reference §3) with xl's
+//! live migration speaking `xl migrate`'s handshake (docs/REFERENCE.md §7) with xl's
 //! ownership rules made strict:
 //! - before permission-to-go the source owns the guest: any failure resumes
 //!   it, and so does a permission-to-go that could not be sent whole;

@@ -1,4 +1,4 @@
-//! Per-round metrics and the migration summary (ARCHITECTURE.md, "Statistics").
+//! Per-round metrics and the migration summary (docs/ARCHITECTURE.md, "Statistics").
 
 use serde::Serialize;
 use std::io::Write;

@@ -1,134 +1,39 @@
 //! `rxmigrate migrate` / `receive` / `save` / `restore` run as a user runs
 //! them: two simulated hosts, the binary, the stats file, the oracle.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod cli_util;
 
-fn rx(host: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rxmigrate"));
-    c.arg("--hv").arg(format!("sim:{}", host.display()));
-    c
-}
+use cli_util::{ok, rx, trust, Host, Receiver};
+use std::time::Duration;
 
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Destroys whatever is left on a host when the test ends.
-struct Host(tempfile::TempDir);
-impl Host {
-    fn new() -> Self {
-        Host(tempfile::tempdir().unwrap())
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-impl Drop for Host {
-    fn drop(&mut self) {
-        let Ok(o) = rx(self.path()).args(["sim", "list"]).output() else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&o.stdout).lines().skip(1) {
-            if let Some(id) = line.split_whitespace().next() {
-                let _ = rx(self.path()).args(["sim", "destroy", id]).output();
-            }
-        }
-    }
-}
-
-fn create(h: &Host, name: &str, ty: &str) {
-    ok(
-        rx(h.path())
-            .args(["sim", "create", "--name", name, "--type", ty, "--mem", "32"])
-            .args(["--workload", "hot-set", "--seed", "3", "--rate", "0"])
-            .output()
-            .unwrap(),
-        "sim create",
-    );
-}
-
-fn check(h: &Host, name: &str) {
-    let out = ok(
-        rx(h.path()).args(["sim", "check", name]).output().unwrap(),
-        "sim check",
-    );
-    assert!(out.contains("matches the reference"), "{out}");
-}
-
-/// Host keys for a sender `a` and a receiver `b` that trust each other (b
-/// authorizes a's key, a pins b's for 127.0.0.1); their key directories.
-fn trust(a: &Host, b: &Host) -> (PathBuf, PathBuf) {
-    let keygen = |h: &Host| {
-        let dir = h.path().join("keys");
-        let line = ok(
-            rx(h.path())
-                .arg("keygen")
-                .arg("--key-dir")
-                .arg(&dir)
-                .output()
-                .unwrap(),
-            "keygen",
-        );
-        (dir, line.split_whitespace().next().unwrap().to_string())
-    };
-    let ((da, ka), (db, kb)) = (keygen(a), keygen(b));
-    std::fs::write(db.join("authorized_peers"), format!("{ka}\n")).unwrap();
-    std::fs::write(da.join("known_hosts"), format!("127.0.0.1 {kb}\n")).unwrap();
-    (da, db)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Hang guard for a receiver that should have finished.
+const HANG: Duration = Duration::from_secs(120);
 
 #[test]
 fn migrate_over_tcp_to_a_receiver_writes_round_stats_with_the_hot_set() {
     let (a, b) = (Host::new(), Host::new());
-    create(&a, "web", "pv");
-    let (ka, kb) = trust(&a, &b);
-    let port = free_port();
-    // Encrypted and authenticated: TCP's default.
-    let mut recv = rx(b.path())
-        .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--key-dir")
-        .arg(&kb)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    a.create("web", "pv");
+    trust(&a, &b);
+    // Encrypted and authenticated: TCP's default. The sender starts once the
+    // receiver has said where it listens (it does so after binding).
+    let kb = b.keys();
+    let recv = Receiver::start(&b, &["--key-dir", kb.to_str().unwrap()]);
+    let addr = recv.addr();
     let stats = a.path().join("stats.jsonl");
-    // The receiver may take a moment to listen.
-    let mut out = None;
-    for _ in 0..50 {
-        let o = rx(a.path())
-            .args(["migrate", "web", &format!("127.0.0.1:{port}")])
+    ok(
+        rx(a.path())
+            .args(["migrate", "web", &addr])
             .args(["--policy", "hotpage", "--bandwidth", "1G", "--stats"])
             .arg(&stats)
             .arg("--key-dir")
-            .arg(&ka)
+            .arg(a.keys())
             .output()
-            .unwrap();
-        let refused = String::from_utf8_lossy(&o.stderr).contains("Connection refused");
-        if !refused {
-            out = Some(o);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    ok(out.expect("receiver never listened"), "migrate");
-    assert!(recv.wait().unwrap().success(), "receiver failed");
-    check(&b, "web");
+            .unwrap(),
+        "migrate",
+    );
+    let (st, log) = recv.finish(HANG);
+    assert!(st.success(), "receiver failed: {st}\n{log}");
+    b.check("web");
     let list = ok(rx(a.path()).args(["sim", "list"]).output().unwrap(), "list");
     assert!(!list.contains("web"), "source still there:\n{list}");
 
@@ -162,7 +67,7 @@ fn migrate_over_tcp_to_a_receiver_writes_round_stats_with_the_hot_set() {
 #[test]
 fn migrate_through_a_command_as_xl_migrate_s() {
     let (a, b) = (Host::new(), Host::new());
-    create(&a, "db", "hvm");
+    a.create("db", "hvm");
     // -s "": the host string is the receiver command, talked to over its
     // stdin/stdout.
     let receiver = format!(
@@ -177,13 +82,13 @@ fn migrate_through_a_command_as_xl_migrate_s() {
             .unwrap(),
         "migrate -s",
     );
-    check(&b, "db");
+    b.check("db");
 }
 
 #[test]
 fn save_then_restore_from_the_command_line() {
     let (a, b) = (Host::new(), Host::new());
-    create(&a, "s1", "pv");
+    a.create("s1", "pv");
     let img = a.path().join("s1.img");
     ok(
         rx(a.path())
@@ -204,12 +109,12 @@ fn save_then_restore_from_the_command_line() {
         "restore",
     );
     assert!(id.trim().parse::<u32>().is_ok(), "restore printed {id:?}");
-    check(&b, "s1");
+    b.check("s1");
 
     // A bare libxc stream needs --raw; read without it, a clear error and no
     // domain.
     let raw = a.path().join("s1.raw");
-    create(&a, "s2", "pv");
+    a.create("s2", "pv");
     ok(
         rx(a.path())
             .args(["save", "s2", "--raw"])
@@ -232,5 +137,5 @@ fn save_then_restore_from_the_command_line() {
             .unwrap(),
         "restore --raw",
     );
-    check(&b, "s2");
+    b.check("s2");
 }

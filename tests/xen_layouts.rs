@@ -120,7 +120,7 @@ fn record_entry_sizes() {
 
 #[test]
 fn hypercall_abi_numbers_match_the_reference() {
-    // reference §5.9
+    // docs/REFERENCE.md §11
     assert_eq!(XEN_DOMCTL_getdomaininfo, 5);
     assert_eq!(XEN_DOMCTL_shadow_op, 10);
     assert_eq!(XEN_DOMCTL_set_address_size, 35);

@@ -1,7 +1,7 @@
 //! The hypervisor boundary.
 //!
 //! [`Hypervisor`] mirrors the few libxenctrl / libxenforeignmemory calls that
-//! libxenguest's save and restore make (reference §5.9), one method per call
+//! libxenguest's save and restore make (docs/REFERENCE.md §11), one method per call
 //! or small group of calls. The engines above it hold all the logic; a backend
 //! is a translation:
 //! - [`sim`]: the simulated Xen host (processes over shared memory), the default

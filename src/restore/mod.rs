@@ -1,6 +1,6 @@
 //! The restore engine: `xc_domain_restore` over the [`Hypervisor`] trait.
 //!
-//! Records are applied as Xen applies them (reference §5.8): pages and TSC
+//! Records are applied as Xen applies them (docs/REFERENCE.md §10): pages and TSC
 //! at once, HVM params at once (before the context), CPU policy at
 //! STATIC_DATA_END, and the vCPUs, shared info, HVM context, pinning and the
 //! guest's P2M at END. A domain the engine created is destroyed on any error.

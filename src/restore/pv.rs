@@ -1,4 +1,4 @@
-//! PV-only restore state and the END-time fix-ups (reference §5.7):
+//! PV-only restore state and the END-time fix-ups (docs/REFERENCE.md §9.4):
 //! start_info, vCPU contexts, shared info, pinning, the guest's P2M.
 
 use super::{RestoreError, RestoreParams, VcpuStash};

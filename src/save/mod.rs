@@ -1,6 +1,6 @@
 //! The save engine: `xc_domain_save` over the [`Hypervisor`] trait.
 //!
-//! Layout of what it writes (reference §1.18): headers, PV_INFO (PV), CPU
+//! Layout of what it writes (docs/REFERENCE.md §6.1): headers, PV_INFO (PV), CPU
 //! policy, STATIC_DATA_END, P2M_FRAMES (PV), PAGE_DATA rounds, then TSC_INFO
 //! and either SHARED_INFO + vCPU records (PV) or HVM_CONTEXT + HVM_PARAMS
 //! (HVM), END. Log-dirty is switched off again on every path.

@@ -1,4 +1,4 @@
-//! Body layouts of the libxc records (reference §1.6–§1.17): decoding with
+//! Body layouts of the libxc records (docs/REFERENCE.md §5): decoding with
 //! every length and value rule, and encoding. The writer validates what it
 //! encodes by decoding it again, so both sides apply exactly these rules.
 

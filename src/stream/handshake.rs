@@ -1,4 +1,4 @@
-//! The fixed messages of `xl migrate` / `xl migrate-receive` (reference §3.2),
+//! The fixed messages of `xl migrate` / `xl migrate-receive` (docs/REFERENCE.md §7.2),
 //! byte for byte. Receipt is an exact comparison of exactly that many bytes.
 
 use super::error::{invalid, ErrorKind, Layer, Place, StreamError};

@@ -1,4 +1,4 @@
-//! The HVM context blob carried by HVM_CONTEXT (reference §1.12): a sequence
+//! The HVM context blob carried by HVM_CONTEXT (docs/REFERENCE.md §5.8): a sequence
 //! of `{u16 typecode, u16 instance, u32 length}` descriptors, each followed
 //! by `length` bytes, ended by a descriptor of typecode 0 and length 0.
 

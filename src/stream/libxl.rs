@@ -1,4 +1,4 @@
-//! The libxl stream (reference §2.2–§2.4): its big-endian header and its
+//! The libxl stream (docs/REFERENCE.md §3): its big-endian header and its
 //! records. Unlike libxc, libxl refuses every record type it does not know,
 //! optional or not.
 

@@ -1,4 +1,4 @@
-//! Xen's migration stream formats (reference §1–§3): the libxc stream
+//! Xen's migration stream formats (docs/REFERENCE.md §2–§7): the libxc stream
 //! (versions 2 and 3), the libxl stream around it, the xl save-file header
 //! and the xl migrate handshake.
 //!

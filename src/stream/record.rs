@@ -1,8 +1,8 @@
-//! Typed values of the libxc stream: headers and records (reference §1).
+//! Typed values of the libxc stream: headers and records (docs/REFERENCE.md §4, §5).
 
 use super::types::{PageType, TscInfo};
 
-/// Record type codes (reference §1.5, `xg_sr_stream_format.h`).
+/// Record type codes (docs/REFERENCE.md §4.5, `xg_sr_stream_format.h`).
 pub mod rec_type {
     pub const END: u32 = 0x00;
     pub const PAGE_DATA: u32 = 0x01;
@@ -55,7 +55,7 @@ pub fn libxc_type_name(t: u32) -> &'static str {
     }
 }
 
-/// Domain header `type` (reference §1.3). PVH guests are saved as HVM.
+/// Domain header `type` (docs/REFERENCE.md §4.3). PVH guests are saved as HVM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DomainType {

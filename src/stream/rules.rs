@@ -1,4 +1,4 @@
-//! The libxc stream's ordering rules (reference §1.18, §1.19, §7.4), shared by
+//! The libxc stream's ordering rules (docs/REFERENCE.md §4.6, §6), shared by
 //! the reader and the writer: which records a domain type allows, what must
 //! come before what, and the facts later records are checked against.
 

@@ -1,5 +1,5 @@
 //! The xl save-file header and its optional data, the domain config
-//! (reference §2.1).
+//! (docs/REFERENCE.md §2).
 
 use super::error::{invalid, ErrorKind, Layer, Place, StreamError};
 use super::limits::{OverLimit, Unit};

@@ -1,5 +1,5 @@
 //! x86 PV guest structures: page tables and the public-header layouts the
-//! save/restore engines rewrite (reference §1.9, §1.10, §5.7, §7.3).
+//! save/restore engines rewrite (docs/REFERENCE.md §5.5, §5.6, §9, §5.2).
 //!
 //! Everything here is pure byte manipulation on buffers the caller owns; the
 //! frame translations (mfn↔pfn) come in as closures so this layer knows

@@ -1,5 +1,5 @@
 //! `struct shared_info` (public/xen.h), 64-bit guest layout, and
-//! `handle_shared_info`'s restore (reference §1.10).
+//! `handle_shared_info`'s restore (docs/REFERENCE.md §5.6).
 
 use super::le::{set_u64_at, u64_at};
 use super::X86Error;

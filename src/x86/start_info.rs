@@ -1,5 +1,5 @@
 //! `struct start_info` (public/xen.h), 64-bit guest layout, and
-//! `process_start_info`'s rewrite on restore (reference §5.7).
+//! `process_start_info`'s rewrite on restore (docs/REFERENCE.md §9.4).
 //!
 //! In the stream the page's store/console frames are pfns; the engine
 //! translates them and hands the machine values to [`rewrite`].

@@ -1,5 +1,5 @@
 //! `struct vcpu_guest_context` (public/arch-x86/xen.h), x86_64 layout: the
-//! blob of an X86_PV_VCPU_BASIC record (reference §1.9), and the frame
+//! blob of an X86_PV_VCPU_BASIC record (docs/REFERENCE.md §5.5), and the frame
 //! rewrites of `write_one_vcpu_basic` / `process_vcpu_basic` (§5.7).
 //!
 //! Offsets are those of the Xen 4.17 public headers as compiled for x86_64;

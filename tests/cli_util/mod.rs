@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn rx(host: &Path) -> Command {
@@ -124,10 +124,14 @@ pub fn trust(a: &Host, b: &Host) -> (String, String) {
     (ka, kb)
 }
 
+/// The receiver's stderr so far (and whether it has closed), with a signal
+/// for each change.
+type Log = Arc<(Mutex<(String, bool)>, Condvar)>;
+
 /// A running `receive --listen 127.0.0.1:0 ...`, its stderr collected.
 pub struct Receiver {
     child: Child,
-    log: Arc<Mutex<String>>,
+    log: Log,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -141,14 +145,18 @@ impl Receiver {
             .spawn()
             .unwrap();
         let err = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
+        let log: Log = Arc::new((Mutex::new((String::new(), false)), Condvar::new()));
         let sink = log.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
+                let mut l = sink.0.lock().unwrap();
+                l.0.push_str(&line);
+                l.0.push('\n');
+                sink.1.notify_all();
             }
+            // End of stderr: waiters fail now, not at their bound.
+            sink.0.lock().unwrap().1 = true;
+            sink.1.notify_all();
         });
         Receiver {
             child,
@@ -158,19 +166,25 @@ impl Receiver {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.0.lock().unwrap().0.clone()
     }
 
-    /// Wait until the log contains `text` (hang guard: 20 s).
+    /// Wait until the log contains `text`: woken by each line the receiver
+    /// writes; fails when its stderr closes without it (or, as a hang
+    /// guard, after 20 s).
     pub fn wait_for(&self, text: &str) {
         let end = Instant::now() + Duration::from_secs(20);
-        while !self.log().contains(text) {
+        let (lock, cv) = &*self.log;
+        let mut log = lock.lock().unwrap();
+        while !log.0.contains(text) {
+            let now = Instant::now();
             assert!(
-                Instant::now() < end,
-                "receiver never logged {text:?}:\n{}",
-                self.log()
+                !log.1 && now < end,
+                "receiver never logged {text:?} ({}):\n{}",
+                if log.1 { "its stderr closed" } else { "20 s" },
+                log.0
             );
-            std::thread::sleep(Duration::from_millis(20));
+            log = cv.wait_timeout(log, end - now).unwrap().0;
         }
     }
 

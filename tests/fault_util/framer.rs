@@ -2,7 +2,7 @@
 //! bytes as they pass (so a relay can cut exactly at a record boundary of a
 //! live stream, whose later rounds differ from run to run).
 //!
-//! Layout (reference §1–§3): the xl save-file header (48 bytes and its
+//! Layout (docs/REFERENCE.md §2–§7): the xl save-file header (48 bytes and its
 //! optional data), the libxl header (16), libxl records (8-byte header,
 //! body padded to 8); the LIBXC_CONTEXT record is followed by the libxc
 //! stream: image header (24), domain header (16), records (8-byte header,

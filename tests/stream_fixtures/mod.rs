@@ -1,4 +1,4 @@
-//! Hand-built PV and HVM streams in Xen's record order (reference §1.18),
+//! Hand-built PV and HVM streams in Xen's record order (docs/REFERENCE.md §6.1),
 //! assembled byte by byte from the layout tables of the reference, without
 //! the library's encoder, so that tests can hold the library to them.
 #![allow(dead_code)]
@@ -53,7 +53,7 @@ impl Bytes {
     }
 }
 
-/// Image header (BE) + domain header (LE), reference §1.2 and §1.3.
+/// Image header (BE) + domain header (LE), docs/REFERENCE.md §4.2 and §4.3.
 pub fn libxc_headers(version: u32, dtype: u32) -> Vec<u8> {
     let mut b = Bytes::default();
     b.u64be(0xFFFF_FFFF_FFFF_FFFF)

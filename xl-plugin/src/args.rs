@@ -1,5 +1,5 @@
 //! The command line libxl gives its save helper (Xen 4.14 and later,
-//! `libxl_save_callout.c: run_helper`; reference §4.1):
+//! `libxl_save_callout.c: run_helper`; docs/REFERENCE.md §8.1):
 //!
 //! ```text
 //! --save-domain    io_fd recv_fd domid xcflags cbflags stream_type

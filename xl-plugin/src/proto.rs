@@ -1,4 +1,4 @@
-//! libxl's save-helper message protocol, helper side (reference §4.2–4.3,
+//! libxl's save-helper message protocol, helper side (docs/REFERENCE.md §8.2–§8.3,
 //! Xen 4.14+ numbering).
 //!
 //! The helper speaks first: on stdout a native `u16` length, then the body,

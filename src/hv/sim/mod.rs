@@ -7,7 +7,7 @@
 //! (userfaultfd async write-protect read with PAGEMAP_SCAN), or a software
 //! dirty bitmap where the kernel lacks it. PV guests have real 4-level page
 //! tables in a machine-frame space distinct from their pfn space; HVM guests
-//! have an HVM context and params. See ARCHITECTURE.md, "The simulated host".
+//! have an HVM context and params. See docs/ARCHITECTURE.md, "The simulated host".
 //!
 //! Module map: `config` (what a guest is), `layout` (where things live in
 //! pfn space), `workload` (the step function), `build` (a fresh guest),

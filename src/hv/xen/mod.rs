@@ -1,7 +1,7 @@
 //! `XenHost`: the [`Hypervisor`] trait over Xen 4.17's libxenctrl,
 //! libxenguest, libxenforeignmemory, libxenevtchn and libxenstore (through
 //! xen-sys, loaded at run time). A thin translation: each method is the
-//! call libxenguest / libxl makes for the same step (reference §5.9).
+//! call libxenguest / libxl makes for the same step (docs/REFERENCE.md §11).
 
 mod conv;
 mod devmodel;

@@ -1,5 +1,5 @@
 //! libxl's side of the save-helper protocol, written from the reference
-//! (xen-migration.md §4), not from the helper: how libxl starts the helper
+//! (docs/REFERENCE.md §8), not from the helper: how libxl starts the helper
 //! (argv, fds with CLOEXEC cleared, two pipes) and how it reads its messages
 //! (native u16 length, u16 number, packed arguments) and answers (one native
 //! int).
