@@ -8,6 +8,8 @@ Record lines, by their first field:
   stats   rxmigrate's --stats summary for an op: rounds, downtime_ms, ...
   alive   a liveness check: after, alive, heartbeat_before/after, boots, stall_ms
   check   a named assertion of a scenario: name, ok, detail (the evidence)
+  perf    one migration of the perf benchmark: variant, k, bytes, total_s,
+          downtime_ms, guest_stall_ms, cpu_s, recv_cpu_s, rounds
   result  status, reason, total_s
 
 The JSON keeps every line (steps, files, stats, liveness, checks) and adds the
@@ -46,7 +48,7 @@ def parse(path):
 
 def build(lines):
     out = {"status": "fail", "reason": "the scenario ended without a result"}
-    lists = {"step": [], "file": [], "stats": [], "alive": [], "check": []}
+    lists = {"step": [], "file": [], "stats": [], "alive": [], "check": [], "perf": []}
     for kind, entry in lines:
         if kind in ("meta", "result"):
             out.update(entry)
@@ -56,6 +58,8 @@ def build(lines):
         lists["step"], lists["file"], lists["stats"], lists["alive"])
     if lists["check"]:
         out["checks"] = lists["check"]
+    if lists["perf"]:
+        out["perf"] = lists["perf"]
 
     # the stream file's size, or for a migration what rxmigrate sent
     streamed = [s["stream_bytes"] for s in out["stats"] if "stream_bytes" in s]

@@ -11,6 +11,8 @@
 #   rx-migrate-cancel-TYPE   rxmigrate migrate to a receiver whose answers stop after
 #                            the banner: the migration fails after the suspend, the
 #                            source must run on and the receiver leave nothing
+#   perf-TYPE                the side-by-side benchmark (perf.sh): stock xl, xl with
+#                            our helper (xen4, hotpage) and rxmigrate migrate, K times
 #   installed-TYPE           xl-plugin/install.sh, then plain xl save, xl restore and
 #                            xl migrate NAME localhost (ssh), uninstall, xl save + restore
 #
@@ -86,6 +88,10 @@ stock_sequence() {
 }
 
 case $FAMILY in
+    perf)
+        . "$SCEN_DIR/perf.sh"
+        perf_family
+        ;;
     stock)
         stock_sequence
         ;;

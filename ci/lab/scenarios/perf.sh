@@ -1,0 +1,89 @@
+# The side-by-side benchmark (sourced by scenario.sh for perf-TYPE): one
+# running guest migrated to this host again and again, in turn by
+#   stock           xl migrate with Xen's own libxl-save-helper
+#   plugin-xen4     xl migrate with rxmigrate-save-helper, policy xen4 (the
+#                   control: stock's algorithm, our code)
+#   plugin-hotpage  xl migrate with rxmigrate-save-helper, policy hotpage
+#   rx              rxmigrate migrate to rxmigrate receive (hotpage)
+# LAB_PERF_K rounds (default 5), the order rotated each round. Every variant
+# is measured the same way:
+#   bytes     counted in the pipe to the receiving command (count_relay)
+#   total_s   the command's start to the destination domain running
+#   downtime  dom0's clock: the source suspended to the destination running,
+#             from Xen's domain flags polled every ms (downtime_probe);
+#             the guest's longest work-loop stall is kept as a second figure
+#   cpu_s     CPU seconds of the whole migration (sender, receiver and all
+#             they waited for) and of the receiving side alone
+#   rounds    from rxmigrate's stats (not known for stock)
+# One `perf` record line per migration; ci/lab/perf_report.py makes the table.
+
+PERF_VARIANTS=(stock plugin-xen4 plugin-hotpage rx)
+
+# perf_field FILE KEY: KEY's value in a line of key=value words.
+perf_field() { tr ' ' '\n' <"$1" 2>/dev/null | sed -n "s/^$2=//p" | head -1; }
+
+perf_once() {
+    local v=$1 k=$2 base=$OUT/$SCENARIO.$1.$2 src pp start rc hb0 stall rounds=- recv
+    src=$(xl domid "$NAME") || { fail "$v #$k: $NAME is gone"; return 1; }
+    "$BIN/downtime_probe" "$src" "$LAB_TIMEOUT" >"$base.probe" 2>&1 &
+    pp=$!
+    sleep 1 # the probe's view of the domains before the migration
+    hb0=$(heartbeat "$NAME")
+    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+    rm -f "$base.stats.jsonl"
+    start=$(date +%s.%N)
+    case $v in
+        stock)
+            env -u LIBXL_SAVE_HELPER "$BIN/count_relay" "$base.whole" -- \
+                xl migrate -s "" "$NAME" "$BIN/count_relay $base.relay -- xl migrate-receive"
+            ;;
+        plugin-*)
+            LIBXL_SAVE_HELPER=$HELPER RXMIGRATE_FALLBACK=fail RXMIGRATE_POLICY=${v#plugin-} \
+                RXMIGRATE_STATS=$base.stats.jsonl "$BIN/count_relay" "$base.whole" -- \
+                xl migrate -s "" "$NAME" "$BIN/count_relay $base.relay -- xl migrate-receive"
+            ;;
+        rx)
+            "$BIN/count_relay" "$base.whole" -- "$RX" --hv xen migrate "$NAME" \
+                "$BIN/count_relay $base.relay -- $RX --hv xen receive" -s "" \
+                --policy hotpage --stats "$base.stats.jsonl"
+            ;;
+    esac </dev/null >"$base.log" 2>&1
+    rc=$?
+    wait "$pp"
+    if [ $rc != 0 ]; then
+        tail -5 "$base.log" | sed 's/^/    | /'
+        fail "$v #$k: migration exited $rc"
+        return 1
+    fi
+    if ! grep -q downtime_ms= "$base.probe"; then
+        fail "$v #$k: the downtime probe saw no switchover ($(cat "$base.probe"))"
+        return 1
+    fi
+    check_alive "$NAME" "$hb0" "$v" || return 1
+    read -r _ _ stall <<<"$(console_scan "$NAME" "$hb0")"
+    [ -s "$base.stats.jsonl" ] && rounds=$(stats_fields "$base.stats.jsonl" | tr '\t' '\n' | sed -n 's/^rounds=//p')
+    recv=$(perf_field "$base.relay" child_cpu_s)
+    rec perf "variant=$v" "k=$k" \
+        "bytes=$(perf_field "$base.relay" bytes)" \
+        "total_s=$(python3 -c 'import sys; a=sys.argv; print("%.3f" % (float(a[1]) + float(a[2]) - float(a[3])))' \
+            "$(perf_field "$base.probe" t0_epoch)" "$(perf_field "$base.probe" resume_s)" "$start")" \
+        "downtime_ms=$(perf_field "$base.probe" downtime_ms)" "guest_stall_ms=${stall:-0}" \
+        "cpu_s=$(perf_field "$base.whole" child_cpu_s)" "recv_cpu_s=$recv" "rounds=${rounds:--}"
+    say "$v #$k: $(cat "$base.probe"), $(cat "$base.relay")"
+}
+
+perf_family() {
+    local k i n=${#PERF_VARIANTS[@]} K=${LAB_PERF_K:-5}
+    need_rxmigrate
+    need_helper
+    [ -x "$BIN/count_relay" ] && [ -x "$BIN/downtime_probe" ] ||
+        not_available "the lab's count_relay and downtime_probe were not built"
+    rec meta "perf_k=$K" "variants=${PERF_VARIANTS[*]}"
+    guest_create "$NAME" "$TYPE" || return
+    for ((k = 1; k <= K; k++)); do
+        for ((i = 0; i < n; i++)); do
+            perf_once "${PERF_VARIANTS[$(((i + k - 1) % n))]}" "$k" || return
+        done
+    done
+    destroy_checked "$NAME"
+}
