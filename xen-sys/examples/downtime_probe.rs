@@ -84,7 +84,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     // SAFETY: null logger and flags 0 are xc_interface_open's defaults.
-    let xch = unsafe { libs.ctrl.xc_interface_open(std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+    let xch = unsafe {
+        libs.ctrl
+            .xc_interface_open(std::ptr::null_mut(), std::ptr::null_mut(), 0)
+    };
     if xch.is_null() {
         eprintln!("downtime_probe: xc_interface_open failed");
         return std::process::ExitCode::from(2);
