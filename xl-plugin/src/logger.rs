@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 /// Context string of our messages (the stock helper uses "libxl-save-helper").
 pub const CONTEXT: &str = "rxmigrate";
+/// The `errnoval` of a log line that carries no errno: -1, as xentoollog
+/// reads the field (an int), and as Xen's own helper sends it.
+pub const NO_ERRNO: u32 = u32::MAX;
 
 struct LibxlLogger {
     libxl: Arc<Libxl>,
@@ -37,7 +40,9 @@ impl log::Log for LibxlLogger {
         let text = record.args().to_string();
         let m = Message::Log {
             level: xtl_level(record.level()),
-            errnoval: 0,
+            // No errno: libxl's logger appends strerror() of any value
+            // >= 0 (0 printed ": Success" after every line in xl's log).
+            errnoval: NO_ERRNO,
             context: CONTEXT,
             formatted: fit_log_text(CONTEXT, &text),
         };

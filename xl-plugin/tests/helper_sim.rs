@@ -566,5 +566,11 @@ fn a_stream_larger_than_the_domain_libxl_built_is_refused() {
         info.max_pfn
     );
     assert!(errors.iter().any(|t| t.contains(&want)), "{errors:?}");
+    // Log lines carry no errno (-1): libxl would print ": Success" after 0.
+    for m in &r.received {
+        if let Msg::Log { errnoval, .. } = m.msg {
+            assert_eq!(errnoval, u32::MAX, "{:?}", m.msg);
+        }
+    }
     assert!(b.domain_info(nd).is_ok());
 }
