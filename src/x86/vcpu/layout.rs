@@ -263,7 +263,10 @@ mod tests {
     fn the_32_bit_context_is_xens() {
         assert_eq!(CONTEXT_SIZE_32, size_of::<vcpu_guest_context_x86_32>());
         assert_eq!(CONTEXT_SIZE_32, 0xAF0);
-        assert_eq!(size_of::<CpuUserRegs32>(), size_of::<cpu_user_regs_x86_32>());
+        assert_eq!(
+            size_of::<CpuUserRegs32>(),
+            size_of::<cpu_user_regs_x86_32>()
+        );
         assert_eq!(size_of::<TrapInfo32>(), size_of::<trap_info_x86_32>());
         same_offsets!(TrapInfo32, trap_info_x86_32: vector, flags, cs, address);
         same_offsets!(VcpuGuestContext32, vcpu_guest_context_x86_32:
