@@ -353,6 +353,35 @@ mod tests {
     }
 
     #[test]
+    fn a_misplaced_record_is_named_not_dumped() {
+        let mut b = Vec::new();
+        write_start(&mut b, &json!({"c_info": {"name": "x"}})).unwrap();
+        // Replace LIBXC_CONTEXT (the last 8 bytes) with 1 MiB of emulator state.
+        b.truncate(b.len() - 8);
+        write_libxl_record(
+            &mut b,
+            &LibxlRecord::EmulatorContext {
+                emulator_id: 2,
+                index: 0,
+                blob: vec![0x41; 1 << 20],
+            },
+        )
+        .unwrap();
+        let e = read_start(&mut b.as_slice()).unwrap_err().to_string();
+        assert!(
+            e.contains("expected LIBXC_CONTEXT first, found EMULATOR_CONTEXT"),
+            "{e}"
+        );
+        assert!(e.contains("#0") && e.contains("offset"), "{e}");
+        assert!(
+            e.len() < 300,
+            "{} bytes: {}",
+            e.len(),
+            &e[..300.min(e.len())]
+        );
+    }
+
+    #[test]
     fn pvh_is_known_from_the_config_only() {
         let f = config_facts(&json!({"c_info": {"type": "pvh", "name": "p"},
                                      "b_info": {"max_memkb": 131072, "max_vcpus": 2}}));

@@ -90,7 +90,8 @@ fn walk(
     report: &mut Report<'_>,
 ) -> Result<Summary, InspectError> {
     let mut first = [0u8; DETECT_LEN];
-    let got = read_up_to(input, &mut first).map_err(|e| StreamError::io(Layer::Libxc, e))?;
+    let got = crate::stream::read_full(input, &mut first)
+        .map_err(|e| StreamError::io(Layer::Libxc, e))?;
     let head = first.get(..got).unwrap_or(&[]);
     if got == 0 {
         return Err(InspectError::Unrecognised("empty input".into()));
@@ -145,19 +146,6 @@ fn walk(
         .into());
     }
     Ok(w.summary)
-}
-
-fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn count_rest(r: &mut dyn Read) -> io::Result<u64> {

@@ -235,3 +235,105 @@ impl LibxlWalk {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::libxl::{write_libxl_header, write_libxl_record};
+    use super::*;
+
+    fn stream(records: &[LibxlRecord]) -> Vec<u8> {
+        let mut b = Vec::new();
+        write_libxl_header(&mut b).unwrap();
+        for r in records {
+            write_libxl_record(&mut b, r).unwrap();
+        }
+        b
+    }
+
+    fn ctx(n: usize) -> LibxlRecord {
+        LibxlRecord::EmulatorContext {
+            emulator_id: 2,
+            index: 0,
+            blob: vec![0xab; n],
+        }
+    }
+
+    #[test]
+    fn records_are_numbered_and_placed() {
+        let b = stream(&[LibxlRecord::LibxcContext, ctx(5), LibxlRecord::End]);
+        let r = &mut b.as_slice();
+        let mut w = LibxlWalk::new(100, true, LibxlCaps::default());
+        w.header(r).unwrap();
+        let first = w.next(r).unwrap();
+        assert_eq!((first.index, first.offset), (0, 116));
+        w.set_domain(DomainType::X86Hvm);
+        let second = w.next(r).unwrap();
+        assert_eq!((second.index, second.offset, second.length), (1, 124, 13));
+        let end = w.next(r).unwrap();
+        assert_eq!((end.rec, end.index, end.offset), (LibxlRecord::End, 2, 148));
+        assert_eq!(w.offset(), 156);
+    }
+
+    #[test]
+    fn rules_name_the_record_and_never_its_data() {
+        // Emulator state of a PV guest: refused, named, not dumped.
+        let b = stream(&[LibxlRecord::LibxcContext, ctx(1 << 16)]);
+        let r = &mut b.as_slice();
+        let mut w = LibxlWalk::new(0, false, LibxlCaps::default());
+        w.header(r).unwrap();
+        w.next(r).unwrap();
+        w.set_domain(DomainType::X86Pv);
+        let e = w.next(r).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("EMULATOR_CONTEXT in the stream of a PV guest"),
+            "{text}"
+        );
+        assert!(text.contains("#1") && text.contains("0x18"), "{text}");
+        assert!(text.len() < 300, "{text}");
+
+        for (records, want) in [
+            (vec![LibxlRecord::End], "END before any LIBXC_CONTEXT"),
+            (
+                vec![LibxlRecord::LibxcContext, LibxlRecord::LibxcContext],
+                "second LIBXC_CONTEXT",
+            ),
+            (
+                vec![LibxlRecord::CheckpointEnd],
+                "without a libxc CHECKPOINT",
+            ),
+            (vec![LibxlRecord::CheckpointState(1)], "COLO back-channel"),
+        ] {
+            let b = stream(&records);
+            let r = &mut b.as_slice();
+            let mut w = LibxlWalk::new(0, false, LibxlCaps::default());
+            w.header(r).unwrap();
+            let e = (0..records.len())
+                .find_map(|_| w.next(r).err())
+                .expect("refused");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn inside_a_checkpoint_only_emulator_records_and_its_end() {
+        let b = stream(&[ctx(1), LibxlRecord::CheckpointEnd, LibxlRecord::End]);
+        let r = &mut b.as_slice();
+        let mut w = LibxlWalk::new(0, false, LibxlCaps::default());
+        w.header(r).unwrap();
+        w.next_in_checkpoint(r).unwrap();
+        w.next_in_checkpoint(r).unwrap();
+        let e = w.next_in_checkpoint(r).unwrap_err();
+        assert!(e.to_string().contains("END inside a checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn after_libxc_names_records_without_offsets() {
+        let b = stream(&[LibxlRecord::LibxcContext]);
+        let r = &mut &b[LIBXL_HDR_SIZE..];
+        let mut w = LibxlWalk::after_libxc(false, LibxlCaps::default());
+        let e = w.next(r).unwrap_err();
+        assert_eq!(e.record_index(), Some(1));
+        assert_eq!(e.offset(), None);
+    }
+}

@@ -44,6 +44,7 @@ pub use record::{
     Record, VcpuRecord, PAGE_DATA_PFN_MASK, PAGE_DATA_RESERVED_MASK, PAGE_DATA_TYPE_SHIFT,
 };
 pub use types::{PageType, TscInfo};
+pub(crate) use wire::read_full;
 pub use writer::LibxcWriter;
 pub use xl::{
     read_xl_header, read_xl_header_capped, read_xl_header_info, read_xl_header_info_capped,
