@@ -3,9 +3,8 @@
 
 use crate::hv::{DeviceModelState, DomainInfo, GuestType};
 use crate::stream::{
-    read_libxl_header, read_libxl_record_capped, read_xl_header_capped, write_libxl_header,
-    write_libxl_record, write_xl_header, LibxlCaps, LibxlRecord, OverLimit, StreamError, Unit,
-    XL_FLAG_STREAMV2,
+    read_xl_header_info_capped, write_libxl_header, write_libxl_record, write_xl_header, LibxlCaps,
+    LibxlRecord, LibxlWalk, OverLimit, StreamError, Unit, Walked, XL_FLAG_STREAMV2,
 };
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -189,37 +188,36 @@ pub fn read_start_limited<R: Read>(
     r: &mut R,
     limits: &ImageLimits,
 ) -> Result<Option<Value>, ImageError> {
-    let xl = read_xl_header_capped(r, limits.max_config)?;
-    if xl.mandatory_flags & XL_FLAG_STREAMV2 == 0 {
+    let xl = read_xl_header_info_capped(r, limits.max_config)?;
+    if xl.header.mandatory_flags & XL_FLAG_STREAMV2 == 0 {
         return Err(ImageError::Format(
             "legacy (pre-4.6) save image: convert it with Xen's convert-legacy-stream first".into(),
         ));
     }
-    let config = match &xl.config {
-        Some(text) => Some(
-            serde_json::from_slice::<Value>(text)
-                .map_err(|e| ImageError::Format(format!("xl header: config is not JSON: {e}")))?,
-        ),
+    let config = match &xl.header.config {
+        Some(text) => Some(serde_json::from_slice::<Value>(text).map_err(|e| {
+            ImageError::Format(format!(
+                "xl header: the config ({} bytes) is not JSON: {e}",
+                text.len()
+            ))
+        })?),
         None => None,
     };
-    read_libxl_header(r)?;
-    match read_libxl_record_capped(r, &limits.libxl_caps())? {
+    let mut walk = LibxlWalk::new(xl.size, false, limits.libxl_caps());
+    walk.header(r)?;
+    let first = walk.next(r)?;
+    match first.rec {
         LibxlRecord::LibxcContext => Ok(config),
-        other => Err(ImageError::Format(format!(
-            "libxl stream: expected LIBXC_CONTEXT first, found {}",
-            other.name()
-        ))),
-    }
-}
-
-/// Reads the libxl header and records up to LIBXC_CONTEXT.
-pub fn read_libxl_to_libxc<R: Read>(r: &mut R) -> Result<(), ImageError> {
-    read_libxl_header(r)?;
-    match read_libxl_record_capped(r, &ImageLimits::default().libxl_caps())? {
-        LibxlRecord::LibxcContext => Ok(()),
-        other => Err(ImageError::Format(format!(
-            "libxl stream: expected LIBXC_CONTEXT first, found {other:?}"
-        ))),
+        ref other => Err(walk
+            .refuse(
+                &first,
+                format!(
+                    "expected LIBXC_CONTEXT first, found {} ({} bytes)",
+                    other.name(),
+                    first.length
+                ),
+            )
+            .into()),
     }
 }
 
@@ -230,17 +228,26 @@ pub fn read_end<R: Read>(r: &mut R) -> Result<Option<DeviceModelState>, ImageErr
 }
 
 /// As [`read_end`], within `limits`: each record is checked from its header
-/// before its body is read, the totals after each record.
+/// before its body is read, the totals after each record. The records are
+/// walked as a stream whose LIBXC_CONTEXT was the first record (what
+/// [`read_start`] requires).
 pub fn read_end_limited<R: Read>(
     r: &mut R,
     limits: &ImageLimits,
 ) -> Result<Option<DeviceModelState>, ImageError> {
-    let caps = limits.libxl_caps();
+    let mut walk = LibxlWalk::after_libxc(false, limits.libxl_caps());
     let mut dm: Option<DeviceModelState> = None;
     let mut records = 0u64;
     let mut xenstore_bytes = 0u64;
     loop {
-        let rec = read_libxl_record_capped(r, &caps)?;
+        // The walk refuses a second LIBXC_CONTEXT and checkpoint records
+        // (this is a plain stream: there was no libxc CHECKPOINT).
+        let Walked {
+            rec, index, offset, ..
+        } = walk.next(r)?;
+        let rtype = rec.type_code();
+        let refuse =
+            |msg: String| -> ImageError { walk.refuse_record(index, rtype, offset, msg).into() };
         if matches!(
             rec,
             LibxlRecord::EmulatorXenstoreData { .. } | LibxlRecord::EmulatorContext { .. }
@@ -256,16 +263,11 @@ pub fn read_end_limited<R: Read>(
         match rec {
             LibxlRecord::End => {
                 return match dm {
-                    Some(d) if d.context.is_empty() => Err(ImageError::Format(
-                        "libxl stream: EMULATOR_XENSTORE_DATA without EMULATOR_CONTEXT".into(),
+                    Some(d) if d.context.is_empty() => Err(refuse(
+                        "EMULATOR_XENSTORE_DATA without EMULATOR_CONTEXT".into(),
                     )),
                     dm => Ok(dm),
                 }
-            }
-            LibxlRecord::LibxcContext => {
-                return Err(ImageError::Format(
-                    "libxl stream: second LIBXC_CONTEXT".into(),
-                ))
             }
             LibxlRecord::EmulatorXenstoreData {
                 emulator_id, pairs, ..
@@ -294,15 +296,16 @@ pub fn read_end_limited<R: Read>(
             } => {
                 let d = dm.get_or_insert_with(|| DeviceModelState::empty(emulator_id));
                 if !d.context.is_empty() {
-                    return Err(ImageError::Format(
-                        "libxl stream: a second EMULATOR_CONTEXT (one device model only)".into(),
+                    return Err(refuse(
+                        "a second EMULATOR_CONTEXT (one device model only)".into(),
                     ));
                 }
                 d.context = blob;
             }
-            rec => {
-                return Err(ImageError::Format(format!(
-                    "libxl stream: {rec:?} in a plain (non-checkpointed) stream"
+            other => {
+                return Err(refuse(format!(
+                    "{} in a plain (non-checkpointed) stream",
+                    other.name()
                 )))
             }
         }
@@ -346,6 +349,35 @@ mod tests {
         assert_eq!(
             read_end(&mut tail(&[LibxlRecord::End]).as_slice()).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn a_misplaced_record_is_named_not_dumped() {
+        let mut b = Vec::new();
+        write_start(&mut b, &json!({"c_info": {"name": "x"}})).unwrap();
+        // Replace LIBXC_CONTEXT (the last 8 bytes) with 1 MiB of emulator state.
+        b.truncate(b.len() - 8);
+        write_libxl_record(
+            &mut b,
+            &LibxlRecord::EmulatorContext {
+                emulator_id: 2,
+                index: 0,
+                blob: vec![0x41; 1 << 20],
+            },
+        )
+        .unwrap();
+        let e = read_start(&mut b.as_slice()).unwrap_err().to_string();
+        assert!(
+            e.contains("expected LIBXC_CONTEXT first, found EMULATOR_CONTEXT"),
+            "{e}"
+        );
+        assert!(e.contains("#0") && e.contains("offset"), "{e}");
+        assert!(
+            e.len() < 300,
+            "{} bytes: {}",
+            e.len(),
+            &e[..300.min(e.len())]
         );
     }
 

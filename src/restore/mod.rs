@@ -181,7 +181,6 @@ pub(crate) struct Restorer<'a> {
     populated: Bitmap,
     pv: Option<pv::PvRestore>,
     verify_mode: bool,
-    static_done: bool,
     cpu_policy: CpuPolicy,
     hvm_context: Option<Vec<u8>>,
     /// The last value of each HVM param (the host refuses unknown indices).
@@ -226,7 +225,6 @@ impl<'a> Restorer<'a> {
             populated: Bitmap::new(0),
             pv: None,
             verify_mode: false,
-            static_done: false,
             cpu_policy: CpuPolicy::default(),
             hvm_context: None,
             hvm_params: BTreeMap::new(),
@@ -377,6 +375,7 @@ impl<'a> Restorer<'a> {
             let offset = reader.offset();
             let index = reader.record_index();
             reader.set_caps(self.limits.read_caps(self.pfn_cap));
+            let static_before = reader.static_data_ended();
             let Some(rec) = reader.next_record()? else {
                 return Err(RestoreError::Missing("stream ended before END".into()));
             };
@@ -387,7 +386,10 @@ impl<'a> Restorer<'a> {
                 offset,
                 msg,
             };
-            match self.apply(rec, hooks, &at) {
+            // The stream's rules say where static data ends (explicit in
+            // v3, inferred in v2); the CPU policy is applied there.
+            let crossed = !static_before && reader.static_data_ended();
+            match self.apply(rec, crossed, hooks, &at) {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(RestoreError::Hv(e)) => return Err(at(e.to_string())),
@@ -401,18 +403,27 @@ impl<'a> Restorer<'a> {
         self.complete()
     }
 
-    /// Apply one record; Ok(true) at END.
+    /// Apply one record; Ok(true) at END. `static_data_end`: this record
+    /// ends the static data (the reader's rules tell).
+    ///
+    /// The record order (one X86_PV_INFO, X86_PV_P2M_FRAMES after it, PV
+    /// records only in PV streams, HVM records only in HVM ones, …) is the
+    /// reader's: it refuses a stream that breaks it before the record
+    /// reaches here.
     fn apply(
         &mut self,
         rec: Record,
+        static_data_end: bool,
         hooks: &mut dyn RestoreHooks,
         at: &dyn Fn(String) -> RestoreError,
     ) -> Result<bool, RestoreError> {
         self.count_once_records(&rec)?;
+        if static_data_end {
+            self.static_data_end(hooks)?;
+        }
         match rec {
             Record::End => return Ok(true),
             Record::PageData(pd) => {
-                self.static_data_end(hooks)?;
                 if self.dom.is_none() {
                     return Err(at("page data before the P2M_FRAMES record".into()));
                 }
@@ -430,14 +441,12 @@ impl<'a> Restorer<'a> {
                         guest_width as u32 * 8
                     )));
                 }
-                self.pv_state(at)?.width_seen(at)?;
             }
             Record::X86PvP2mFrames {
                 start_pfn,
                 end_pfn,
                 frames,
             } => {
-                self.static_data_end(hooks)?;
                 if start_pfn != 0 {
                     return Err(at(format!(
                         "P2M frames starting at pfn {start_pfn:#x} are not supported (Xen writes 0)"
@@ -461,38 +470,32 @@ impl<'a> Restorer<'a> {
                     self.hv.set_guest_width(dom, 8)?;
                 }
                 let max = self.max_pfn;
-                self.pv_state(at)?
+                self.pv_state()
                     .set_p2m_frames(end_pfn as u64, max, frames, at)?;
             }
             Record::X86PvVcpuBasic(v) => {
                 self.check_vcpu(v.vcpu_id)?;
-                self.pv_state(at)?.vcpu(v.vcpu_id).basic = v.blob
+                self.pv_state().vcpu(v.vcpu_id).basic = v.blob
             }
             Record::X86PvVcpuExtended(v) => {
                 self.check_vcpu(v.vcpu_id)?;
-                self.pv_state(at)?.vcpu(v.vcpu_id).extended = v.blob
+                self.pv_state().vcpu(v.vcpu_id).extended = v.blob
             }
             Record::X86PvVcpuXsave(v) => {
                 self.check_vcpu(v.vcpu_id)?;
-                self.pv_state(at)?.vcpu(v.vcpu_id).xsave = v.blob
+                self.pv_state().vcpu(v.vcpu_id).xsave = v.blob
             }
             Record::X86PvVcpuMsrs(v) => {
                 self.check_vcpu(v.vcpu_id)?;
-                self.pv_state(at)?.vcpu(v.vcpu_id).msrs = v.blob
+                self.pv_state().vcpu(v.vcpu_id).msrs = v.blob
             }
-            Record::SharedInfo(page) => self.pv_state(at)?.shared_info = Some(page),
+            Record::SharedInfo(page) => self.pv_state().shared_info = Some(page),
             Record::X86TscInfo(t) => {
                 let dom = self.domain(at)?;
                 self.hv.set_tsc_info(dom, &t)?;
             }
-            Record::HvmContext(blob) => {
-                self.hvm_only(at)?;
-                self.hvm_context = Some(blob);
-            }
-            Record::HvmParams(params) => {
-                self.hvm_only(at)?;
-                self.hvm_params(&params, at)?;
-            }
+            Record::HvmContext(blob) => self.hvm_context = Some(blob),
+            Record::HvmParams(params) => self.hvm_params(&params, at)?,
             Record::Verify => self.verify_mode = true,
             Record::Checkpoint | Record::CheckpointDirtyPfnList(_) => {
                 return Err(RestoreError::Unsupported(
@@ -501,7 +504,7 @@ impl<'a> Restorer<'a> {
                         .into(),
                 ))
             }
-            Record::StaticDataEnd => self.static_data_end(hooks)?,
+            Record::StaticDataEnd => {}
             Record::X86CpuidPolicy(b) => self.cpu_policy.cpuid = b,
             Record::X86MsrPolicy(b) => self.cpu_policy.msrs = b,
             Record::UnknownOptional { rtype, length } => {
@@ -544,29 +547,14 @@ impl<'a> Restorer<'a> {
             .ok_or_else(|| at("record arrived before the domain could be created".into()))
     }
 
-    fn hvm_only(&self, at: &dyn Fn(String) -> RestoreError) -> Result<(), RestoreError> {
-        if self.guest_type != GuestType::Hvm {
-            return Err(at("HVM record in a PV stream".into()));
-        }
-        Ok(())
-    }
-
-    fn pv_state(
-        &mut self,
-        at: &dyn Fn(String) -> RestoreError,
-    ) -> Result<&mut pv::PvRestore, RestoreError> {
-        if self.guest_type != GuestType::Pv {
-            return Err(at("PV record in an HVM stream".into()));
-        }
-        Ok(self.pv.get_or_insert_with(pv::PvRestore::default))
+    /// The PV state (the reader admits PV records in PV streams only).
+    fn pv_state(&mut self) -> &mut pv::PvRestore {
+        self.pv.get_or_insert_with(pv::PvRestore::default)
     }
 
     /// STATIC_DATA_END, explicit (v3) or inferred (v2): apply the CPU policy
     /// and tell the caller what was missing.
     fn static_data_end(&mut self, hooks: &mut dyn RestoreHooks) -> Result<(), RestoreError> {
-        if std::mem::replace(&mut self.static_done, true) {
-            return Ok(());
-        }
         let mut missing = 0;
         if self.cpu_policy.cpuid.is_empty() {
             missing |= 1;

@@ -8,11 +8,12 @@ use crate::x86::{shared_info, start_info, vcpu};
 
 /// P2M entries per frame for a 64-bit guest.
 const FPP: u64 = (PAGE_SIZE / 8) as u64;
-/// MMUEXT pins go in batches this size (MAX_PIN_BATCH); we pin one by one
-/// through the trait but keep Xen's order.
+
+/// What a PV restore gathers until END. The record order (X86_PV_INFO once
+/// and first, X86_PV_P2M_FRAMES after it with one frame per 512 pfns) is
+/// checked by the stream reader's rules before a record gets here.
 #[derive(Default)]
 pub(crate) struct PvRestore {
-    width_seen: bool,
     p2m: Vec<u64>,
     types: Vec<PageType>,
     frames: Option<Vec<u64>>,
@@ -21,16 +22,8 @@ pub(crate) struct PvRestore {
 }
 
 impl PvRestore {
-    pub(super) fn width_seen(
-        &mut self,
-        at: &dyn Fn(String) -> RestoreError,
-    ) -> Result<(), RestoreError> {
-        if std::mem::replace(&mut self.width_seen, true) {
-            return Err(at("second X86_PV_INFO record".into()));
-        }
-        Ok(())
-    }
-
+    /// The guest's P2M frame list (`frames`: one pfn per 512 entries of
+    /// pfns 0..=`end_pfn`, as the reader checked) and its size.
     pub(super) fn set_p2m_frames(
         &mut self,
         end_pfn: u64,
@@ -38,18 +31,10 @@ impl PvRestore {
         frames: Vec<u64>,
         at: &dyn Fn(String) -> RestoreError,
     ) -> Result<(), RestoreError> {
-        if !self.width_seen {
-            return Err(at("X86_PV_P2M_FRAMES before X86_PV_INFO".into()));
-        }
+        // The stream allows more (Xen's restore grows its P2M); this
+        // restore sizes the guest once.
         if self.frames.is_some() {
             return Err(at("second X86_PV_P2M_FRAMES record".into()));
-        }
-        let want = end_pfn / FPP + 1;
-        if frames.len() as u64 != want {
-            return Err(at(format!(
-                "{} P2M frames for pfns 0..={end_pfn:#x}, expected {want}",
-                frames.len()
-            )));
         }
         if let Some(f) = frames.iter().find(|&&f| f > end_pfn) {
             return Err(at(format!("P2M frame pfn {f:#x} beyond the guest")));
@@ -205,6 +190,7 @@ impl PvRestore {
             return Err(RestoreError::Missing("no SHARED_INFO record".into()));
         }
 
+        // Pinned one by one, in pfn order (Xen batches the same order).
         for (pfn, ty) in self.types.iter().enumerate() {
             if ty.is_pinned() {
                 hv.pin_table(dom, self.p2m[pfn], ty.pt_level())?;

@@ -4,6 +4,7 @@
 
 use super::error::{Layer, Place, StreamError};
 use super::wire::Fields;
+use std::ops::Range;
 
 /// Size of a descriptor.
 pub const DESC_SIZE: usize = 8;
@@ -13,8 +14,16 @@ pub const END: u16 = 0;
 pub const HEADER: u16 = 1;
 /// Typecode of the per-vCPU CPU entry.
 pub const CPU: u16 = 2;
+/// Typecode of the per-vCPU TSC_ADJUST entry.
+pub const TSC_ADJUST: u16 = 19;
+/// Typecode of the PMTIMER entry.
+pub const PMTIMER: u16 = 13;
+/// Highest typecode Xen 4.17 knows (CPU_MSR).
+pub const MAX_TYPECODE: u16 = 20;
 /// `hvm_save_header.magic`.
 pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
+/// `hvm_save_header.version`.
+pub const HVM_FILE_VERSION: u32 = 1;
 
 /// One save entry (END excluded).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +61,20 @@ pub fn typecode_name(t: u16) -> &'static str {
     }
 }
 
-/// Splits a blob into its entries. Every descriptor must fit, the blob must
-/// end with the END descriptor and nothing may follow it.
-pub fn parse(blob: &[u8]) -> Result<Vec<Entry>, StreamError> {
+/// One entry where it lies in the blob (END excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub typecode: u16,
+    pub instance: u16,
+    /// Byte range of the entry's body in the blob.
+    pub body: Range<usize>,
+}
+
+/// Walks the descriptors from the start of the blob to the END descriptor:
+/// every descriptor and body must fit, END must have length 0. Returns the
+/// entries and the offset just past END. What follows END is not looked at
+/// (Xen's `hvm_load` stops there too); [`parse`] refuses it.
+pub fn locate(blob: &[u8]) -> Result<(Vec<Located>, usize), StreamError> {
     let mut entries = Vec::new();
     let mut f = Fields::new(blob);
     let mut off = 0usize;
@@ -78,26 +98,48 @@ pub fn parse(blob: &[u8]) -> Result<Vec<Entry>, StreamError> {
             if length != 0 {
                 return Err(fail(format!("END descriptor with length {length}")));
             }
-            let trailing = blob.len() - off - DESC_SIZE;
-            if trailing != 0 {
-                return Err(fail(format!("{trailing} bytes follow the END descriptor")));
-            }
-            return Ok(entries);
+            return Ok((entries, off + DESC_SIZE));
         }
-        let data = f.bytes(length).map_err(|_| {
+        f.bytes(length).map_err(|_| {
             fail(format!(
                 "{} (instance {instance}) claims {length} bytes, only {} left",
                 typecode_name(typecode),
                 blob.len() - off - DESC_SIZE
             ))
         })?;
-        entries.push(Entry {
+        let body = off + DESC_SIZE..off + DESC_SIZE + length;
+        entries.push(Located {
             typecode,
             instance,
-            data: data.to_vec(),
+            body,
         });
         off += DESC_SIZE + length;
     }
+}
+
+/// Splits a blob into its entries. Every descriptor must fit, the blob must
+/// end with the END descriptor and nothing may follow it.
+pub fn parse(blob: &[u8]) -> Result<Vec<Entry>, StreamError> {
+    let (located, end) = locate(blob)?;
+    let trailing = blob.len() - end;
+    if trailing != 0 {
+        return Err(StreamError::invalid(
+            Layer::HvmContext,
+            format!("{trailing} bytes follow the END descriptor"),
+        )
+        .with_place(Place::Entry {
+            index: located.len() as u64,
+        })
+        .with_offset((end - DESC_SIZE) as u64));
+    }
+    Ok(located
+        .into_iter()
+        .map(|l| Entry {
+            typecode: l.typecode,
+            instance: l.instance,
+            data: blob[l.body].to_vec(),
+        })
+        .collect())
 }
 
 /// Builds a blob from entries (END excluded: it is appended).
@@ -120,22 +162,34 @@ pub fn build(entries: &[Entry]) -> Vec<u8> {
 
 /// Checks that the first entry is a well-formed HEADER (magic, version 1).
 pub fn check_header(entries: &[Entry]) -> Result<(), StreamError> {
+    header_rule(entries.first().map(|e| (e.typecode, e.data.as_slice())))
+}
+
+/// [`check_header`] on located entries of `blob`.
+pub fn check_header_located(blob: &[u8], entries: &[Located]) -> Result<(), StreamError> {
+    header_rule(
+        entries
+            .first()
+            .map(|e| (e.typecode, blob.get(e.body.clone()).unwrap_or(&[]))),
+    )
+}
+
+fn header_rule(first: Option<(u16, &[u8])>) -> Result<(), StreamError> {
     let fail = |msg: String| {
         StreamError::invalid(Layer::HvmContext, msg)
             .with_place(Place::Entry { index: 0 })
             .with_offset(0)
     };
-    let first = entries
-        .first()
-        .ok_or_else(|| fail("no entries: a HEADER entry must come first".into()))?;
-    if first.typecode != HEADER {
+    let (typecode, data) =
+        first.ok_or_else(|| fail("no entries: a HEADER entry must come first".into()))?;
+    if typecode != HEADER {
         return Err(fail(format!(
             "first entry is {} ({}), must be HEADER (1)",
-            typecode_name(first.typecode),
-            first.typecode
+            typecode_name(typecode),
+            typecode
         )));
     }
-    let mut f = Fields::new(&first.data);
+    let mut f = Fields::new(data);
     let magic = f.u32().map_err(|_| fail("HEADER too short".into()))?;
     let version = f.u32().map_err(|_| fail("HEADER too short".into()))?;
     if magic != HVM_FILE_MAGIC {
@@ -143,8 +197,10 @@ pub fn check_header(entries: &[Entry]) -> Result<(), StreamError> {
             "HEADER magic is {magic:#010x}, must be {HVM_FILE_MAGIC:#010x}"
         )));
     }
-    if version != 1 {
-        return Err(fail(format!("HEADER version is {version}, must be 1")));
+    if version != HVM_FILE_VERSION {
+        return Err(fail(format!(
+            "HEADER version is {version}, must be {HVM_FILE_VERSION}"
+        )));
     }
     Ok(())
 }

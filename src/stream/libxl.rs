@@ -96,7 +96,10 @@ impl LibxlRecord {
     }
 }
 
-fn parse_header(h: &[u8; LIBXL_HDR_SIZE], strict: bool) -> Result<LibxlHeader, ErrorKind> {
+pub(crate) fn parse_header(
+    h: &[u8; LIBXL_HDR_SIZE],
+    strict: bool,
+) -> Result<LibxlHeader, ErrorKind> {
     let mut f = Fields::new(h);
     let ident = u64::from_be_bytes(arr(f.bytes(8)?));
     let version = u32::from_be_bytes(arr(f.bytes(4)?));
@@ -132,14 +135,7 @@ fn arr<const N: usize>(s: &[u8]) -> [u8; N] {
 /// Reads and checks the libxl header (version 2, little-endian; reserved
 /// option bits are ignored, as libxl does).
 pub fn read_libxl_header<R: Read>(r: &mut R) -> Result<LibxlHeader, StreamError> {
-    let mut h = [0u8; LIBXL_HDR_SIZE];
-    let hdr_err = |k| {
-        StreamError::new(Layer::Libxl, k)
-            .with_place(Place::Header("header"))
-            .with_offset(0)
-    };
-    wire::read_exact_at(r, &mut h, 0, true).map_err(hdr_err)?;
-    parse_header(&h, false).map_err(hdr_err)
+    super::LibxlWalk::new(0, false, LibxlCaps::default()).header(r)
 }
 
 /// Writes a libxl header: version 2, options 0.
@@ -154,17 +150,8 @@ pub fn write_libxl_header<W: Write>(w: &mut W) -> Result<(), StreamError> {
 /// Reads one libxl record. Any type other than the six known ones is an
 /// error, as in libxl.
 pub fn read_libxl_record<R: Read>(r: &mut R) -> Result<LibxlRecord, StreamError> {
-    read_libxl_record_capped(r, &LibxlCaps::default())
-}
-
-/// As [`read_libxl_record`], refusing emulator records over `caps` from
-/// their header, before their body is read.
-pub fn read_libxl_record_capped<R: Read>(
-    r: &mut R,
-    caps: &LibxlCaps,
-) -> Result<LibxlRecord, StreamError> {
     let mut at = 0u64;
-    read_record_at(r, &mut at, false, caps)
+    read_record_at(r, &mut at, false, &LibxlCaps::default())
         .map(|(rec, _)| rec)
         .map_err(|(rtype, k)| {
             StreamError::new(Layer::Libxl, k).with_place(Place::Record { index: None, rtype })
@@ -401,95 +388,6 @@ fn split_cstr<'a>(s: &'a [u8], what: &str, i: usize) -> Result<(String, &'a [u8]
     let text = std::str::from_utf8(&s[..nul])
         .map_err(|_| invalid(format!("xenstore pair {i}: {what} is not valid UTF-8")))?;
     Ok((text.to_owned(), &s[nul + 1..]))
-}
-
-/// A libxl record reader that knows its place in the input, for error
-/// messages that name the record index and offset.
-pub struct LibxlReader<R: Read> {
-    inner: R,
-    offset: u64,
-    index: u64,
-    last_length: u32,
-    strict: bool,
-}
-
-impl<R: Read> LibxlReader<R> {
-    /// `base_offset` is the input offset of the libxl header. `strict` also
-    /// enforces what only Xen's verifier checks (reserved option bits,
-    /// emulator ids).
-    pub fn new(inner: R, base_offset: u64, strict: bool) -> Self {
-        LibxlReader {
-            inner,
-            offset: base_offset,
-            index: 0,
-            last_length: 0,
-            strict,
-        }
-    }
-
-    /// Numbers records from `index` on (for a reader that continues
-    /// another's records, as around a checkpoint).
-    pub fn with_index(mut self, index: u64) -> Self {
-        self.index = index;
-        self
-    }
-
-    pub fn read_header(&mut self) -> Result<LibxlHeader, StreamError> {
-        let at = self.offset;
-        let mut h = [0u8; LIBXL_HDR_SIZE];
-        let fail = |k| {
-            StreamError::new(Layer::Libxl, k)
-                .with_place(Place::Header("header"))
-                .with_offset(at)
-        };
-        wire::read_exact_at(&mut self.inner, &mut h, at, true).map_err(fail)?;
-        let hdr = parse_header(&h, self.strict).map_err(fail)?;
-        self.offset += LIBXL_HDR_SIZE as u64;
-        Ok(hdr)
-    }
-
-    pub fn next_record(&mut self) -> Result<LibxlRecord, StreamError> {
-        let start = self.offset;
-        let index = self.index;
-        let mut at = start;
-        match read_record_at(&mut self.inner, &mut at, self.strict, &LibxlCaps::default()) {
-            Ok((rec, length)) => {
-                self.last_length = length;
-                self.offset = at;
-                self.index += 1;
-                Ok(rec)
-            }
-            Err((rtype, k)) => Err(StreamError::new(Layer::Libxl, k)
-                .with_place(Place::Record {
-                    index: Some(index),
-                    rtype,
-                })
-                .with_offset(start)),
-        }
-    }
-
-    /// Input offset of the next byte.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-    /// Accounts for bytes read elsewhere (the inline libxc stream).
-    pub fn set_offset(&mut self, offset: u64) {
-        self.offset = offset;
-    }
-    /// `body_length` of the record last returned (without padding).
-    pub fn last_record_length(&self) -> u32 {
-        self.last_length
-    }
-    /// Index of the next record.
-    pub fn record_index(&self) -> u64 {
-        self.index
-    }
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
 }
 
 /// Writes a libxl record and reports how many bytes it took (for callers

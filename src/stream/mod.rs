@@ -13,6 +13,7 @@ mod error;
 pub mod handshake;
 pub mod hvm_context;
 mod libxl;
+mod libxl_walk;
 mod limits;
 mod reader;
 mod record;
@@ -29,10 +30,10 @@ pub use codec::{
 pub use error::{ErrorKind, Layer, Place, StreamError};
 pub use libxl::{
     emulator_id, libxl_type, libxl_type_name, read_libxl_header, read_libxl_record,
-    read_libxl_record_capped, write_libxl_header, write_libxl_record, write_libxl_record_len,
-    LibxlHeader, LibxlReader, LibxlRecord, LIBXL_HDR_SIZE, LIBXL_IDENT, LIBXL_OPT_BIG_ENDIAN,
-    LIBXL_OPT_LEGACY, LIBXL_VERSION,
+    write_libxl_header, write_libxl_record, write_libxl_record_len, LibxlHeader, LibxlRecord,
+    LIBXL_HDR_SIZE, LIBXL_IDENT, LIBXL_OPT_BIG_ENDIAN, LIBXL_OPT_LEGACY, LIBXL_VERSION,
 };
+pub use libxl_walk::{LibxlWalk, Walked};
 pub use limits::{LibxlCaps, OverLimit, ReadCaps, Size, Unit};
 pub use reader::{
     LibxcReader, ReadOptions, DHDR_SIZE, IHDR_ID, IHDR_MARKER, IHDR_OPT_BIG_ENDIAN, IHDR_SIZE,
@@ -43,10 +44,12 @@ pub use record::{
     Record, VcpuRecord, PAGE_DATA_PFN_MASK, PAGE_DATA_RESERVED_MASK, PAGE_DATA_TYPE_SHIFT,
 };
 pub use types::{PageType, TscInfo};
+pub(crate) use wire::read_full;
 pub use writer::LibxcWriter;
 pub use xl::{
-    read_xl_header, read_xl_header_capped, read_xl_header_info, write_xl_header, XlHeader,
-    XlHeaderInfo, XL_BYTEORDER, XL_FLAG_JSON, XL_FLAG_STREAMV2, XL_HDR_SIZE, XL_MAGIC,
+    read_xl_header, read_xl_header_capped, read_xl_header_info, read_xl_header_info_capped,
+    write_xl_header, XlHeader, XlHeaderInfo, XL_BYTEORDER, XL_FLAG_JSON, XL_FLAG_STREAMV2,
+    XL_HDR_SIZE, XL_MAGIC,
 };
 
 /// Guest page size; page_shift 12 everywhere.

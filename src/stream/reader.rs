@@ -130,6 +130,13 @@ impl<R: Read> LibxcReader<R> {
     pub fn last_record_length(&self) -> u32 {
         self.last_length
     }
+    /// Whether the stream is past its static data: STATIC_DATA_END read
+    /// (v3), or inferred from the first memory record (v2), by the stream's
+    /// ordering rules. A consumer acting at that point asks here rather
+    /// than repeating the rule.
+    pub fn static_data_ended(&self) -> bool {
+        self.rules.static_data_ended()
+    }
     /// Whether END has been read.
     pub fn at_end(&self) -> bool {
         self.state == State::Ended

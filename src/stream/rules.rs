@@ -40,6 +40,11 @@ impl Rules {
         }
     }
 
+    /// STATIC_DATA_END seen (v3) or inferred (v2).
+    pub(crate) fn static_data_ended(&self) -> bool {
+        self.static_data_end
+    }
+
     pub(crate) fn ended(&self) -> bool {
         self.ended
     }

@@ -21,7 +21,7 @@ pub(crate) const ZEROS: [u8; 8] = [0; 8];
 const FIRST_CHUNK: usize = 1 << 20;
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {

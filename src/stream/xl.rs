@@ -70,6 +70,14 @@ pub fn read_xl_header_capped<R: Read>(r: &mut R, max_config: u32) -> Result<XlHe
     read_header(r, max_config).map(|i| i.header)
 }
 
+/// As [`read_xl_header_capped`], also returning the sizes read.
+pub fn read_xl_header_info_capped<R: Read>(
+    r: &mut R,
+    max_config: u32,
+) -> Result<XlHeaderInfo, StreamError> {
+    read_header(r, max_config)
+}
+
 /// As [`read_xl_header`], also returning the sizes read.
 pub fn read_xl_header_info<R: Read>(r: &mut R) -> Result<XlHeaderInfo, StreamError> {
     read_header(r, REC_LENGTH_MAX as u32)

@@ -6,8 +6,12 @@
 //! nothing about the P2M or the hypervisor. Only 64-bit PV guests with
 //! 4-level page tables are supported; 32-bit layouts are refused with
 //! [`X86Error::NotSupported`] wherever they would differ.
+//!
+//! The public-header structures are zerocopy structs with little-endian,
+//! byte-aligned fields (the C padding spelled out), read and written in
+//! place; their sizes and offsets are checked in tests against xen-sys's
+//! bindgen output of Xen's headers.
 
-mod le;
 pub mod pagetable;
 pub mod shared_info;
 pub mod start_info;

@@ -5,8 +5,9 @@
 //! restore the inverse (`localise`, Xen's `localise_page`). Flag bits are
 //! never touched.
 
-use super::le::{set_u64_at, u64_at};
 use super::X86Error;
+use zerocopy::little_endian::U64;
+use zerocopy::FromBytes;
 
 pub const PAGE_SIZE: usize = 4096;
 pub const ENTRIES: usize = 512;
@@ -37,7 +38,10 @@ pub const XEN_L4_SLOTS: std::ops::Range<usize> = ((HYPERVISOR_VIRT_START >> L4_S
 /// # Panics
 /// If `page` is shorter than `(slot + 1) * 8` bytes (callers pass whole pages).
 pub fn entry(page: &[u8], slot: usize) -> u64 {
-    u64_at(page, slot * ENTRY_SIZE)
+    let at = slot * ENTRY_SIZE;
+    U64::ref_from_bytes(&page[at..at + ENTRY_SIZE])
+        .expect("8 bytes, alignment 1")
+        .get()
 }
 
 /// Overwrite entry `slot` of a page table.
@@ -45,7 +49,10 @@ pub fn entry(page: &[u8], slot: usize) -> u64 {
 /// # Panics
 /// If `page` is shorter than `(slot + 1) * 8` bytes (callers pass whole pages).
 pub fn set_entry(page: &mut [u8], slot: usize, v: u64) {
-    set_u64_at(page, slot * ENTRY_SIZE, v)
+    let at = slot * ENTRY_SIZE;
+    U64::mut_from_bytes(&mut page[at..at + ENTRY_SIZE])
+        .expect("8 bytes, alignment 1")
+        .set(v)
 }
 
 /// The frame number an entry points at.

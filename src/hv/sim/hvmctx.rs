@@ -1,20 +1,19 @@
-//! The HVM context blob (`XEN_DOMCTL_gethvmcontext`): a sequence of
-//! `{u16 typecode, u16 instance, u32 length}` descriptors each followed by
-//! `length` bytes, from HEADER (1) to END (0). Layouts from Xen's
-//! public/arch-x86/hvm/save.h.
+//! The simulated hypervisor's side of the HVM context blob
+//! (`XEN_DOMCTL_gethvmcontext` / `sethvmcontext`): what its guests' blobs
+//! hold (Xen's public/arch-x86/hvm/save.h layouts) and the checks
+//! `hvm_load` adds on top of the format. The format itself (descriptors,
+//! HEADER, END) is parsed by [`crate::stream::hvm_context`] only.
 
 use crate::hv::{HvError, Result};
+use crate::stream::hvm_context::{self as fmt, Entry, Located};
 
-pub const HVM_FILE_MAGIC: u32 = 0x5438_1286;
-pub const HVM_FILE_VERSION: u32 = 1;
-
-pub const TYPE_END: u16 = 0;
-pub const TYPE_HEADER: u16 = 1;
-pub const TYPE_CPU: u16 = 2;
-pub const TYPE_PMTIMER: u16 = 13;
-pub const TYPE_TSC_ADJUST: u16 = 19;
+pub use fmt::{HVM_FILE_MAGIC, HVM_FILE_VERSION};
+pub const TYPE_HEADER: u16 = fmt::HEADER;
+pub const TYPE_CPU: u16 = fmt::CPU;
+pub const TYPE_PMTIMER: u16 = fmt::PMTIMER;
+pub const TYPE_TSC_ADJUST: u16 = fmt::TSC_ADJUST;
 /// Highest typecode Xen 4.17 knows (CPU_MSR).
-pub const TYPE_MAX: u16 = 20;
+pub const TYPE_MAX: u16 = fmt::MAX_TYPECODE;
 
 pub const HEADER_SIZE: usize = 24;
 /// `struct hvm_hw_cpu`: 1024 bytes up to error_code, then u32 flags + pad.
@@ -48,16 +47,6 @@ pub mod cpu {
     pub const FPU_INITIALISED: u32 = 1;
 }
 
-const DESC_SIZE: usize = 8;
-
-/// One entry: typecode, instance, and the byte range of its body in the blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub typecode: u16,
-    pub instance: u16,
-    pub body: std::ops::Range<usize>,
-}
-
 fn bad(msg: String) -> HvError {
     HvError::Invalid {
         op: "HVM context",
@@ -65,81 +54,46 @@ fn bad(msg: String) -> HvError {
     }
 }
 
-/// Split a blob into entries, checking the framing, the header and the END.
-pub fn parse(blob: &[u8]) -> Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    loop {
-        let d = blob
-            .get(off..off + DESC_SIZE)
-            .ok_or_else(|| bad(format!("truncated at offset {off} (no END entry)")))?;
-        let typecode = u16::from_le_bytes([d[0], d[1]]);
-        let instance = u16::from_le_bytes([d[2], d[3]]);
-        let len = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
-        let start = off + DESC_SIZE;
-        let end = start
-            .checked_add(len)
-            .filter(|&e| e <= blob.len())
-            .ok_or_else(|| {
-                bad(format!(
-                    "entry type {typecode} at {off}: length {len} overruns the blob"
-                ))
-            })?;
-        if out.is_empty() && typecode != TYPE_HEADER {
-            return Err(bad(format!("first entry is type {typecode}, not HEADER")));
-        }
-        if typecode > TYPE_MAX {
-            return Err(bad(format!(
-                "unknown entry type {typecode} at offset {off}"
-            )));
-        }
-        out.push(Entry {
-            typecode,
-            instance,
-            body: start..end,
-        });
-        off = end;
-        if typecode == TYPE_END {
-            break;
-        }
+/// Split a blob into entries (END excluded), as `hvm_load` accepts it: the
+/// format's framing and HEADER, a HEADER of full size, no typecode Xen does
+/// not know.
+pub fn parse(blob: &[u8]) -> Result<Vec<Located>> {
+    let (entries, _) = fmt::locate(blob).map_err(|e| bad(e.to_string()))?;
+    fmt::check_header_located(blob, &entries).map_err(|e| bad(e.to_string()))?;
+    if entries[0].body.len() < HEADER_SIZE {
+        return Err(bad(format!("HEADER of {} bytes", entries[0].body.len())));
     }
-    let hdr = &blob[out[0].body.clone()];
-    if hdr.len() < HEADER_SIZE {
-        return Err(bad(format!("HEADER of {} bytes", hdr.len())));
+    if let Some(e) = entries.iter().find(|e| e.typecode > TYPE_MAX) {
+        return Err(bad(format!(
+            "unknown entry type {} at offset {}",
+            e.typecode,
+            e.body.start - fmt::DESC_SIZE
+        )));
     }
-    let magic = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    let version = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-    if magic != HVM_FILE_MAGIC || version != HVM_FILE_VERSION {
-        return Err(bad(format!("HEADER magic {magic:#x} version {version}")));
-    }
-    Ok(out)
-}
-
-fn push(out: &mut Vec<u8>, typecode: u16, instance: u16, body: &[u8]) {
-    out.extend_from_slice(&typecode.to_le_bytes());
-    out.extend_from_slice(&instance.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(body);
+    Ok(entries)
 }
 
 /// Build a context: HEADER, one CPU per vCPU, PMTIMER, TSC_ADJUST per vCPU, END.
 pub fn build(cpuid1_eax: u32, gtsc_khz: u32, cpus: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut hdr = [0u8; HEADER_SIZE];
+    let mut hdr = vec![0u8; HEADER_SIZE];
     hdr[0..4].copy_from_slice(&HVM_FILE_MAGIC.to_le_bytes());
     hdr[4..8].copy_from_slice(&HVM_FILE_VERSION.to_le_bytes());
     hdr[16..20].copy_from_slice(&cpuid1_eax.to_le_bytes());
     hdr[20..24].copy_from_slice(&gtsc_khz.to_le_bytes());
-    push(&mut out, TYPE_HEADER, 0, &hdr);
-    for (i, c) in cpus.iter().enumerate() {
-        push(&mut out, TYPE_CPU, i as u16, c);
-    }
-    push(&mut out, TYPE_PMTIMER, 0, &[0u8; PMTIMER_SIZE]);
-    for i in 0..cpus.len() {
-        push(&mut out, TYPE_TSC_ADJUST, i as u16, &[0u8; TSC_ADJUST_SIZE]);
-    }
-    push(&mut out, TYPE_END, 0, &[]);
-    out
+    let entry = |typecode, instance: usize, data: Vec<u8>| Entry {
+        typecode,
+        instance: instance as u16,
+        data,
+    };
+    let mut entries = vec![entry(TYPE_HEADER, 0, hdr)];
+    entries.extend(
+        cpus.iter()
+            .enumerate()
+            .map(|(i, c)| entry(TYPE_CPU, i, c.clone())),
+    );
+    entries.push(entry(TYPE_PMTIMER, 0, vec![0u8; PMTIMER_SIZE]));
+    entries.extend((0..cpus.len()).map(|i| entry(TYPE_TSC_ADJUST, i, vec![0u8; TSC_ADJUST_SIZE])));
+    fmt::build(&entries)
 }
 
 /// Byte range of vCPU `vcpu`'s CPU record.
@@ -174,12 +128,22 @@ mod tests {
         let blob = build(0x806ec, 3_000_000, &cpus);
         let e = parse(&blob).unwrap();
         assert_eq!(e.first().unwrap().typecode, TYPE_HEADER);
-        assert_eq!(e.last().unwrap().typecode, TYPE_END);
+        // HEADER, 2 CPUs, PMTIMER, 2 TSC_ADJUST (END not listed).
+        assert_eq!(e.len(), 6);
+        assert_eq!(e.last().unwrap().typecode, TYPE_TSC_ADJUST);
         assert_eq!(cpu_record(&blob, 1).unwrap().len(), CPU_SIZE);
         assert!(cpu_record(&blob, 2).is_err());
         assert!(parse(&blob[..blob.len() - 8]).is_err(), "END missing");
         let mut bad = blob.clone();
         bad[8] ^= 0xff;
         assert!(parse(&bad).is_err(), "bad magic");
+        // As hvm_load: bytes after END are not looked at; unknown types are refused.
+        let mut trailing = blob.clone();
+        trailing.extend_from_slice(&[0xaa; 4]);
+        assert_eq!(parse(&trailing).unwrap().len(), 6);
+        let mut unknown = blob.clone();
+        let pmtimer = e[3].body.start - 8;
+        unknown[pmtimer..pmtimer + 2].copy_from_slice(&(TYPE_MAX + 1).to_le_bytes());
+        assert!(parse(&unknown).is_err(), "unknown typecode");
     }
 }
