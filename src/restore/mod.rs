@@ -189,6 +189,8 @@ pub(crate) struct Restorer<'a> {
     /// Records of the kinds [`Restorer::count_once_records`] counts.
     once_counts: [u64; 4],
     pages: u64,
+    /// PAGE_DATA work space, kept across records.
+    scratch: pages::Scratch,
 }
 
 /// Most records of a kind Xen writes once per stream (TSC info, shared
@@ -232,6 +234,7 @@ impl<'a> Restorer<'a> {
             hvm_params: BTreeMap::new(),
             once_counts: [0; 4],
             pages: 0,
+            scratch: pages::Scratch::default(),
         }
     }
 
@@ -409,12 +412,12 @@ impl<'a> Restorer<'a> {
         self.count_once_records(&rec)?;
         match rec {
             Record::End => return Ok(true),
-            Record::PageData(pd) => {
+            Record::PageData(mut pd) => {
                 self.static_data_end(hooks)?;
                 if self.dom.is_none() {
                     return Err(at("page data before the P2M_FRAMES record".into()));
                 }
-                self.page_data(&pd, at)?;
+                self.page_data(&mut pd, at)?;
                 hooks.progress(self.pages);
             }
             Record::X86PvInfo {

@@ -287,3 +287,7 @@ impl<W: Write> Pager for HvPager<'_, W> {
         self.hooks.round_done(stats);
     }
 }
+
+#[cfg(test)]
+#[path = "pager_tests.rs"]
+mod tests;
