@@ -388,7 +388,12 @@ impl<'a> Restorer<'a> {
                 offset,
                 msg,
             };
-            match self.apply(rec, hooks, &at) {
+            let result = self.apply(rec, hooks, &at);
+            // The page buffer goes back to the reader for the next record.
+            if let Some(buf) = self.scratch.take_page_buffer() {
+                reader.recycle(buf);
+            }
+            match result {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(RestoreError::Hv(e)) => return Err(at(e.to_string())),
@@ -417,7 +422,9 @@ impl<'a> Restorer<'a> {
                 if self.dom.is_none() {
                     return Err(at("page data before the P2M_FRAMES record".into()));
                 }
-                self.page_data(&mut pd, at)?;
+                let done = self.page_data(&mut pd, at);
+                self.scratch.keep_page_buffer(pd.data);
+                done?;
                 hooks.progress(self.pages);
             }
             Record::X86PvInfo {

@@ -19,6 +19,17 @@ pub(super) struct Scratch {
     /// (pfn, page-table level, index of the page body) of each data entry.
     data: Vec<(u64, u8, usize)>,
     gfns: Vec<u64>,
+    /// The last PAGE_DATA's data, on its way back to the reader.
+    page_buffer: Option<Vec<u8>>,
+}
+
+impl Scratch {
+    pub(super) fn keep_page_buffer(&mut self, buf: Vec<u8>) {
+        self.page_buffer = Some(buf);
+    }
+    pub(super) fn take_page_buffer(&mut self) -> Option<Vec<u8>> {
+        self.page_buffer.take()
+    }
 }
 
 impl Restorer<'_> {
