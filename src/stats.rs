@@ -13,7 +13,10 @@ pub struct RoundStats {
     pub dirty_pages: u64,
     /// Pages the policy holds in its hot set after planning this round.
     pub hot_pages: u64,
+    /// Pages sent, zero pages included.
     pub pages_sent: u64,
+    /// Of `pages_sent`, zero pages sent as XALLOC entries without data.
+    pub zero_pages: u64,
     pub pages_skipped: u64,
     pub bytes: u64,
     pub duration_ms: f64,
@@ -29,7 +32,10 @@ pub struct Summary {
     pub policy: String,
     pub guest_pages: u64,
     pub rounds: u32,
+    /// Pages sent, zero pages included.
     pub total_pages_sent: u64,
+    /// Of `total_pages_sent`, zero pages sent without data (XALLOC).
+    pub zero_pages: u64,
     pub total_bytes: u64,
     pub total_time_ms: f64,
     /// Source paused → destination running (or, for a save, source paused →
@@ -41,16 +47,17 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     /// One line for a log or a terminal: "hotpage: 6 rounds, 10382 pages
-    /// (40.6 MiB) in 555 ms, downtime 222 ms, 3499 pages in the final round
-    /// of which 2330 hot".
+    /// (120 zero, 40.6 MiB) in 555 ms, downtime 222 ms, 3499 pages in the
+    /// final round of which 2330 hot".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} rounds, {} pages ({:.1} MiB) in {:.0} ms, downtime {:.0} ms, \
+            "{}: {} rounds, {} pages ({} zero, {:.1} MiB) in {:.0} ms, downtime {:.0} ms, \
              {} pages in the final round of which {} hot",
             self.policy,
             self.rounds,
             self.total_pages_sent,
+            self.zero_pages,
             self.total_bytes as f64 / 1048576.0,
             self.total_time_ms,
             self.downtime_ms,
@@ -101,6 +108,7 @@ mod display_tests {
             guest_pages: 4096,
             rounds: 6,
             total_pages_sent: 10382,
+            zero_pages: 120,
             total_bytes: 42_572_185,
             total_time_ms: 555.4,
             downtime_ms: 222.2,
@@ -109,7 +117,7 @@ mod display_tests {
         };
         assert_eq!(
             s.to_string(),
-            "hotpage: 6 rounds, 10382 pages (40.6 MiB) in 555 ms, downtime 222 ms, \
+            "hotpage: 6 rounds, 10382 pages (120 zero, 40.6 MiB) in 555 ms, downtime 222 ms, \
              3499 pages in the final round of which 2330 hot"
         );
     }

@@ -6,7 +6,8 @@
 //! and workload; each case repeats and the report takes the median.
 //!
 //! Module map: `suite` (what runs), `run` (one migration), `results`
-//! (medians, ratios), `report` (table.md, CSV, JSON), `svg` (plots).
+//! (medians, ratios), `report` (table.md, CSV, JSON), `svg` (plots);
+//! `throughput` is the unthrottled suite (engine against a plain socket copy).
 
 pub mod netns;
 pub mod report;
@@ -14,6 +15,7 @@ pub mod results;
 pub mod run;
 pub mod suite;
 pub mod svg;
+pub mod throughput;
 
 pub use results::{BenchResults, CaseResult, Ratio, RunResult};
 pub use suite::{parse_size_mib, scenario, scenarios, BenchConfig, Scenario, ScenarioClass};

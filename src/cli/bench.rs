@@ -17,6 +17,12 @@ pub struct BenchArgs {
     /// hot-set, idle and streaming, one repeat. Options below override it.
     #[arg(long)]
     pub quick: bool,
+    /// Run the throughput suite instead of the policies: unthrottled
+    /// migrations of an idle guest over loopback TCP against a plain socket
+    /// copy of the same bytes, with CPU seconds per GiB (honours --sizes
+    /// [default: 1G], --repeats [default: 3], --type, --seed, --work-dir, --out).
+    #[arg(long)]
+    pub throughput: bool,
     /// Do not run anything: rewrite the table, CSV and plots from a
     /// results.json of an earlier run into --out.
     #[arg(long, value_name = "RESULTS_JSON")]
@@ -236,6 +242,9 @@ pub fn run(hv_spec: Option<&str>, a: &BenchArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if a.throughput {
+        return run_throughput(a);
+    }
     let cfg = a.config()?;
     let total = cfg.total_runs();
     let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
@@ -263,6 +272,43 @@ pub fn run(hv_spec: Option<&str>, a: &BenchArgs) -> Result<()> {
             results.failures.len(),
             a.out.join("table.md").display()
         );
+    }
+    Ok(())
+}
+
+/// `--throughput`: the unthrottled suite; table on stdout, JSON in --out.
+fn run_throughput(a: &BenchArgs) -> Result<()> {
+    let sizes_mib = if a.sizes.is_empty() {
+        vec![1024]
+    } else {
+        a.sizes
+            .iter()
+            .map(|s| bench::parse_size_mib(s))
+            .collect::<Result<_, _>>()?
+    };
+    let repeats = a.repeats.unwrap_or(3);
+    if repeats == 0 {
+        bail!("--repeats: must be at least 1");
+    }
+    let cfg = bench::throughput::ThroughputConfig {
+        sizes_mib,
+        guest_type: match a.guest_type {
+            super::sim::TypeArg::Pv => GuestType::Pv,
+            super::sim::TypeArg::Hvm => GuestType::Hvm,
+        },
+        repeats,
+        seed: a.seed,
+        work_dir: a.work_dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    let results = bench::throughput::run_throughput(&cfg, &mut |line| eprintln!("bench: {line}"))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let path = a.out.join("throughput.json");
+    let json = serde_json::to_string_pretty(&results)?;
+    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    print!("{}", bench::throughput::table_md(&results));
+    eprintln!("rxmigrate bench: wrote {}", path.display());
+    if !results.failures.is_empty() {
+        bail!("{} throughput runs failed", results.failures.len());
     }
     Ok(())
 }

@@ -188,6 +188,8 @@ pub(crate) struct Restorer<'a> {
     /// Records of the kinds [`Restorer::count_once_records`] counts.
     once_counts: [u64; 4],
     pages: u64,
+    /// PAGE_DATA work space, kept across records.
+    scratch: pages::Scratch,
 }
 
 /// Most records of a kind Xen writes once per stream (TSC info, shared
@@ -230,6 +232,7 @@ impl<'a> Restorer<'a> {
             hvm_params: BTreeMap::new(),
             once_counts: [0; 4],
             pages: 0,
+            scratch: pages::Scratch::default(),
         }
     }
 
@@ -389,7 +392,12 @@ impl<'a> Restorer<'a> {
             // The stream's rules say where static data ends (explicit in
             // v3, inferred in v2); the CPU policy is applied there.
             let crossed = !static_before && reader.static_data_ended();
-            match self.apply(rec, crossed, hooks, &at) {
+            let result = self.apply(rec, crossed, hooks, &at);
+            // The page buffer goes back to the reader for the next record.
+            if let Some(buf) = self.scratch.take_page_buffer() {
+                reader.recycle(buf);
+            }
+            match result {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(RestoreError::Hv(e)) => return Err(at(e.to_string())),
@@ -423,11 +431,13 @@ impl<'a> Restorer<'a> {
         }
         match rec {
             Record::End => return Ok(true),
-            Record::PageData(pd) => {
+            Record::PageData(mut pd) => {
                 if self.dom.is_none() {
                     return Err(at("page data before the P2M_FRAMES record".into()));
                 }
-                self.page_data(&pd, at)?;
+                let done = self.page_data(&mut pd, at);
+                self.scratch.keep_page_buffer(pd.data);
+                done?;
                 hooks.progress(self.pages);
             }
             Record::X86PvInfo {

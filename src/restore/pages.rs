@@ -1,10 +1,36 @@
 //! PAGE_DATA on restore: populate, localise PV page tables, copy (or compare
 //! after a VERIFY record).
+//!
+//! Entries without data that populate (XALLOC, e.g. a sender's zero pages)
+//! are populated and not written: a freshly populated frame is zero on every
+//! backend. Page tables are localised in place in the record's buffer; the
+//! one copy of a page is the copy into the guest.
 
 use super::{RestoreError, Restorer};
 use crate::hv::{GuestType, INVALID_MFN};
 use crate::stream::{PageData, PAGE_SIZE};
 use crate::x86::{pagetable, X86Error};
+
+/// Per-record work space, kept across records.
+#[derive(Default)]
+pub(super) struct Scratch {
+    todo: Vec<u64>,
+    pfns: Vec<u64>,
+    /// (pfn, page-table level, index of the page body) of each data entry.
+    data: Vec<(u64, u8, usize)>,
+    gfns: Vec<u64>,
+    /// The last PAGE_DATA's data, on its way back to the reader.
+    page_buffer: Option<Vec<u8>>,
+}
+
+impl Scratch {
+    pub(super) fn keep_page_buffer(&mut self, buf: Vec<u8>) {
+        self.page_buffer = Some(buf);
+    }
+    pub(super) fn take_page_buffer(&mut self) -> Option<Vec<u8>> {
+        self.page_buffer.take()
+    }
+}
 
 impl Restorer<'_> {
     /// Populate the pfns not yet populated (`populate_pfns`).
@@ -12,7 +38,19 @@ impl Restorer<'_> {
         let Some(dom) = self.dom else {
             return Err(RestoreError::Missing("no domain to populate".into()));
         };
-        let mut todo: Vec<u64> = Vec::new();
+        let mut todo = std::mem::take(&mut self.scratch.todo);
+        todo.clear();
+        let result = self.populate_into(dom, pfns, &mut todo);
+        self.scratch.todo = todo;
+        result
+    }
+
+    fn populate_into(
+        &mut self,
+        dom: crate::hv::DomId,
+        pfns: &[u64],
+        todo: &mut Vec<u64>,
+    ) -> Result<(), RestoreError> {
         for &p in pfns {
             if p > self.max_pfn {
                 return Err(RestoreError::Unsupported(format!(
@@ -30,7 +68,7 @@ impl Restorer<'_> {
         if todo.is_empty() {
             return Ok(());
         }
-        let gfns = self.hv.populate(dom, &todo)?;
+        let gfns = self.hv.populate(dom, todo)?;
         if gfns.len() != todo.len() {
             return Err(RestoreError::Unsupported(format!(
                 "populate of {} pfns returned {} frames",
@@ -55,8 +93,22 @@ impl Restorer<'_> {
 
     pub(super) fn page_data(
         &mut self,
-        pd: &PageData,
+        pd: &mut PageData,
         at: &dyn Fn(String) -> RestoreError,
+    ) -> Result<(), RestoreError> {
+        let mut s = std::mem::take(&mut self.scratch);
+        let result = self.page_data_with(pd, at, &mut s);
+        // `ensure_populated` used the placeholder's list meanwhile.
+        s.todo = std::mem::take(&mut self.scratch.todo);
+        self.scratch = s;
+        result
+    }
+
+    fn page_data_with(
+        &mut self,
+        pd: &mut PageData,
+        at: &dyn Fn(String) -> RestoreError,
+        s: &mut Scratch,
     ) -> Result<(), RestoreError> {
         let dom = self.domain(at)?;
         if self.guest_type == GuestType::Pv && self.pv.as_ref().is_none_or(|p| !p.has_p2m()) {
@@ -74,63 +126,77 @@ impl Restorer<'_> {
                 )));
             }
         }
-        let to_populate: Vec<u64> = pd
-            .entries
-            .iter()
-            .filter(|e| e.ty.populates())
-            .map(|e| e.pfn)
-            .collect();
-        self.ensure_populated(&to_populate)?;
+        s.pfns.clear();
+        s.pfns.extend(
+            pd.entries
+                .iter()
+                .filter(|e| e.ty.populates())
+                .map(|e| e.pfn),
+        );
+        self.ensure_populated(&s.pfns)?;
         if let Some(pv) = &mut self.pv {
             for e in &pd.entries {
                 pv.set_type(e.pfn, e.ty);
             }
         }
 
-        let data: Vec<(u64, u8, usize)> = pd
-            .entries
-            .iter()
-            .filter(|e| e.ty.has_data())
-            .enumerate()
-            .map(|(k, e)| (e.pfn, e.ty.pt_level(), k))
-            .collect();
-        if data.is_empty() {
+        s.data.clear();
+        s.data.extend(
+            pd.entries
+                .iter()
+                .filter(|e| e.ty.has_data())
+                .enumerate()
+                .map(|(k, e)| (e.pfn, e.ty.pt_level(), k)),
+        );
+        if s.data.is_empty() {
             return Ok(());
         }
-        let gfns: Vec<u64> = data.iter().map(|&(p, _, _)| self.gfn_of(p)).collect();
-        if let Some(i) = gfns.iter().position(|&g| g == INVALID_MFN) {
+        if pd.data.len() < s.data.len() * PAGE_SIZE {
+            return Err(at(format!(
+                "{} bytes of page data for {} pages",
+                pd.data.len(),
+                s.data.len()
+            )));
+        }
+        s.gfns.clear();
+        s.gfns
+            .extend(s.data.iter().map(|&(p, _, _)| self.gfn_of(p)));
+        if let Some(i) = s.gfns.iter().position(|&g| g == INVALID_MFN) {
             return Err(at(format!(
                 "pfn {:#x} has no frame after populate",
-                data[i].0
+                s.data[i].0
             )));
         }
 
-        // Localise page tables before they touch guest memory; localising may
-        // populate frames they point at (a table can arrive before its pages).
-        let mut local: Vec<Option<Vec<u8>>> = vec![None; data.len()];
+        // Localise page tables in the record's buffer before they touch
+        // guest memory; localising may populate frames they point at (a
+        // table can arrive before its pages).
         if self.guest_type == GuestType::Pv {
-            for (i, &(pfn, level, k)) in data.iter().enumerate() {
+            for &(pfn, level, k) in &s.data {
                 if level == 0 {
                     continue;
                 }
-                let mut page = pd.data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE].to_vec();
+                let page = &mut pd.data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE];
+                let localising = |error| RestoreError::X86 {
+                    what: format!("localising page table pfn {pfn:#x}"),
+                    error,
+                };
+                // First pass, identity: which pfns must exist (the page is
+                // written back unchanged).
                 let max = self.max_pfn;
-                let mut need = Vec::new();
-                {
-                    // First pass: learn which pfns must exist.
-                    let mut probe = page.clone();
-                    let _ = pagetable::localise(&mut probe, level, |p| {
-                        if p > max {
-                            return Err(X86Error::UnknownFrame { slot: 0, frame: p });
-                        }
-                        need.push(p);
-                        Ok(p)
-                    });
-                }
-                self.ensure_populated(&need)
+                s.pfns.clear();
+                pagetable::localise(page, level, |p| {
+                    if p > max {
+                        return Err(X86Error::UnknownFrame { slot: 0, frame: p });
+                    }
+                    s.pfns.push(p);
+                    Ok(p)
+                })
+                .map_err(localising)?;
+                self.ensure_populated(&s.pfns)
                     .map_err(|e| at(format!("page table pfn {pfn:#x}: {e}")))?;
                 let pv = self.pv.as_ref().ok_or_else(|| at("no PV state".into()))?;
-                pagetable::localise(&mut page, level, |p| {
+                pagetable::localise(page, level, |p| {
                     let m = pv.mfn(p);
                     if m == INVALID_MFN {
                         Err(X86Error::UnknownFrame { slot: 0, frame: p })
@@ -138,20 +204,13 @@ impl Restorer<'_> {
                         Ok(m)
                     }
                 })
-                .map_err(|error| RestoreError::X86 {
-                    what: format!("localising page table pfn {pfn:#x}"),
-                    error,
-                })?;
-                local[i] = Some(page);
+                .map_err(localising)?;
             }
         }
 
-        let mut map = self.hv.map_pages(dom, &gfns, !self.verify_mode)?;
-        for (i, &(pfn, _, k)) in data.iter().enumerate() {
-            let src: &[u8] = match &local[i] {
-                Some(p) => p,
-                None => &pd.data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE],
-            };
+        let mut map = self.hv.map_pages(dom, &s.gfns, !self.verify_mode)?;
+        for (i, &(pfn, _, k)) in s.data.iter().enumerate() {
+            let src = &pd.data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE];
             if self.verify_mode {
                 if map.page(i) != src {
                     log::warn!("verify: pfn {pfn:#x} differs from the page in guest memory");
@@ -160,7 +219,7 @@ impl Restorer<'_> {
                 map.page_mut(i).copy_from_slice(src);
             }
         }
-        self.pages += data.len() as u64;
+        self.pages += s.data.len() as u64;
         Ok(())
     }
 }

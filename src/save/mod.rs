@@ -4,15 +4,23 @@
 //! policy, STATIC_DATA_END, P2M_FRAMES (PV), PAGE_DATA rounds, then TSC_INFO
 //! and either SHARED_INFO + vCPU records (PV) or HVM_CONTEXT + HVM_PARAMS
 //! (HVM), END. Log-dirty is switched off again on every path.
+//!
+//! Module map: `ops` (what differs per guest type, as Xen's
+//! `xc_sr_save_ops`) with `pv` and `hvm`; `pager` (pages into PAGE_DATA
+//! records, zero pages as XALLOC); `rounds` (the pre-copy loop).
 
+mod hvm;
+mod ops;
 mod pager;
+mod pv;
 pub mod rounds;
 
 use crate::hv::{DomId, GuestType, HvError, Hypervisor};
 use crate::precopy::Policy;
 use crate::stats::{RoundStats, Summary};
-use crate::stream::{DomainHeader, DomainType, LibxcWriter, Record, StreamError, VcpuRecord};
+use crate::stream::{DomainHeader, LibxcWriter, Record, StreamError};
 use crate::x86::X86Error;
+use ops::SaveOps;
 use pager::HvPager;
 use std::io::Write;
 use std::time::Instant;
@@ -98,12 +106,12 @@ pub fn save<W: Write>(
 ) -> Result<(SaveOutcome, W), SaveError> {
     let started = Instant::now();
     let mut info = hv.domain_info(dom)?;
+    let ops = ops::for_domain(hv, dom, &info)?;
+    // The save covers the pfns the guest type says (a PV guest's P2M).
+    info.max_pfn = ops.p2m_size() - 1;
     let (major, minor) = hv.xen_version();
     let header = DomainHeader {
-        domain_type: match info.guest_type {
-            GuestType::Pv => DomainType::X86Pv,
-            GuestType::Hvm => DomainType::X86Hvm,
-        },
+        domain_type: ops.domain_type(),
         page_shift: 12,
         xen_major: major,
         xen_minor: minor,
@@ -111,18 +119,8 @@ pub fn save<W: Write>(
     let mut w = LibxcWriter::new(out, &header)?;
 
     // Static data: what does not change while the guest runs.
-    if info.guest_type == GuestType::Pv {
-        let width = hv.guest_width(dom)?;
-        if width != 8 {
-            return Err(SaveError::Unsupported(format!(
-                "domain {dom} is a {}-bit PV guest; only 64-bit PV guests are supported",
-                width * 8
-            )));
-        }
-        w.write_record(&Record::X86PvInfo {
-            guest_width: 8,
-            pt_levels: 4,
-        })?;
+    for rec in ops.static_data() {
+        w.write_record(&rec)?;
     }
     let policy_blobs = hv.cpu_policy(dom)?;
     if !policy_blobs.cpuid.is_empty() {
@@ -132,26 +130,16 @@ pub fn save<W: Write>(
         w.write_record(&Record::X86MsrPolicy(policy_blobs.msrs))?;
     }
     w.write_record(&Record::StaticDataEnd)?;
-
-    let mut pager = HvPager::new(hv, dom, &info, w, hooks)?;
-    if let Some(n) = pager.pv_p2m_size() {
-        info.max_pfn = n - 1;
-    }
-    if let Some(frames) = pager.p2m_frames() {
-        pager.writer().write_record(&Record::X86PvP2mFrames {
-            start_pfn: 0,
-            end_pfn: u32::try_from(info.max_pfn).map_err(|_| {
-                SaveError::Unsupported(format!("max_pfn {:#x} exceeds 32 bits", info.max_pfn))
-            })?,
-            frames,
-        })?;
+    for rec in ops.start_of_stream()? {
+        w.write_record(&rec)?;
     }
 
+    let mut pager = HvPager::new(hv, dom, ops.as_ref(), w, hooks);
     let outcome = run_engine(&mut pager, policy, &info, opts);
-    let (w, hooks) = pager.finish();
+    let zero_pages = pager.zero_pages_total();
+    let mut w = pager.finish();
     let outcome = outcome?;
-    let mut w = w;
-    write_tail(hv, dom, &info, &mut w)?;
+    write_tail(hv, ops.as_ref(), &info, &mut w)?;
     let out = w.finish()?;
 
     let last = outcome.rounds.last();
@@ -164,13 +152,13 @@ pub fn save<W: Write>(
         guest_pages: info.p2m_size(),
         rounds: outcome.rounds.len() as u32,
         total_pages_sent: outcome.total_pages_sent,
+        zero_pages,
         total_bytes: 0, // filled in by the caller, who knows the whole stream
         total_time_ms: started.elapsed().as_secs_f64() * 1e3,
         downtime_ms: outcome.suspended_at.elapsed().as_secs_f64() * 1e3,
         final_round_pages: last.map_or(0, |r| r.pages_sent),
         hot_pages_final: outcome.hot_pages_final,
     };
-    let _ = hooks;
     Ok((
         SaveOutcome {
             summary,
@@ -216,58 +204,13 @@ fn run_engine<W: Write>(
 /// Records after the memory: `end_of_checkpoint` in Xen's terms.
 fn write_tail<W: Write>(
     hv: &dyn Hypervisor,
-    dom: DomId,
+    ops: &dyn SaveOps,
     info: &crate::hv::DomainInfo,
     w: &mut LibxcWriter<W>,
 ) -> Result<(), SaveError> {
-    w.write_record(&Record::X86TscInfo(hv.tsc_info(dom)?))?;
-    match info.guest_type {
-        GuestType::Pv => {
-            w.write_record(&Record::SharedInfo(hv.shared_info(dom)?))?;
-            let p2m = hv.pv_p2m(dom)?;
-            let m2p = pager::invert_p2m(&p2m.p2m);
-            for &v in &info.online_vcpus {
-                let st = hv.pv_vcpu(dom, v)?;
-                let mut basic = st.basic;
-                crate::x86::vcpu::normalise_basic(&mut basic, v, |mfn| m2p.get(&mfn).copied())
-                    .map_err(|source| SaveError::Vcpu { vcpu: v, source })?;
-                w.write_record(&Record::X86PvVcpuBasic(VcpuRecord {
-                    vcpu_id: v,
-                    blob: basic,
-                }))?;
-                if !st.extended.is_empty() {
-                    w.write_record(&Record::X86PvVcpuExtended(VcpuRecord {
-                        vcpu_id: v,
-                        blob: st.extended,
-                    }))?;
-                }
-                if !st.xsave.is_empty() {
-                    w.write_record(&Record::X86PvVcpuXsave(VcpuRecord {
-                        vcpu_id: v,
-                        blob: st.xsave,
-                    }))?;
-                }
-                if !st.msrs.is_empty() {
-                    w.write_record(&Record::X86PvVcpuMsrs(VcpuRecord {
-                        vcpu_id: v,
-                        blob: st.msrs,
-                    }))?;
-                }
-            }
-        }
-        GuestType::Hvm => {
-            w.write_record(&Record::HvmContext(hv.hvm_context(dom)?))?;
-            let mut params = Vec::new();
-            for &idx in SAVED_HVM_PARAMS {
-                let v = hv.hvm_param(dom, idx)?;
-                if v != 0 {
-                    params.push((idx as u64, v));
-                }
-            }
-            if !params.is_empty() {
-                w.write_record(&Record::HvmParams(params))?;
-            }
-        }
+    w.write_record(&Record::X86TscInfo(hv.tsc_info(info.domid)?))?;
+    for rec in ops.end_of_checkpoint(hv, info)? {
+        w.write_record(&rec)?;
     }
     Ok(())
 }

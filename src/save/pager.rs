@@ -1,103 +1,107 @@
-//! Pages out of a domain into PAGE_DATA records (`write_batch`).
+//! Pages out of a domain into PAGE_DATA records (`send_batch`).
+//!
+//! One batch: the frames' types, one mapping of the frames with data, page
+//! tables written through the guest type's [`SaveOps`], and one vectored
+//! write of the record straight from the mapping. Every buffer lives across
+//! batches.
+//!
+//! Zero pages: a NOTAB page sent for the first time whose contents are all
+//! zero goes as an XALLOC entry without data. The receiver (ours and Xen's
+//! `xc_domain_restore`) populates an XALLOC pfn without writing it, and a
+//! freshly populated frame is zero. A pfn sent before carries its data
+//! whatever it holds: the receiver's frame has the old contents.
 
+use super::ops::SaveOps;
 use super::rounds::Pager;
 use super::{SaveError, SaveHooks};
 use crate::bitmap::Bitmap;
-use crate::hv::{DomId, DomainInfo, GuestType, Hypervisor, PageType, INVALID_MFN};
+use crate::hv::{DomId, Hypervisor, PageType, INVALID_MFN};
 use crate::stats::RoundStats;
 use crate::stream::{LibxcWriter, PfnEntry, PAGE_SIZE};
-use crate::x86::{pagetable, X86Error};
-use std::collections::HashMap;
+use crate::x86::X86Error;
 use std::io::Write;
 
-/// mfn → pfn for a PV guest, from its P2M (what Xen's M2P answers for the
-/// guest's own frames; frames not in the P2M are not the guest's).
-pub(crate) fn invert_p2m(p2m: &[u64]) -> HashMap<u64, u64> {
-    p2m.iter()
-        .enumerate()
-        .filter(|(_, &m)| m != INVALID_MFN)
-        .map(|(pfn, &mfn)| (mfn, pfn as u64))
-        .collect()
+/// Whether a page is all zero. Stops at the first non-zero 64-byte line, so
+/// a page with data costs a few loads, not a pass.
+pub(crate) fn is_zero(page: &[u8]) -> bool {
+    page.chunks(64)
+        .all(|line| line.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
-struct PvMaps {
-    p2m: Vec<u64>,
-    m2p: HashMap<u64, u64>,
-    frames: Vec<u64>,
+/// Where a data page's body comes from.
+#[derive(Clone, Copy)]
+enum Body {
+    /// The k-th frame of the batch's mapping.
+    Mapped(usize),
+    /// A normalised copy at this offset of `normalised`.
+    Own(usize),
+}
+
+/// Per-batch work space, kept across batches.
+#[derive(Default)]
+struct Scratch {
+    gfns: Vec<u64>,
+    types: Vec<PageType>,
+    /// Indices into the batch of the pfns with a frame (for page_types).
+    framed: Vec<usize>,
+    framed_gfns: Vec<u64>,
+    framed_types: Vec<PageType>,
+    data_gfns: Vec<u64>,
+    entries: Vec<PfnEntry>,
+    bodies: Vec<Body>,
+    normalised: Vec<u8>,
+    /// The page slices of the record; empty between batches (its
+    /// allocation is what is kept, see [`recycle`]).
+    pages: Vec<&'static [u8]>,
+}
+
+/// An empty vector of another lifetime on the same allocation (an in-place
+/// collect of an empty iterator keeps the buffer).
+fn recycle<'a, 'b>(mut v: Vec<&'a [u8]>) -> Vec<&'b [u8]> {
+    v.clear();
+    v.into_iter().map(|_| -> &'b [u8] { &[] }).collect()
 }
 
 pub(crate) struct HvPager<'a, W: Write> {
     hv: &'a dyn Hypervisor,
     dom: DomId,
+    ops: &'a dyn SaveOps,
     w: LibxcWriter<W>,
     hooks: &'a mut dyn SaveHooks,
-    pv: Option<PvMaps>,
     deferred: Bitmap,
+    /// Pfns the receiver has populated from this stream (sent with data or
+    /// as XALLOC): their later sends carry data.
+    sent: Bitmap,
+    zero_pages: u64,
     suspended: bool,
     logdirty_on: bool,
-    // Scratch, reused across batches.
-    gfns: Vec<u64>,
-    types: Vec<PageType>,
-    entries: Vec<PfnEntry>,
-    normalised: Vec<u8>,
-    pages_in_round: u64,
+    s: Scratch,
 }
 
 impl<'a, W: Write> HvPager<'a, W> {
     pub fn new(
         hv: &'a dyn Hypervisor,
         dom: DomId,
-        info: &DomainInfo,
+        ops: &'a dyn SaveOps,
         w: LibxcWriter<W>,
         hooks: &'a mut dyn SaveHooks,
-    ) -> Result<Self, SaveError> {
-        let pv = match info.guest_type {
-            GuestType::Pv => {
-                let p = hv.pv_p2m(dom)?;
-                // Shorter is fine: a missing tail is cut off as Xen does
-                // (the save then covers the P2M's pfns only).
-                if p.p2m.is_empty() || p.p2m.len() as u64 > info.p2m_size() {
-                    return Err(SaveError::Unsupported(format!(
-                        "domain {dom}: P2M has {} entries, domain reports {}",
-                        p.p2m.len(),
-                        info.p2m_size()
-                    )));
-                }
-                Some(PvMaps {
-                    m2p: invert_p2m(&p.p2m),
-                    p2m: p.p2m,
-                    frames: p.frames,
-                })
-            }
-            GuestType::Hvm => None,
-        };
-        Ok(HvPager {
+    ) -> Self {
+        let n = ops.p2m_size();
+        HvPager {
             hv,
             dom,
+            ops,
             w,
             hooks,
-            pv,
-            deferred: Bitmap::new(info.p2m_size()),
+            deferred: Bitmap::new(n),
+            sent: Bitmap::new(n),
+            zero_pages: 0,
             suspended: false,
             logdirty_on: false,
-            gfns: Vec::new(),
-            types: Vec::new(),
-            entries: Vec::new(),
-            normalised: Vec::new(),
-            pages_in_round: 0,
-        })
+            s: Scratch::default(),
+        }
     }
 
-    /// A PV guest's P2M size: the pfns the save covers.
-    pub fn pv_p2m_size(&self) -> Option<u64> {
-        self.pv.as_ref().map(|pv| pv.p2m.len() as u64)
-    }
-    pub fn p2m_frames(&self) -> Option<Vec<u64>> {
-        self.pv.as_ref().map(|p| p.frames.clone())
-    }
-    pub fn writer(&mut self) -> &mut LibxcWriter<W> {
-        &mut self.w
-    }
     pub fn hooks(&mut self) -> &mut dyn SaveHooks {
         self.hooks
     }
@@ -117,103 +121,130 @@ impl<'a, W: Write> HvPager<'a, W> {
         }
         Ok(())
     }
-    pub fn finish(self) -> (LibxcWriter<W>, &'a mut dyn SaveHooks) {
-        (self.w, self.hooks)
+    /// Pages sent as zero pages over the whole save.
+    pub fn zero_pages_total(&self) -> u64 {
+        self.zero_pages
     }
-}
+    pub fn finish(self) -> LibxcWriter<W> {
+        self.w
+    }
 
-impl<W: Write> Pager for HvPager<'_, W> {
-    fn send_batch(&mut self, pfns: &[u64]) -> Result<u64, SaveError> {
+    /// Types of the batch's frames into `s.types` (XTAB for pfns without one).
+    fn fetch_types(&mut self, pfns: &[u64]) -> Result<(), SaveError> {
+        let s = &mut self.s;
         let n = pfns.len();
-        self.gfns.clear();
-        self.entries.clear();
-        match &self.pv {
-            Some(pv) => self.gfns.extend(
-                pfns.iter()
-                    .map(|&p| pv.p2m.get(p as usize).copied().unwrap_or(INVALID_MFN)),
-            ),
-            None => self.gfns.extend_from_slice(pfns),
-        }
-        self.types.clear();
-        self.types.resize(n, PageType::XTAB);
-        // Ballooned-out PV pfns have no frame: they travel as XTAB.
-        let valid: Vec<usize> = (0..n).filter(|&i| self.gfns[i] != INVALID_MFN).collect();
-        if !valid.is_empty() {
-            let vg: Vec<u64> = valid.iter().map(|&i| self.gfns[i]).collect();
-            let mut vt = vec![PageType::XTAB; vg.len()];
-            self.hv.page_types(self.dom, &vg, &mut vt)?;
-            for (k, &i) in valid.iter().enumerate() {
-                self.types[i] = vt[k];
+        s.types.clear();
+        s.types.resize(n, PageType::XTAB);
+        s.framed.clear();
+        s.framed
+            .extend((0..n).filter(|&i| s.gfns[i] != INVALID_MFN));
+        if s.framed.len() == n {
+            self.hv.page_types(self.dom, &s.gfns, &mut s.types)?;
+        } else if !s.framed.is_empty() {
+            // Ballooned-out PV pfns have no frame: they travel as XTAB.
+            s.framed_gfns.clear();
+            s.framed_gfns.extend(s.framed.iter().map(|&i| s.gfns[i]));
+            s.framed_types.clear();
+            s.framed_types.resize(s.framed.len(), PageType::XTAB);
+            self.hv
+                .page_types(self.dom, &s.framed_gfns, &mut s.framed_types)?;
+            for (&i, &t) in s.framed.iter().zip(&s.framed_types) {
+                s.types[i] = t;
             }
         }
-        if let Some((pfn, ty)) = pfns.iter().zip(&self.types).find(|(_, t)| !t.is_known()) {
+        if let Some((pfn, ty)) = pfns.iter().zip(&s.types).find(|(_, t)| !t.is_known()) {
             return Err(SaveError::Unsupported(format!(
                 "pfn {pfn:#x}: hypervisor reported unknown page type {:#x}",
                 ty.0
             )));
         }
-        let with_data: Vec<usize> = (0..n).filter(|&i| self.types[i].has_data()).collect();
-        let data_gfns: Vec<u64> = with_data.iter().map(|&i| self.gfns[i]).collect();
-        let map = if data_gfns.is_empty() {
+        Ok(())
+    }
+}
+
+impl<W: Write> Pager for HvPager<'_, W> {
+    fn send_batch(&mut self, pfns: &[u64]) -> Result<u64, SaveError> {
+        let ops = self.ops;
+        self.s.gfns.clear();
+        self.s.gfns.extend(pfns.iter().map(|&p| ops.pfn_to_gfn(p)));
+        self.fetch_types(pfns)?;
+        let s = &mut self.s;
+        s.data_gfns.clear();
+        s.data_gfns.extend(
+            s.gfns
+                .iter()
+                .zip(&s.types)
+                .filter(|(_, t)| t.has_data())
+                .map(|(&g, _)| g),
+        );
+        let map = if s.data_gfns.is_empty() {
             None
         } else {
-            Some(self.hv.map_pages(self.dom, &data_gfns, false)?)
+            Some(self.hv.map_pages(self.dom, &s.data_gfns, false)?)
         };
 
-        // PV page tables go out normalised (mfn → pfn), from a private copy.
-        self.normalised.clear();
-        let mut norm_slot: Vec<Option<usize>> = vec![None; with_data.len()];
-        let mut skip = vec![false; with_data.len()];
-        if let (Some(pv), Some(map)) = (&self.pv, &map) {
-            for (k, &i) in with_data.iter().enumerate() {
-                let level = self.types[i].pt_level();
-                if level == 0 {
-                    continue;
-                }
-                let start = self.normalised.len();
-                self.normalised.extend_from_slice(map.page(k));
-                let page = &mut self.normalised[start..start + PAGE_SIZE];
-                match pagetable::normalise(page, level, |mfn| pv.m2p.get(&mfn).copied()) {
-                    Ok(()) => norm_slot[k] = Some(start),
-                    Err(X86Error::UnknownFrame { .. }) if !self.suspended => {
-                        // The guest is changing this table under us: send it
-                        // in the final round instead (Xen's "deferred").
-                        self.normalised.truncate(start);
-                        self.deferred.set(pfns[i]);
-                        skip[k] = true;
-                    }
-                    Err(source) => {
-                        return Err(SaveError::PageTable {
-                            pfn: pfns[i],
-                            source,
-                        })
-                    }
-                }
-            }
-        }
-
-        let mut pages: Vec<&[u8]> = Vec::with_capacity(with_data.len());
+        // One pass over the batch: each entry's type and body.
+        s.entries.clear();
+        s.bodies.clear();
+        s.normalised.clear();
         let mut k = 0;
-        for (&pfn, &ty) in pfns.iter().zip(&self.types) {
+        let mut zero = 0;
+        for (&pfn, &ty) in pfns.iter().zip(&s.types) {
             let mut ty = ty;
-            if ty.has_data() {
-                if skip[k] {
-                    ty = PageType::XTAB;
-                } else if let Some(start) = norm_slot[k] {
-                    pages.push(&self.normalised[start..start + PAGE_SIZE]);
-                } else if let Some(m) = &map {
-                    pages.push(m.page(k));
+            if let (true, Some(m)) = (ty.has_data(), &map) {
+                let page = m.page(k);
+                let level = ty.pt_level();
+                if level != 0 {
+                    let start = s.normalised.len();
+                    s.normalised.resize(start + PAGE_SIZE, 0);
+                    match ops.normalise_page(level, page, &mut s.normalised[start..]) {
+                        Ok(true) => s.bodies.push(Body::Own(start)),
+                        Ok(false) => {
+                            s.normalised.truncate(start);
+                            s.bodies.push(Body::Mapped(k));
+                        }
+                        Err(X86Error::UnknownFrame { .. }) if !self.suspended => {
+                            // The guest is changing this table under us: send
+                            // it in the final round instead (Xen's "deferred").
+                            s.normalised.truncate(start);
+                            self.deferred.set(pfn);
+                            ty = PageType::XTAB;
+                        }
+                        Err(source) => return Err(SaveError::PageTable { pfn, source }),
+                    }
+                } else if ty == PageType::NOTAB && !self.sent.get(pfn) && is_zero(page) {
+                    ty = PageType::XALLOC;
+                    zero += 1;
+                } else {
+                    s.bodies.push(Body::Mapped(k));
                 }
                 k += 1;
             }
-            self.entries.push(PfnEntry { pfn, ty });
+            if ty.populates() {
+                self.sent.set(pfn);
+            }
+            s.entries.push(PfnEntry { pfn, ty });
         }
-        self.w.write_page_batch(&self.entries, &pages)?;
-        let with_contents = pages.len() as u64;
-        drop(pages);
+
+        let mut pages = recycle(std::mem::take(&mut s.pages));
+        for b in &s.bodies {
+            pages.push(match (b, &map) {
+                (Body::Mapped(k), Some(m)) => m.page(*k),
+                (Body::Own(o), _) => &s.normalised[*o..*o + PAGE_SIZE],
+                // A mapped body exists only with a mapping.
+                (Body::Mapped(_), None) => &[],
+            });
+        }
+        let written = self.w.write_page_batch(&s.entries, &pages);
+        s.pages = recycle(pages);
         drop(map);
-        self.pages_in_round += n as u64;
-        Ok(with_contents)
+        written?;
+        self.zero_pages += zero;
+        Ok(s.bodies.len() as u64 + zero)
+    }
+
+    fn zero_pages(&self) -> u64 {
+        self.zero_pages
     }
 
     fn peek(&mut self, out: &mut Bitmap) -> Result<(), SaveError> {
@@ -248,8 +279,15 @@ impl<W: Write> Pager for HvPager<'_, W> {
         self.w.bytes_written()
     }
 
+    fn progress(&mut self, done: u64, total: u64) {
+        self.hooks.progress(done, total);
+    }
+
     fn round_done(&mut self, stats: &RoundStats) {
-        self.pages_in_round = 0;
         self.hooks.round_done(stats);
     }
 }
+
+#[cfg(test)]
+#[path = "pager_tests.rs"]
+mod tests;

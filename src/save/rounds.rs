@@ -25,6 +25,13 @@ pub trait Pager {
     fn take_deferred(&mut self, into: &mut Bitmap);
     /// Bytes written to the stream so far.
     fn bytes_written(&self) -> u64;
+    /// Pages sent so far as zero pages (XALLOC, no data); they count in
+    /// `send_batch`'s result too.
+    fn zero_pages(&self) -> u64 {
+        0
+    }
+    /// Pages sent so far in this round out of the round's total.
+    fn progress(&mut self, _done: u64, _total: u64) {}
     /// A round has ended (statistics, progress).
     fn round_done(&mut self, _stats: &RoundStats) {}
 }
@@ -52,6 +59,8 @@ impl<P: Pager> RoundLoop<'_, P> {
     /// out pages already dirty again (they stay in the log for the next
     /// CLEAN). Returns (sent, skipped bitmap).
     fn send_set(&mut self, set: &Bitmap, skip: bool) -> Result<(u64, Bitmap), SaveError> {
+        let total = set.count();
+        let mut done_pfns = 0;
         let mut skipped = Bitmap::new(self.p2m_size);
         let mut sent = 0;
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -76,15 +85,23 @@ impl<P: Pager> RoundLoop<'_, P> {
             }
             if !batch.is_empty() {
                 sent += self.pager.send_batch(&batch)?;
+                done_pfns += batch.len() as u64;
+                self.pager.progress(done_pfns, total);
             }
         }
         Ok((sent, skipped))
     }
 
-    /// Finish a round's statistics (bytes, time, bandwidth).
-    fn measure(&self, mut r: RoundStats, started: Instant, bytes_before: u64) -> RoundStats {
+    /// Where a round starts: (bytes, zero pages) so far.
+    fn mark(&self) -> (u64, u64) {
+        (self.pager.bytes_written(), self.pager.zero_pages())
+    }
+
+    /// Finish a round's statistics (bytes, zero pages, time, bandwidth).
+    fn measure(&self, mut r: RoundStats, started: Instant, before: (u64, u64)) -> RoundStats {
         let secs = started.elapsed().as_secs_f64();
-        r.bytes = self.pager.bytes_written() - bytes_before;
+        r.bytes = self.pager.bytes_written() - before.0;
+        r.zero_pages = self.pager.zero_pages() - before.1;
         r.duration_ms = secs * 1e3;
         r.bandwidth = if secs > 0.0 {
             r.bytes as f64 / secs
@@ -124,7 +141,7 @@ pub fn run_live<P: Pager>(
     loop {
         crate::cancel::check()?;
         let started = Instant::now();
-        let bytes_before = lp.pager.bytes_written();
+        let before = lp.mark();
         let planned = to_send.count();
         let (sent, skipped) = lp.send_set(&to_send, skip)?;
         lp.pager.clean(&mut dirty, false)?;
@@ -137,7 +154,7 @@ pub fn run_live<P: Pager>(
                 ..Default::default()
             },
             started,
-            bytes_before,
+            before,
         );
         let facts = RoundFacts {
             round,
@@ -163,7 +180,7 @@ pub fn run_live<P: Pager>(
             Decision::Continue => to_send.copy_from(&dirty),
             Decision::LastLive => {
                 let started = Instant::now();
-                let bytes_before = lp.pager.bytes_written();
+                let before = lp.mark();
                 let planned = dirty.count();
                 let (sent, skipped) = lp.send_set(&dirty, skip)?;
                 let r = lp.measure(
@@ -176,7 +193,7 @@ pub fn run_live<P: Pager>(
                         ..Default::default()
                     },
                     started,
-                    bytes_before,
+                    before,
                 );
                 lp.record(r);
                 round += 1;
@@ -193,7 +210,7 @@ pub fn run_live<P: Pager>(
     lp.pager.suspend()?;
     let suspended_at = Instant::now();
     let started = suspended_at;
-    let bytes_before = lp.pager.bytes_written();
+    let before = lp.mark();
     let mut last = Bitmap::new(p2m_size);
     lp.pager.clean(&mut last, true)?;
     last.or_with(&pending);
@@ -214,7 +231,7 @@ pub fn run_live<P: Pager>(
             ..Default::default()
         },
         started,
-        bytes_before,
+        before,
     );
     lp.record(r);
     Ok(RoundsOutcome {
@@ -238,6 +255,8 @@ pub fn run_nonlive<P: Pager>(pager: &mut P, p2m_size: u64) -> Result<RoundsOutco
         total_sent: 0,
     };
     let all = Bitmap::full(p2m_size);
+    // The round's bytes are its PAGE_DATA records, not the headers before.
+    let before = lp.mark();
     // The guest is suspended: the pager fails rather than defers.
     let (sent, _) = lp.send_set(&all, false)?;
     let r = lp.measure(
@@ -249,7 +268,7 @@ pub fn run_nonlive<P: Pager>(pager: &mut P, p2m_size: u64) -> Result<RoundsOutco
             ..Default::default()
         },
         suspended_at,
-        0,
+        before,
     );
     lp.record(r);
     Ok(RoundsOutcome {

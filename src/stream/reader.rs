@@ -61,7 +61,13 @@ pub struct LibxcReader<R: Read> {
     rules: Rules,
     caps: ReadCaps,
     state: State,
+    /// A page buffer handed back by the consumer ([`LibxcReader::recycle`]),
+    /// the next PAGE_DATA's data goes into it.
+    spare: Vec<u8>,
 }
+
+/// The largest page buffer a reader keeps for reuse (a batch of 1024 pages).
+const SPARE_MAX: usize = 1024 * PAGE_SIZE;
 
 impl<R: Read> LibxcReader<R> {
     /// Reads and checks the image and domain headers.
@@ -103,6 +109,7 @@ impl<R: Read> LibxcReader<R> {
             last_length: 0,
             caps: ReadCaps::default(),
             state: State::Records,
+            spare: Vec::new(),
         })
     }
 
@@ -163,6 +170,14 @@ impl<R: Read> LibxcReader<R> {
     }
     pub fn caps(&self) -> ReadCaps {
         self.caps
+    }
+
+    /// Hand back a PAGE_DATA record's `data` once it is used: the next
+    /// PAGE_DATA is read into it instead of a fresh allocation.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= SPARE_MAX && buf.capacity() > self.spare.capacity() {
+            self.spare = buf;
+        }
     }
 
     /// Next record, fully validated (lengths, padding, ordering, pfn range
@@ -232,7 +247,8 @@ impl<R: Read> LibxcReader<R> {
         self.check_caps(rtype, length, known)?;
         let rec = if rtype == rec_type::PAGE_DATA {
             let ctx = self.rules.body_ctx();
-            read_page_data(&mut self.inner, length, body_at, &ctx, &self.caps)?
+            let spare = std::mem::take(&mut self.spare);
+            read_page_data(&mut self.inner, length, body_at, &ctx, &self.caps, spare)?
         } else if !known {
             // Unknown optional record (admit refused mandatory ones): skip it.
             let padded = u64::from(length) + wire::padding_len(u64::from(length)) as u64;
@@ -347,6 +363,7 @@ fn read_page_data<R: Read>(
     at: u64,
     ctx: &BodyCtx,
     caps: &ReadCaps,
+    mut data: Vec<u8>,
 ) -> Result<Record, ErrorKind> {
     let length = u64::from(length);
     if length < 8 {
@@ -420,7 +437,12 @@ fn read_page_data<R: Read>(
         )));
     }
     let data_at = at + 8 + pfn_bytes;
-    let data = wire::read_vec(r, (PAGE_SIZE as u64 * data_pages) as usize, data_at)?;
+    wire::read_vec_into(
+        r,
+        &mut data,
+        (PAGE_SIZE as u64 * data_pages) as usize,
+        data_at,
+    )?;
     // 8 + 8C + 4096N is always a multiple of 8: no padding.
     Ok(Record::PageData(PageData { entries, data }))
 }

@@ -63,12 +63,28 @@ pub(crate) fn read_vec<R: Read + ?Sized>(
     len: usize,
     at: u64,
 ) -> Result<Vec<u8>, ErrorKind> {
-    let mut v: Vec<u8> = Vec::new();
+    let mut v = Vec::new();
+    read_vec_into(r, &mut v, len, at)?;
+    Ok(v)
+}
+
+/// As [`read_vec`] into `v` (cleared first): the room `v` already has is
+/// used at once, beyond it the buffer doubles as the bytes arrive.
+pub(crate) fn read_vec_into<R: Read + ?Sized>(
+    r: &mut R,
+    v: &mut Vec<u8>,
+    len: usize,
+    at: u64,
+) -> Result<(), ErrorKind> {
+    v.clear();
     let mut filled = 0usize;
     while filled < len {
         if filled == v.len() {
-            // Double, clamped to what is left.
-            let grow = (filled.max(FIRST_CHUNK)).min(len - filled);
+            // Double, clamped to what is left (v.len() <= capacity).
+            let grow = filled
+                .max(FIRST_CHUNK)
+                .max(v.capacity() - filled)
+                .min(len - filled);
             v.resize(filled + grow, 0);
         }
         let got = read_full(r, &mut v[filled..]).map_err(ErrorKind::Io)?;
@@ -83,7 +99,7 @@ pub(crate) fn read_vec<R: Read + ?Sized>(
             });
         }
     }
-    Ok(v)
+    Ok(())
 }
 
 /// Discards `len` bytes without holding them.

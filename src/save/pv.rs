@@ -1,0 +1,129 @@
+//! Save operations of a 64-bit PV guest: its P2M names the frames, page
+//! tables go out with machine frames rewritten as pfns, and the shared info
+//! and vCPU records follow the memory.
+
+use super::ops::SaveOps;
+use super::SaveError;
+use crate::hv::{DomId, DomainInfo, Hypervisor, INVALID_MFN};
+use crate::stream::{DomainType, Record, VcpuRecord, PAGE_SIZE};
+use crate::x86::{pagetable, X86Error};
+use std::collections::HashMap;
+
+/// mfn → pfn for a PV guest, from its P2M (what Xen's M2P answers for the
+/// guest's own frames; frames not in the P2M are not the guest's).
+pub(crate) fn invert_p2m(p2m: &[u64]) -> HashMap<u64, u64> {
+    p2m.iter()
+        .enumerate()
+        .filter(|(_, &m)| m != INVALID_MFN)
+        .map(|(pfn, &mfn)| (mfn, pfn as u64))
+        .collect()
+}
+
+pub(crate) struct PvOps {
+    p2m: Vec<u64>,
+    m2p: HashMap<u64, u64>,
+    /// Pfns of the frames holding the P2M (X86_PV_P2M_FRAMES).
+    frames: Vec<u64>,
+}
+
+impl PvOps {
+    pub fn new(hv: &dyn Hypervisor, dom: DomId, info: &DomainInfo) -> Result<Self, SaveError> {
+        let width = hv.guest_width(dom)?;
+        if width != 8 {
+            return Err(SaveError::Unsupported(format!(
+                "domain {dom} is a {}-bit PV guest; only 64-bit PV guests are supported",
+                width * 8
+            )));
+        }
+        let p = hv.pv_p2m(dom)?;
+        // Shorter is fine: a missing tail is cut off as Xen does (the save
+        // then covers the P2M's pfns only).
+        if p.p2m.is_empty() || p.p2m.len() as u64 > info.p2m_size() {
+            return Err(SaveError::Unsupported(format!(
+                "domain {dom}: P2M has {} entries, domain reports {}",
+                p.p2m.len(),
+                info.p2m_size()
+            )));
+        }
+        if u32::try_from(p.p2m.len() - 1).is_err() {
+            return Err(SaveError::Unsupported(format!(
+                "domain {dom}: max_pfn {:#x} exceeds 32 bits",
+                p.p2m.len() - 1
+            )));
+        }
+        Ok(PvOps {
+            m2p: invert_p2m(&p.p2m),
+            p2m: p.p2m,
+            frames: p.frames,
+        })
+    }
+}
+
+impl SaveOps for PvOps {
+    fn domain_type(&self) -> DomainType {
+        DomainType::X86Pv
+    }
+    fn p2m_size(&self) -> u64 {
+        self.p2m.len() as u64
+    }
+    fn static_data(&self) -> Vec<Record> {
+        vec![Record::X86PvInfo {
+            guest_width: 8,
+            pt_levels: 4,
+        }]
+    }
+    fn start_of_stream(&self) -> Result<Vec<Record>, SaveError> {
+        // Checked to fit in `new`.
+        let end_pfn = u32::try_from(self.p2m.len() - 1).map_err(|_| {
+            SaveError::Unsupported(format!("max_pfn {:#x} exceeds 32 bits", self.p2m.len() - 1))
+        })?;
+        Ok(vec![Record::X86PvP2mFrames {
+            start_pfn: 0,
+            end_pfn,
+            frames: self.frames.clone(),
+        }])
+    }
+    fn pfn_to_gfn(&self, pfn: u64) -> u64 {
+        self.p2m.get(pfn as usize).copied().unwrap_or(INVALID_MFN)
+    }
+    fn normalise_page(&self, level: u8, page: &[u8], out: &mut [u8]) -> Result<bool, X86Error> {
+        let out = &mut out[..PAGE_SIZE];
+        out.copy_from_slice(page);
+        pagetable::normalise(out, level, |mfn| self.m2p.get(&mfn).copied())?;
+        Ok(true)
+    }
+    fn end_of_checkpoint(
+        &self,
+        hv: &dyn Hypervisor,
+        info: &DomainInfo,
+    ) -> Result<Vec<Record>, SaveError> {
+        let dom = info.domid;
+        let mut out = vec![Record::SharedInfo(hv.shared_info(dom)?)];
+        // The P2M as it is now, after the suspend.
+        let p2m = hv.pv_p2m(dom)?;
+        let m2p = invert_p2m(&p2m.p2m);
+        for &v in &info.online_vcpus {
+            let st = hv.pv_vcpu(dom, v)?;
+            let mut basic = st.basic;
+            crate::x86::vcpu::normalise_basic(&mut basic, v, |mfn| m2p.get(&mfn).copied())
+                .map_err(|source| SaveError::Vcpu { vcpu: v, source })?;
+            out.push(Record::X86PvVcpuBasic(VcpuRecord {
+                vcpu_id: v,
+                blob: basic,
+            }));
+            for (blob, rec) in [
+                (
+                    st.extended,
+                    Record::X86PvVcpuExtended as fn(VcpuRecord) -> Record,
+                ),
+                (st.xsave, Record::X86PvVcpuXsave),
+                (st.msrs, Record::X86PvVcpuMsrs),
+            ] {
+                if !blob.is_empty() {
+                    out.push(rec(VcpuRecord { vcpu_id: v, blob }));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
