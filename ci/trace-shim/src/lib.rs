@@ -289,8 +289,7 @@ fn run(path: &[u8], pid: libc::pid_t, interval_ms: u64) -> io::Result<()> {
     out.put(interval_ms * 1_000_000)?;
     out.put(pid as u64)?;
     out.flush()?;
-    let stack_probe = 0u8;
-    let my_stack = &stack_probe as *const u8 as u64;
+    let my_stack = own_stack()?;
     loop {
         std::thread::sleep(Duration::from_millis(interval_ms));
         let t = now_ns();
@@ -300,25 +299,74 @@ fn run(path: &[u8], pid: libc::pid_t, interval_ms: u64) -> io::Result<()> {
             let Some((lo, hi)) = eligible(line) else {
                 continue;
             };
-            if (lo < scratch_range.1 && scratch_range.0 < hi) || (lo <= my_stack && my_stack < hi)
-            {
-                continue;
+            // The shim's own stack and scratch may have merged with a
+            // neighbouring mapping of the program: leave out just them.
+            let (pieces, n) = without(without(([(lo, hi); 3], 1), scratch_range), my_stack);
+            for &(lo, hi) in &pieces[..n] {
+                let mut reg = UffdioRegister {
+                    start: lo,
+                    len: hi - lo,
+                    mode: UFFDIO_REGISTER_MODE_WP,
+                    ioctls: 0,
+                };
+                if ioctl(uffd, UFFDIO_REGISTER, &mut reg).is_err() {
+                    // Gone since the maps were read, or a kind uffd cannot track.
+                    continue;
+                }
+                scan(pagemap, lo, hi, regions, &mut out)?;
             }
-            let mut reg = UffdioRegister {
-                start: lo,
-                len: hi - lo,
-                mode: UFFDIO_REGISTER_MODE_WP,
-                ioctls: 0,
-            };
-            if ioctl(uffd, UFFDIO_REGISTER, &mut reg).is_err() {
-                // Gone since the maps were read, or a kind uffd cannot track.
-                continue;
-            }
-            scan(pagemap, lo, hi, regions, &mut out)?;
         }
         out.put(u64::MAX)?;
         out.put(0)?;
         out.flush()?;
+    }
+}
+
+/// Up to three ranges minus `[x.0, x.1)`, without allocating (the shim's
+/// heap writes would be traced).
+type Pieces = ([(u64, u64); 3], usize);
+fn without((ranges, n): Pieces, x: (u64, u64)) -> Pieces {
+    let mut out = ([(0, 0); 3], 0);
+    let mut push = |r: (u64, u64)| {
+        if out.1 < 3 {
+            out.0[out.1] = r;
+            out.1 += 1;
+        }
+    };
+    for &(lo, hi) in &ranges[..n] {
+        if x.1 <= lo || hi <= x.0 {
+            push((lo, hi));
+            continue;
+        }
+        if lo < x.0 {
+            push((lo, x.0));
+        }
+        if x.1 < hi {
+            push((x.1, hi));
+        }
+    }
+    out
+}
+
+/// This thread's stack, page aligned.
+fn own_stack() -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero pthread_attr_t is only storage; getattr_np
+    // initialises it and destroy frees what it allocated.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let r = libc::pthread_getattr_np(libc::pthread_self(), &mut attr);
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let lo = addr as u64 & !(PAGE - 1);
+        Ok((lo, (addr as u64 + size as u64).div_ceil(PAGE) * PAGE))
     }
 }
 
