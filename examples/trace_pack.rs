@@ -62,7 +62,9 @@ fn main() -> Result<()> {
             Some(i) if i + 1 < args.len() => {
                 let v = args.remove(i + 1);
                 args.remove(i);
-                Ok(Some(v.parse::<f64>().with_context(|| format!("{name} {v}"))? as u64))
+                Ok(Some(
+                    v.parse::<f64>().with_context(|| format!("{name} {v}"))? as u64,
+                ))
             }
             Some(_) => bail!("{name} needs a value"),
             None => Ok(None),
@@ -105,7 +107,10 @@ fn main() -> Result<()> {
         .enumerate()
         .map(|(k, &p)| (p, k as u32))
         .collect();
-    let last = *buckets.keys().next_back().context("nothing recorded in the window")?;
+    let last = *buckets
+        .keys()
+        .next_back()
+        .context("nothing recorded in the window")?;
     let samples: Vec<Sample> = (0..=last)
         .map(|b| Sample {
             dt_us: interval / 1000,

@@ -184,12 +184,17 @@ impl Out<'_> {
 fn read_maps(buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: a NUL-terminated literal path.
     let fd = cvt(unsafe {
-        libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
     } as libc::c_long)? as libc::c_int;
     let mut len = 0;
     let res = loop {
         if len == buf.len() {
-            break Err(io::Error::other("/proc/self/maps larger than the scratch buffer"));
+            break Err(io::Error::other(
+                "/proc/self/maps larger than the scratch buffer",
+            ));
         }
         let rest = &mut buf[len..];
         // SAFETY: reads into a live mutable slice of `rest.len()` bytes.
@@ -236,9 +241,9 @@ fn eligible(line: &[u8]) -> Option<(u64, u64)> {
 
 fn run(path: &[u8], pid: libc::pid_t, interval_ms: u64) -> io::Result<()> {
     // SAFETY: plain syscall with flags only.
-    let uffd = cvt(unsafe {
-        libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK)
-    })? as libc::c_int;
+    let uffd =
+        cvt(unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) })?
+            as libc::c_int;
     let mut api = UffdioApi {
         api: UFFD_API,
         features: UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
@@ -247,7 +252,10 @@ fn run(path: &[u8], pid: libc::pid_t, interval_ms: u64) -> io::Result<()> {
     ioctl(uffd, UFFDIO_API, &mut api)?;
     // SAFETY: a NUL-terminated literal path.
     let pagemap = cvt(unsafe {
-        libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+        libc::open(
+            c"/proc/self/pagemap".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
     } as libc::c_long)? as libc::c_int;
     // SAFETY: `path` ends in NUL (built by `start`).
     let fd = cvt(unsafe {
@@ -283,7 +291,11 @@ fn run(path: &[u8], pid: libc::pid_t, interval_ms: u64) -> io::Result<()> {
             std::slice::from_raw_parts_mut(base.add(MAPS_BYTES + REGIONS * 24), OUT_BYTES),
         )
     };
-    let mut out = Out { fd, buf: out, len: 0 };
+    let mut out = Out {
+        fd,
+        buf: out,
+        len: 0,
+    };
     out.buf[..8].copy_from_slice(b"RXMRAW01");
     out.len = 8;
     out.put(interval_ms * 1_000_000)?;

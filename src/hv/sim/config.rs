@@ -116,11 +116,13 @@ impl TraceSpec {
             op: "workload",
             msg,
         };
+        // The part after the last '@', unless it is a directory's name.
         let (file, speed) = match s.rsplit_once('@') {
-            Some((f, x)) if x.ends_with('x') => {
-                let v: f64 = x[..x.len() - 1]
-                    .parse()
-                    .map_err(|_| bad(format!("trace:{s}: speed {x:?} is not like 2x or 0.5x")))?;
+            Some((f, x)) if !x.contains('/') => {
+                let v: f64 = x
+                    .strip_suffix('x')
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad(format!("trace:{s}: speed {x:?} is not like 2x or 0.5x")))?;
                 let pm = (v * 1000.0).round();
                 if !(1.0..=MAX_TRACE_SPEED_PERMILLE as f64).contains(&pm) {
                     return Err(bad(format!(
@@ -132,7 +134,9 @@ impl TraceSpec {
             _ => (s, 1000),
         };
         if file.is_empty() {
-            return Err(bad("trace: needs a file (trace:FILE or trace:FILE@2x)".into()));
+            return Err(bad(
+                "trace: needs a file (trace:FILE or trace:FILE@2x)".into()
+            ));
         }
         let path = std::fs::canonicalize(file)
             .map_err(|e| HvError::io(format!("trace file {file}"), e))?;

@@ -33,6 +33,8 @@ pub mod trace;
 pub mod uffd;
 pub mod workload;
 
-pub use config::{parse_workload, GuestConfig, TraceSpec, TrackingMode, WorkloadKind, WorkloadParams};
+pub use config::{
+    parse_workload, GuestConfig, TraceSpec, TrackingMode, WorkloadKind, WorkloadParams,
+};
 pub use host::{default_dir, probe_tracking, SimHost};
 pub use oracle::{check, compare, written_between, CheckReport, Reference};

@@ -240,8 +240,7 @@ impl Descriptor {
             )),
             speed_permille: rd32(page, off::TRACE_SPEED),
         };
-        if spec.speed_permille == 0
-            || spec.speed_permille > super::config::MAX_TRACE_SPEED_PERMILLE
+        if spec.speed_permille == 0 || spec.speed_permille > super::config::MAX_TRACE_SPEED_PERMILLE
         {
             return Err(bad(format!("trace speed {}‰", spec.speed_permille)));
         }
@@ -545,6 +544,41 @@ mod tests {
                 assert!(a.0.iter().any(|&w| w != 0), "{kind} wrote nothing");
             }
         }
+    }
+
+    #[test]
+    fn a_trace_descriptor_names_its_file_and_refuses_a_changed_one() {
+        use crate::hv::sim::trace::{Sample, Trace};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.rxtrace");
+        let trace = |dt_us| Trace {
+            footprint: 50,
+            note: "test".into(),
+            samples: vec![Sample {
+                dt_us,
+                pages: vec![1, 2, 40],
+            }],
+        };
+        std::fs::write(&path, trace(5000).encode()).unwrap();
+        let mut cfg = GuestConfig::new("t", crate::hv::GuestType::Pv, 16, WorkloadKind::Trace);
+        cfg.trace = Some(TraceSpec {
+            path: path.clone(),
+            speed_permille: 2000,
+        });
+        let d = Descriptor::for_guest(&cfg, 0, 300, 320).unwrap();
+        assert_eq!(d.rate, 2 * d.trace.as_ref().unwrap().replay.ticks_per_s);
+        let mut page = vec![0u8; 4096];
+        d.encode(&mut page);
+        assert_eq!(Descriptor::decode(&page).unwrap(), d);
+        assert_eq!(d.trace_spec(), cfg.trace);
+        // Its steps write the trace's pages: 5 ticks of 1 ms for 3 writes.
+        let mut m = VecMem(vec![0; 300 * PAGE_WORDS], 300);
+        let mut s = State::initial(1);
+        let written: Vec<u64> = (0..5).filter_map(|_| step(&d, &mut s, &mut m)).collect();
+        assert_eq!(written, vec![1, 2, 40]);
+        std::fs::write(&path, trace(6000).encode()).unwrap();
+        let e = Descriptor::decode(&page).unwrap_err().to_string();
+        assert!(e.contains("changed since the guest was created"), "{e}");
     }
 
     #[test]
