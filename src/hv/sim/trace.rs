@@ -369,10 +369,13 @@ impl Replay {
     }
 }
 
+/// Replay schedules by (file, checksum).
+type Cache = Mutex<HashMap<(PathBuf, u64), Arc<Replay>>>;
+
 /// Decoded traces by (path, checksum): the guest, the oracle's reference run
 /// and the bench all load the same file, once per process.
 pub fn load(path: &Path) -> Result<(Arc<Replay>, u64)> {
-    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, u64), Arc<Replay>>>> = OnceLock::new();
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let (t, sum) = Trace::read(path)?;
     let key = (path.to_path_buf(), sum);
     let cache = CACHE.get_or_init(Default::default);
