@@ -52,6 +52,7 @@ impl RunSpec<'_> {
         g.params = self.scenario.params_for(self.size_mib);
         g.seed = self.seed;
         g.rate = self.scenario.steps_per_s(self.bandwidth);
+        g.trace = self.scenario.trace.as_ref().map(|t| t.spec.clone());
         g
     }
 }

@@ -6,7 +6,7 @@
 //! the same thing — converging, not converging — at any `--bandwidth`.
 
 use super::BenchError;
-use crate::hv::sim::{WorkloadKind, WorkloadParams};
+use crate::hv::sim::{parse_workload, TraceSpec, WorkloadKind, WorkloadParams};
 use crate::hv::GuestType;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -22,6 +22,8 @@ pub enum ScenarioClass {
     Converges,
     /// Nothing converges: writes near the link rate.
     NeverConverges,
+    /// A real program's recorded page writes (`trace:FILE`).
+    Recorded,
 }
 
 impl ScenarioClass {
@@ -30,6 +32,7 @@ impl ScenarioClass {
             ScenarioClass::Paper => "paper",
             ScenarioClass::Converges => "converges",
             ScenarioClass::NeverConverges => "never-converges",
+            ScenarioClass::Recorded => "recorded",
         }
     }
 }
@@ -49,6 +52,16 @@ pub struct Scenario {
     /// Hot set as a fraction of guest memory (else the sim's 1/64).
     pub hot_fraction: Option<f64>,
     pub about: &'static str,
+    /// The recorded trace of a `trace:FILE[@Nx]` scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceScenario>,
+}
+
+/// A trace scenario: the file and speed, and the guest step rate they give.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceScenario {
+    pub spec: TraceSpec,
+    pub steps_per_s: u64,
 }
 
 fn ser_kind<S: serde::Serializer>(k: &WorkloadKind, s: S) -> Result<S::Ok, S::Error> {
@@ -74,6 +87,10 @@ impl Scenario {
 
     /// Guest steps per second for a link of `bandwidth` bytes per second.
     pub fn steps_per_s(&self, bandwidth: u64) -> u64 {
+        if let Some(t) = &self.trace {
+            // Recorded rate (times the asked speed), whatever the link.
+            return t.steps_per_s;
+        }
         let Some(load) = self.write_load else {
             return IDLE_STEPS_PER_S;
         };
@@ -108,6 +125,7 @@ pub fn scenarios() -> Vec<Scenario> {
             hot_fraction: None,
             about: "90% of writes to a hot set of 1/64 of memory (Zipf-like), 10% anywhere; \
                     64-byte writes at 4x the link's page rate",
+            trace: None,
         },
         Scenario {
             name: "read-mostly",
@@ -125,6 +143,7 @@ pub fn scenarios() -> Vec<Scenario> {
             hot_fraction: Some(1.0 / 16.0),
             about: "random reads; 20% of steps write a hot set of 1/16 of memory (Zipf-like), \
                     64-byte writes at 2x the link's page rate",
+            trace: None,
         },
         Scenario {
             name: "idle",
@@ -134,6 +153,7 @@ pub fn scenarios() -> Vec<Scenario> {
             params: WorkloadParams::default(),
             hot_fraction: None,
             about: "writes nothing",
+            trace: None,
         },
         Scenario {
             name: "uniform-low",
@@ -143,6 +163,7 @@ pub fn scenarios() -> Vec<Scenario> {
             params: WorkloadParams::default(),
             hot_fraction: None,
             about: "uniformly random writes at 2% of the link's page rate",
+            trace: None,
         },
         Scenario {
             name: "streaming",
@@ -152,12 +173,50 @@ pub fn scenarios() -> Vec<Scenario> {
             params: WorkloadParams::default(),
             hot_fraction: None,
             about: "memtester-like sweep rewriting whole pages at 90% of the link's page rate",
+            trace: None,
         },
     ]
 }
 
-/// Look a scenario up by name.
+/// A `trace:FILE[@Nx]` scenario, its file loaded and checked now so a bad
+/// file stops the bench before the first migration. Its name and note are
+/// leaked: a handful per bench process, for its whole life.
+fn trace_scenario(name: &str) -> Result<Scenario, BenchError> {
+    let bad = |msg: String| BenchError::Config {
+        what: "workload",
+        msg,
+    };
+    let (kind, spec) = parse_workload(name).map_err(|e| bad(e.to_string()))?;
+    let spec = spec.ok_or_else(|| bad(format!("{name:?} is not a trace")))?;
+    let (replay, _) = crate::hv::sim::trace::load(&spec.path).map_err(|e| bad(e.to_string()))?;
+    let steps_per_s =
+        (replay.ticks_per_s as u128 * spec.speed_permille as u128 / 1000).max(1) as u64;
+    let (trace, _) =
+        crate::hv::sim::trace::Trace::read(&spec.path).map_err(|e| bad(e.to_string()))?;
+    let about = format!(
+        "recorded: {} ({} pages, {} page writes per pass of {:.1} s)",
+        trace.note,
+        replay.footprint,
+        replay.writes(),
+        replay.period() as f64 / replay.ticks_per_s as f64
+    );
+    Ok(Scenario {
+        name: Box::leak(spec.label().into_boxed_str()),
+        class: ScenarioClass::Recorded,
+        kind,
+        write_load: None,
+        params: WorkloadParams::default(),
+        hot_fraction: None,
+        about: Box::leak(about.into_boxed_str()),
+        trace: Some(TraceScenario { spec, steps_per_s }),
+    })
+}
+
+/// Look a scenario up by name (`trace:FILE[@Nx]`: a recorded trace).
 pub fn scenario(name: &str) -> Result<Scenario, BenchError> {
+    if name.starts_with("trace:") {
+        return trace_scenario(name);
+    }
     scenarios()
         .into_iter()
         .find(|s| s.name == name)

@@ -34,7 +34,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<String>,
     /// Workload scenarios, comma-separated: hot-set, read-mostly, idle,
-    /// uniform-low, streaming [default: all].
+    /// uniform-low, streaming, or trace:FILE[@Nx] (a recorded trace at N
+    /// times its recorded rate) [default: all but traces].
     #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// Policies, comma-separated [default: xen33,xen4,hotpage].

@@ -1,6 +1,6 @@
 //! `rxmigrate sim …`: manage simulated Xen hosts and their guests.
 
-use crate::hv::sim::{self, GuestConfig, SimHost, TrackingMode, WorkloadKind, WorkloadParams};
+use crate::hv::sim::{self, GuestConfig, SimHost, TrackingMode, WorkloadParams};
 use crate::hv::{DomId, GuestType, Hypervisor};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -25,7 +25,9 @@ pub struct CreateArgs {
     pub mem: u64,
     #[arg(long, default_value_t = 1)]
     pub vcpus: u32,
-    /// idle, uniform, hot-set, streaming, read-mostly, phase-change.
+    /// idle, uniform, hot-set, streaming, read-mostly, phase-change, or
+    /// trace:FILE[@Nx] (a recorded trace at N times its recorded rate;
+    /// --rate does not apply to it).
     #[arg(long, default_value = "hot-set")]
     pub workload: String,
     #[arg(long, default_value_t = 1)]
@@ -97,6 +99,7 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                 .as_deref()
                 .map(str::parse::<TrackingMode>)
                 .transpose()?;
+            let (workload, trace) = sim::parse_workload(&a.workload)?;
             let cfg = GuestConfig {
                 name: a.name,
                 guest_type: match a.guest_type {
@@ -105,7 +108,7 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                 },
                 mem_mib: a.mem,
                 vcpus: a.vcpus,
-                workload: a.workload.parse::<WorkloadKind>()?,
+                workload,
                 params: WorkloadParams {
                     hot_pages: a.hot_pages,
                     hot_permille: a.hot_permille,
@@ -116,6 +119,7 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                 rate: a.rate,
                 tracking,
                 paused: a.paused,
+                trace,
             };
             let id = host.create_guest(&cfg)?;
             println!("{id}");

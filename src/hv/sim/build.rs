@@ -154,15 +154,12 @@ fn build_pv(cfg: &GuestConfig, ram: &RamView, base: u64, sc: Scramble) -> Result
     write(ram, frame(PvLayout::START_INFO), &page)?;
 
     // Descriptor
-    let desc = Descriptor::new(
-        cfg.workload,
-        &cfg.params,
-        cfg.seed,
-        cfg.rate,
+    let desc = Descriptor::for_guest(
+        cfg,
         PvLayout::va(lay.data_first),
         pages - lay.data_first,
         pages,
-    );
+    )?;
     let mut page = vec![0u8; PAGE_SIZE];
     desc.encode(&mut page);
     write(ram, frame(PvLayout::DESCRIPTOR), &page)?;
@@ -305,15 +302,7 @@ fn build_hvm(cfg: &GuestConfig, ram: &RamView) -> Result<Image> {
     let pages = cfg.pages();
     let lay = HvmLayout { pages };
     let data = HvmLayout::DATA_FIRST..lay.data_end();
-    let desc = Descriptor::new(
-        cfg.workload,
-        &cfg.params,
-        cfg.seed,
-        cfg.rate,
-        data.start,
-        data.end - data.start,
-        pages,
-    );
+    let desc = Descriptor::for_guest(cfg, data.start, data.end - data.start, pages)?;
     let mut page = vec![0u8; PAGE_SIZE];
     desc.encode(&mut page);
     write(ram, HvmLayout::DESCRIPTOR, &page)?;

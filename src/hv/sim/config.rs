@@ -32,6 +32,9 @@ pub enum WorkloadKind {
     ReadMostly,
     /// Like `HotSet`, but the hot set moves every `phase_steps` steps.
     PhaseChange,
+    /// A recorded program's page writes, replayed (`trace:FILE[@Nx]`, the
+    /// file in [`GuestConfig::trace`]).
+    Trace,
 }
 
 impl WorkloadKind {
@@ -51,10 +54,13 @@ impl WorkloadKind {
             WorkloadKind::Streaming => 3,
             WorkloadKind::ReadMostly => 4,
             WorkloadKind::PhaseChange => 5,
+            WorkloadKind::Trace => 6,
         }
     }
     pub fn from_code(c: u32) -> Option<Self> {
-        WorkloadKind::ALL.into_iter().find(|k| k.code() == c)
+        (c == 6)
+            .then_some(WorkloadKind::Trace)
+            .or_else(|| WorkloadKind::ALL.into_iter().find(|k| k.code() == c))
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -64,6 +70,7 @@ impl WorkloadKind {
             WorkloadKind::Streaming => "streaming",
             WorkloadKind::ReadMostly => "read-mostly",
             WorkloadKind::PhaseChange => "phase-change",
+            WorkloadKind::Trace => "trace",
         }
     }
 }
@@ -87,6 +94,83 @@ impl FromStr for WorkloadKind {
                     WorkloadKind::ALL.map(|k| k.name()).join(", ")
                 ),
             })
+    }
+}
+
+/// A recorded trace to replay: its file (absolute, so the guest process
+/// and the oracle find it from anywhere) and the speed, in per mille of the
+/// recorded rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSpec {
+    pub path: std::path::PathBuf,
+    pub speed_permille: u32,
+}
+
+/// Fastest and slowest replay: 1000× and 0.001× the recorded rate.
+pub const MAX_TRACE_SPEED_PERMILLE: u32 = 1_000_000;
+
+impl TraceSpec {
+    /// `FILE`, `FILE@2x` or `FILE@0.25x` (the part after `trace:`).
+    pub fn parse(s: &str) -> Result<TraceSpec> {
+        let bad = |msg: String| HvError::Invalid {
+            op: "workload",
+            msg,
+        };
+        // The part after the last '@', unless it is a directory's name.
+        let (file, speed) = match s.rsplit_once('@') {
+            Some((f, x)) if !x.contains('/') => {
+                let v: f64 = x
+                    .strip_suffix('x')
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad(format!("trace:{s}: speed {x:?} is not like 2x or 0.5x")))?;
+                let pm = (v * 1000.0).round();
+                if !(1.0..=MAX_TRACE_SPEED_PERMILLE as f64).contains(&pm) {
+                    return Err(bad(format!(
+                        "trace:{s}: speed {x} out of range 0.001x..=1000x"
+                    )));
+                }
+                (f, pm as u32)
+            }
+            _ => (s, 1000),
+        };
+        if file.is_empty() {
+            return Err(bad(
+                "trace: needs a file (trace:FILE or trace:FILE@2x)".into()
+            ));
+        }
+        let path = std::fs::canonicalize(file)
+            .map_err(|e| HvError::io(format!("trace file {file}"), e))?;
+        Ok(TraceSpec {
+            path,
+            speed_permille: speed,
+        })
+    }
+
+    /// `trace:FILE-STEM` plus `@Nx` when not 1×: a short name for tables.
+    pub fn label(&self) -> String {
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = stem.strip_suffix(".rxtrace").unwrap_or(&stem).to_string();
+        if self.speed_permille == 1000 {
+            format!("trace:{stem}")
+        } else {
+            format!("trace:{stem}@{}x", self.speed_permille as f64 / 1000.0)
+        }
+    }
+}
+
+/// A workload as the command line names it: a kind, or `trace:FILE[@Nx]`.
+pub fn parse_workload(s: &str) -> Result<(WorkloadKind, Option<TraceSpec>)> {
+    match s.strip_prefix("trace:") {
+        Some(rest) => Ok((WorkloadKind::Trace, Some(TraceSpec::parse(rest)?))),
+        None if s == "trace" => Err(HvError::Invalid {
+            op: "workload",
+            msg: "trace needs a file: trace:FILE or trace:FILE@2x".into(),
+        }),
+        None => Ok((s.parse()?, None)),
     }
 }
 
@@ -174,6 +258,10 @@ pub struct GuestConfig {
     /// Start paused at step 0 (`xl create -p`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// The recorded trace of a `Trace` workload (its rate, not `rate`,
+    /// sets the guest's speed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceSpec>,
 }
 
 impl GuestConfig {
@@ -190,6 +278,7 @@ impl GuestConfig {
             rate: 0,
             tracking: None,
             paused: false,
+            trace: None,
         }
     }
 
@@ -217,6 +306,9 @@ impl GuestConfig {
         }
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return bad(format!("vcpus {} out of range 1..={MAX_VCPUS}", self.vcpus));
+        }
+        if (self.workload == WorkloadKind::Trace) != self.trace.is_some() {
+            return bad("a trace workload needs a trace file, and only it takes one".into());
         }
         if self.params.hot_permille > 1000 || self.params.write_permille > 1000 {
             return bad("per-mille parameters must be at most 1000".into());

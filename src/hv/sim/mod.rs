@@ -14,7 +14,8 @@
 //! `machine` (how a guest boots from its context and runs), `guest` (the
 //! guest process), `host` (`SimHost`, the `Hypervisor` impl), `oracle`
 //! (the reference run and comparison), `ctl`/`meta`/`shm` (shared state),
-//! `uffd` (kernel write tracking), `hvmctx`, `cpu` (fixed CPU facts).
+//! `uffd` (kernel write tracking), `trace` (recorded
+//! page-write traces and their replay), `hvmctx`, `cpu` (fixed CPU facts).
 
 pub mod build;
 pub mod config;
@@ -28,9 +29,12 @@ pub mod machine;
 pub mod meta;
 pub mod oracle;
 pub mod shm;
+pub mod trace;
 pub mod uffd;
 pub mod workload;
 
-pub use config::{GuestConfig, TrackingMode, WorkloadKind, WorkloadParams};
+pub use config::{
+    parse_workload, GuestConfig, TraceSpec, TrackingMode, WorkloadKind, WorkloadParams,
+};
 pub use host::{default_dir, probe_tracking, SimHost};
 pub use oracle::{check, compare, written_between, CheckReport, Reference};

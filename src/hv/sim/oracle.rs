@@ -321,6 +321,7 @@ fn reference_config(host: &SimHost, dom: DomId, frame_of: &[Option<usize>]) -> R
         rate: desc.rate,
         tracking: None,
         paused: false,
+        trace: desc.trace_spec(),
     })
 }
 

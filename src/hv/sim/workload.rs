@@ -6,8 +6,11 @@
 //! in vCPU0's registers. Given (descriptor, state, RAM) a step is a pure
 //! function, so a guest restored elsewhere continues exactly.
 
-use super::config::{WorkloadKind, WorkloadParams};
+use super::config::{GuestConfig, TraceSpec, WorkloadKind, WorkloadParams};
+use super::trace::{self, Replay};
 use crate::hv::{HvError, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const DESC_MAGIC: u64 = u64::from_le_bytes(*b"RXSIMWL1");
 pub const DESC_VERSION: u32 = 1;
@@ -15,8 +18,52 @@ pub const DESC_VERSION: u32 = 1;
 pub const PAGE_WORDS: usize = 512;
 pub const LINE_WORDS: usize = 8;
 
+/// A trace workload's file as the descriptor names it, and its replay
+/// schedule loaded from it (checked against the checksum).
+#[derive(Debug, Clone)]
+pub struct TraceRef {
+    pub path: PathBuf,
+    /// FNV-1a 64 of the whole file, as created.
+    pub sum: u64,
+    pub speed_permille: u32,
+    pub replay: Arc<Replay>,
+}
+
+impl PartialEq for TraceRef {
+    fn eq(&self, o: &Self) -> bool {
+        self.path == o.path && self.sum == o.sum && self.speed_permille == o.speed_permille
+    }
+}
+impl Eq for TraceRef {}
+
+impl TraceRef {
+    fn load(spec: &TraceSpec) -> Result<TraceRef> {
+        let (replay, sum) = trace::load(&spec.path)?;
+        Ok(TraceRef {
+            path: spec.path.clone(),
+            sum,
+            speed_permille: spec.speed_permille,
+            replay,
+        })
+    }
+    /// Steps per second: the trace's tick rate at this speed.
+    pub fn rate(&self) -> u64 {
+        (self.replay.ticks_per_s as u128 * self.speed_permille as u128 / 1000).max(1) as u64
+    }
+    pub fn spec(&self) -> TraceSpec {
+        TraceSpec {
+            path: self.path.clone(),
+            speed_permille: self.speed_permille,
+        }
+    }
+}
+
+/// Where the trace's path lives in the descriptor page, and its room.
+const TRACE_PATH_AT: usize = 1024;
+pub const TRACE_PATH_MAX: usize = 4096 - TRACE_PATH_AT;
+
 /// The workload descriptor page (guest RAM), little-endian fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
     pub kind: WorkloadKind,
     pub seed: u64,
@@ -31,6 +78,8 @@ pub struct Descriptor {
     pub data_pages: u64,
     /// Total guest pages (max_pfn + 1) when built.
     pub pages: u64,
+    /// The recorded trace (kind `Trace` only).
+    pub trace: Option<TraceRef>,
 }
 
 mod off {
@@ -46,6 +95,9 @@ mod off {
     pub const DATA_BASE: usize = 56;
     pub const DATA_PAGES: usize = 64;
     pub const PAGES: usize = 72;
+    pub const TRACE_SUM: usize = 80;
+    pub const TRACE_SPEED: usize = 88;
+    pub const TRACE_PATH_LEN: usize = 92;
 }
 
 fn rd64(p: &[u8], o: usize) -> u64 {
@@ -97,7 +149,42 @@ impl Descriptor {
             data_base,
             data_pages,
             pages,
+            trace: None,
         }
+    }
+
+    /// The descriptor `cfg` builds, its trace loaded (a trace's rate is its
+    /// recorded rate at the asked speed; `cfg.rate` is for the others).
+    pub fn for_guest(
+        cfg: &GuestConfig,
+        data_base: u64,
+        data_pages: u64,
+        pages: u64,
+    ) -> Result<Self> {
+        let mut d = Descriptor::new(
+            cfg.workload,
+            &cfg.params,
+            cfg.seed,
+            cfg.rate,
+            data_base,
+            data_pages,
+            pages,
+        );
+        if let Some(spec) = &cfg.trace {
+            if spec.path.as_os_str().len() > TRACE_PATH_MAX {
+                return Err(HvError::Invalid {
+                    op: "create",
+                    msg: format!(
+                        "trace file path {} longer than {TRACE_PATH_MAX} bytes",
+                        spec.path.display()
+                    ),
+                });
+            }
+            let t = TraceRef::load(spec)?;
+            d.rate = t.rate();
+            d.trace = Some(t);
+        }
+        Ok(d)
     }
 
     pub fn params(&self) -> WorkloadParams {
@@ -125,6 +212,53 @@ impl Descriptor {
         put32(off::KIND, self.kind.code());
         put32(off::HOT_PERMILLE, self.hot_permille);
         put32(off::WRITE_PERMILLE, self.write_permille);
+        if let Some(t) = &self.trace {
+            use std::os::unix::ffi::OsStrExt;
+            let path = t.path.as_os_str().as_bytes();
+            let n = path.len().min(TRACE_PATH_MAX);
+            put32(off::TRACE_SPEED, t.speed_permille);
+            put32(off::TRACE_PATH_LEN, n as u32);
+            page[off::TRACE_SUM..off::TRACE_SUM + 8].copy_from_slice(&t.sum.to_le_bytes());
+            page[TRACE_PATH_AT..TRACE_PATH_AT + n].copy_from_slice(&path[..n]);
+        }
+    }
+
+    /// The trace named in a descriptor page, loaded and checked.
+    fn decode_trace(page: &[u8]) -> Result<TraceRef> {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = |msg: String| HvError::Invalid {
+            op: "workload descriptor",
+            msg,
+        };
+        let n = rd32(page, off::TRACE_PATH_LEN) as usize;
+        if n == 0 || n > TRACE_PATH_MAX {
+            return Err(bad(format!("trace path of {n} bytes")));
+        }
+        let spec = TraceSpec {
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(
+                &page[TRACE_PATH_AT..TRACE_PATH_AT + n],
+            )),
+            speed_permille: rd32(page, off::TRACE_SPEED),
+        };
+        if spec.speed_permille == 0 || spec.speed_permille > super::config::MAX_TRACE_SPEED_PERMILLE
+        {
+            return Err(bad(format!("trace speed {}‰", spec.speed_permille)));
+        }
+        let t = TraceRef::load(&spec)?;
+        let want = rd64(page, off::TRACE_SUM);
+        if t.sum != want {
+            return Err(bad(format!(
+                "trace file {} changed since the guest was created (checksum {:#018x}, was {want:#018x})",
+                spec.path.display(),
+                t.sum
+            )));
+        }
+        Ok(t)
+    }
+
+    /// The trace this guest replays, as a config names it.
+    pub fn trace_spec(&self) -> Option<TraceSpec> {
+        self.trace.as_ref().map(TraceRef::spec)
     }
 
     /// Parse and sanity-check a descriptor page read from guest RAM.
@@ -149,6 +283,11 @@ impl Descriptor {
         let code = rd32(page, off::KIND);
         let kind =
             WorkloadKind::from_code(code).ok_or_else(|| bad(format!("unknown kind {code}")))?;
+        let trace = if kind == WorkloadKind::Trace {
+            Some(Descriptor::decode_trace(page)?)
+        } else {
+            None
+        };
         let d = Descriptor {
             kind,
             seed: rd64(page, off::SEED),
@@ -160,6 +299,7 @@ impl Descriptor {
             data_base: rd64(page, off::DATA_BASE),
             data_pages: rd64(page, off::DATA_PAGES),
             pages: rd64(page, off::PAGES),
+            trace,
         };
         if d.data_pages == 0 || d.data_pages > d.pages {
             return Err(bad(format!(
@@ -326,6 +466,12 @@ pub fn step<M: GuestMem>(d: &Descriptor, st: &mut State, mem: &mut M) -> Option<
             mem.write_words(p, 0, &words);
             Some(p)
         }
+        WorkloadKind::Trace => {
+            let r = &d.trace.as_ref()?.replay;
+            let p = r.page_in(r.page_at(n)?, dp);
+            write_line(d, st, mem, p);
+            Some(p)
+        }
         WorkloadKind::ReadMostly => {
             if st.rng.permille(d.write_permille) {
                 let p = hot_page(d, st, 0);
@@ -398,6 +544,41 @@ mod tests {
                 assert!(a.0.iter().any(|&w| w != 0), "{kind} wrote nothing");
             }
         }
+    }
+
+    #[test]
+    fn a_trace_descriptor_names_its_file_and_refuses_a_changed_one() {
+        use crate::hv::sim::trace::{Sample, Trace};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.rxtrace");
+        let trace = |dt_us| Trace {
+            footprint: 50,
+            note: "test".into(),
+            samples: vec![Sample {
+                dt_us,
+                pages: vec![1, 2, 40],
+            }],
+        };
+        std::fs::write(&path, trace(5000).encode()).unwrap();
+        let mut cfg = GuestConfig::new("t", crate::hv::GuestType::Pv, 16, WorkloadKind::Trace);
+        cfg.trace = Some(TraceSpec {
+            path: path.clone(),
+            speed_permille: 2000,
+        });
+        let d = Descriptor::for_guest(&cfg, 0, 300, 320).unwrap();
+        assert_eq!(d.rate, 2 * d.trace.as_ref().unwrap().replay.ticks_per_s);
+        let mut page = vec![0u8; 4096];
+        d.encode(&mut page);
+        assert_eq!(Descriptor::decode(&page).unwrap(), d);
+        assert_eq!(d.trace_spec(), cfg.trace);
+        // Its steps write the trace's pages: 5 ticks of 1 ms for 3 writes.
+        let mut m = VecMem(vec![0; 300 * PAGE_WORDS], 300);
+        let mut s = State::initial(1);
+        let written: Vec<u64> = (0..5).filter_map(|_| step(&d, &mut s, &mut m)).collect();
+        assert_eq!(written, vec![1, 2, 40]);
+        std::fs::write(&path, trace(6000).encode()).unwrap();
+        let e = Descriptor::decode(&page).unwrap_err().to_string();
+        assert!(e.contains("changed since the guest was created"), "{e}");
     }
 
     #[test]
