@@ -100,8 +100,9 @@ impl KeyArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PolicyArgs {
     /// Pre-copy policy: xen33 (Xen 3.3, the paper's baseline), xen4 (stock
-    /// Xen), hotpage (hot pages only in the final round).
-    #[arg(long, default_value = "hotpage", value_parser = clap::builder::PossibleValuesParser::new(precopy::POLICY_NAMES))]
+    /// Xen), paper or hotpage (the paper's policy: hot pages only in the
+    /// final round), hotpeek (its successor, docs/BENCHMARKS.md).
+    #[arg(long, default_value = "hotpage", value_parser = clap::builder::PossibleValuesParser::new(precopy::POLICY_NAMES_ACCEPTED))]
     pub policy: String,
     /// Live rounds at most (default: 29 for xen33, 5 otherwise).
     #[arg(long)]
@@ -138,14 +139,30 @@ impl PolicyArgs {
                 max_rounds: self.max_rounds.unwrap_or(5),
                 target_dirty: self.target_dirty,
             })),
-            "hotpage" => Box::new(HotPage::new(HotPageParams {
-                hot_threshold: self.hot_threshold,
-                max_rounds: self.max_rounds.unwrap_or(5),
-                target_dirty: self.target_dirty,
-                max_factor: self.max_factor,
-                release_cooled: !self.no_release,
-                downtime_target_ms: self.downtime_target_ms,
-            })?),
+            name @ ("hotpage" | "paper" | "hotpeek") => {
+                let base = if name == "hotpeek" {
+                    HotPageParams::hotpeek()
+                } else {
+                    HotPageParams::default()
+                };
+                let name = match name {
+                    "paper" => "paper",
+                    "hotpeek" => "hotpeek",
+                    _ => "hotpage",
+                };
+                Box::new(HotPage::named(
+                    name,
+                    HotPageParams {
+                        hot_threshold: self.hot_threshold,
+                        max_rounds: self.max_rounds.unwrap_or(5),
+                        target_dirty: self.target_dirty,
+                        max_factor: self.max_factor,
+                        release_cooled: !self.no_release,
+                        downtime_target_ms: self.downtime_target_ms,
+                        ..base
+                    },
+                )?)
+            }
             other => return Err(precopy::PolicyError::Unknown(other.into()).into()),
         })
     }
