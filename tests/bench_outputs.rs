@@ -34,6 +34,9 @@ fn tiny_suite_writes_consistent_outputs() {
             "8M",
             "--workloads",
             "hot-set,idle",
+            // The paper's policy under its first name, as one candidate.
+            "--policies",
+            "xen33,xen4,hotpage",
             "--repeats",
             "2",
             "--warmup-ms",
