@@ -97,7 +97,7 @@ fn verdict(x33: Option<&Ratio>, hot: Option<&CaseResult>) -> String {
     }
 }
 
-/// The markdown table: every case's medians, then hotpage's ratios.
+/// The markdown table: every case's medians, then each candidate's ratios.
 pub fn table_md(r: &BenchResults) -> String {
     let mut t = String::new();
     let s = &r.setup;
@@ -144,37 +144,38 @@ pub fn table_md(r: &BenchResults) -> String {
         );
     }
     t.push_str(
-        "\nMedians of the repeats, each column on its own; rounds count the final stop-and-copy round; the hot set is the pages hotpage held \
+        "\nMedians of the repeats, each column on its own; rounds count the final stop-and-copy round; the hot set is the pages the policy held \
          for the final round. Guest rates are workload steps per second, asked for and achieved during the migration.\n\n\
-         | guest | workload | bytes hotpage/xen33 | time hotpage/xen33 | hotpage live rounds | \
-         paper's claim met | bytes hotpage/xen4 | time hotpage/xen4 | downtime hotpage/xen4 |\n\
-         |---|---|---:|---:|---:|---|---:|---:|---:|\n",
+         | guest | workload | policy | bytes /xen33 | time /xen33 | live rounds | \
+         paper's claim met | bytes /xen4 | time /xen4 | downtime /xen4 |\n\
+         |---|---|---|---:|---:|---:|---|---:|---:|---:|\n",
     );
     for (size, wl) in r.groups() {
-        let x33 = r.ratio_of(size, &wl, "xen33");
-        let x4 = r.ratio_of(size, &wl, "xen4");
-        if x33.is_none() && x4.is_none() {
-            continue;
+        for pol in r.candidates() {
+            let x33 = r.ratio_of(size, &wl, &pol, "xen33");
+            let x4 = r.ratio_of(size, &wl, &pol, "xen4");
+            if x33.is_none() && x4.is_none() {
+                continue;
+            }
+            let hot = r.cases_of(size, &wl).into_iter().find(|c| c.policy == pol);
+            let f = |o: Option<&Ratio>, g: fn(&Ratio) -> f64| {
+                o.map_or("–".into(), |x| ratio_str(g(x)))
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                size_str(size),
+                wl,
+                pol,
+                f(x33, |x| x.bytes),
+                f(x33, |x| x.time),
+                hot.map_or("–".into(), |h| format!("{}", h.rounds - 1.0)),
+                verdict(x33, hot),
+                f(x4, |x| x.bytes),
+                f(x4, |x| x.time),
+                f(x4, |x| x.downtime),
+            );
         }
-        let hot = r
-            .cases_of(size, &wl)
-            .into_iter()
-            .find(|c| c.policy == "hotpage");
-        let f =
-            |o: Option<&Ratio>, g: fn(&Ratio) -> f64| o.map_or("–".into(), |x| ratio_str(g(x)));
-        let _ = writeln!(
-            t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            size_str(size),
-            wl,
-            f(x33, |x| x.bytes),
-            f(x33, |x| x.time),
-            hot.map_or("–".into(), |h| format!("{}", h.rounds - 1.0)),
-            verdict(x33, hot),
-            f(x4, |x| x.bytes),
-            f(x4, |x| x.time),
-            f(x4, |x| x.downtime),
-        );
     }
     let _ = writeln!(
         t,
@@ -190,7 +191,7 @@ pub fn table_md(r: &BenchResults) -> String {
     t
 }
 
-/// One CSV row per case (medians); hotpage rows carry the ratios.
+/// One CSV row per case (medians); candidates' rows carry the ratios.
 pub fn results_csv(r: &BenchResults) -> String {
     let mut t = String::from(
         "size_mib,workload,policy,repeats,total_bytes,total_time_ms,downtime_ms,rounds,\
@@ -209,8 +210,8 @@ pub fn results_csv(r: &BenchResults) -> String {
     };
     for c in &r.cases {
         let rat = |base: &str| {
-            let x = (c.policy == "hotpage")
-                .then(|| r.ratio_of(c.size_mib, &c.workload, base))
+            let x = super::results::is_candidate(&c.policy)
+                .then(|| r.ratio_of(c.size_mib, &c.workload, &c.policy, base))
                 .flatten();
             match x {
                 Some(x) => format!("{},{},{}", num(x.bytes), num(x.time), num(x.downtime)),

@@ -148,7 +148,12 @@ pub fn case_of(runs: &[&RunResult]) -> Option<CaseResult> {
     })
 }
 
-/// hotpage against `base` from two case medians of the same size and workload.
+/// A policy measured against the baselines (every one but xen33 and xen4).
+pub fn is_candidate(policy: &str) -> bool {
+    !matches!(policy, "xen33" | "xen4")
+}
+
+/// A candidate against `base` from two case medians of the same size and workload.
 pub fn ratio(hot: &CaseResult, base: &CaseResult) -> Ratio {
     let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     Ratio {
@@ -217,7 +222,7 @@ impl BenchResults {
             })
             .collect();
         let mut ratios = Vec::new();
-        for hot in cases.iter().filter(|c| c.policy == "hotpage") {
+        for hot in cases.iter().filter(|c| is_candidate(&c.policy)) {
             for base in ["xen33", "xen4"] {
                 if let Some(b) = cases.iter().find(|c| {
                     c.policy == base && c.size_mib == hot.size_mib && c.workload == hot.workload
@@ -254,12 +259,29 @@ impl BenchResults {
             .collect()
     }
 
-    pub fn ratio_of(&self, size: u64, workload: &str, against: &str) -> Option<&Ratio> {
+    pub fn ratio_of(
+        &self,
+        size: u64,
+        workload: &str,
+        policy: &str,
+        against: &str,
+    ) -> Option<&Ratio> {
         self.ratios.iter().find(|r| {
             r.size_mib == size
                 && r.workload == workload
-                && r.against == format!("hotpage/{against}")
+                && r.against == format!("{policy}/{against}")
         })
+    }
+
+    /// The policies measured against the baselines, in suite order.
+    pub fn candidates(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for c in &self.cases {
+            if is_candidate(&c.policy) && !v.contains(&c.policy) {
+                v.push(c.policy.clone());
+            }
+        }
+        v
     }
 }
 
@@ -333,11 +355,11 @@ mod tests {
             (100.0, 10.0, 2.0)
         );
         assert_eq!(r.ratios.len(), 1, "no xen4 runs, no xen4 ratio");
-        let q = r.ratio_of(16, "hot-set", "xen33").unwrap();
+        let q = r.ratio_of(16, "hot-set", "hotpage", "xen33").unwrap();
         assert_eq!(
             (q.bytes, q.time, q.downtime, q.rounds),
             (0.5, 0.5, 1.0, 1.0)
         );
-        assert!(r.ratio_of(16, "hot-set", "xen4").is_none());
+        assert!(r.ratio_of(16, "hot-set", "hotpage", "xen4").is_none());
     }
 }

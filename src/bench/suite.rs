@@ -405,7 +405,7 @@ mod tests {
         }
         let full = BenchConfig::full("/x".into());
         assert_eq!(full.sizes_mib, [256, 1024]);
-        assert_eq!(full.total_runs(), 2 * 5 * 3 * 3);
+        assert_eq!(full.total_runs(), 2 * 5 * 4 * 3);
         let mut dup = full.clone();
         dup.policies.push("xen4".into());
         assert!(dup.validate().is_err());

@@ -13,7 +13,8 @@ fn colour(policy: &str) -> &'static str {
     match policy {
         "xen33" => "#d62728",
         "xen4" => "#1f77b4",
-        "hotpage" => "#2ca02c",
+        "hotpage" | "paper" => "#2ca02c",
+        "hotpeek" => "#9467bd",
         _ => "#7f7f7f",
     }
 }

@@ -38,7 +38,7 @@ pub struct BenchArgs {
     /// times its recorded rate) [default: all but traces].
     #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<String>,
-    /// Policies, comma-separated [default: xen33,xen4,hotpage].
+    /// Policies, comma-separated [default: xen33,xen4,paper,hotpeek; hotpage is the paper's policy under its first name].
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
     /// Runs per case; the report takes the median [default: 3].

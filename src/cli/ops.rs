@@ -100,8 +100,9 @@ impl KeyArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PolicyArgs {
     /// Pre-copy policy: xen33 (Xen 3.3, the paper's baseline), xen4 (stock
-    /// Xen), hotpage (hot pages only in the final round).
-    #[arg(long, default_value = "hotpage", value_parser = clap::builder::PossibleValuesParser::new(precopy::POLICY_NAMES))]
+    /// Xen), paper or hotpage (the paper's policy: hot pages only in the
+    /// final round), hotpeek (its successor, docs/BENCHMARKS.md).
+    #[arg(long, default_value = "hotpage", value_parser = clap::builder::PossibleValuesParser::new(precopy::POLICY_NAMES_ACCEPTED))]
     pub policy: String,
     /// Live rounds at most (default: 29 for xen33, 5 otherwise).
     #[arg(long)]

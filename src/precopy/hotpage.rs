@@ -53,6 +53,20 @@ pub struct HotPageParams {
     /// (docs/BENCHMARKS.md): 50 switched a converging guest over a round
     /// too early, 10 released hot pages that came back.
     pub downtime_target_ms: u64,
+    /// A page the PEEK found dirty before its batch in round 0 (skipped) is
+    /// hot at once, without waiting for a second CLEAN (the `hotpeek`
+    /// successor's rule; off in the paper's policy). Pages skipped in round 0
+    /// were written while round 0 ran and are dirty again at its CLEAN;
+    /// sending them in round 1 and then holding them sends them twice.
+    pub hold_round0_skipped: bool,
+    /// A held page counts as cooled (and is released, with
+    /// `release_cooled`) only once it has stayed clean this long, in ms,
+    /// over the rounds since it was last dirty. 0: one clean round of any
+    /// length suffices (the paper's policy). A round that sends only a few
+    /// pages lasts milliseconds; a page written a few times a second is
+    /// clean in it by chance and comes back (the `hotpeek` successor's
+    /// rule).
+    pub min_cool_ms: u64,
 }
 
 impl Default for HotPageParams {
@@ -64,17 +78,34 @@ impl Default for HotPageParams {
             max_factor: 3,
             release_cooled: true,
             downtime_target_ms: 20,
+            hold_round0_skipped: false,
+            min_cool_ms: 0,
+        }
+    }
+}
+
+impl HotPageParams {
+    /// The `hotpeek` successor's defaults: the paper's policy plus its
+    /// rules (see [`HotPage::hotpeek`]).
+    pub fn hotpeek() -> Self {
+        HotPageParams {
+            hold_round0_skipped: true,
+            min_cool_ms: 200,
+            ..Default::default()
         }
     }
 }
 
 pub struct HotPage {
+    name: &'static str,
     p: HotPageParams,
     /// Consecutive observations dirty, per pfn (saturating).
     streak: Vec<u8>,
     /// Dirty observations of the last [`HISTORY`] rounds, per pfn; bit k is
     /// the round k rounds ago.
     history: Vec<u8>,
+    /// Time each pfn has been clean since it was last seen dirty, seconds.
+    clean_secs: Vec<f32>,
     /// Lengths of the last [`HISTORY`] rounds in seconds, latest first.
     windows: [f64; HISTORY],
     /// Live time and bytes so far, for the bandwidth estimate.
@@ -100,14 +131,25 @@ impl HotPage {
             });
         }
         Ok(HotPage {
+            name: "hotpage",
             p,
             streak: Vec::new(),
             history: Vec::new(),
+            clean_secs: Vec::new(),
             windows: [0.0; HISTORY],
             live_secs: 0.0,
             live_bytes: 0,
             hot: Bitmap::new(0),
             released: 0,
+        })
+    }
+
+    /// The same policy under another name: `paper` (the paper's policy,
+    /// also called `hotpage`) or `hotpeek` (with [`HotPageParams::hotpeek`]).
+    pub fn named(name: &'static str, p: HotPageParams) -> Result<Self, PolicyError> {
+        Ok(HotPage {
+            name,
+            ..HotPage::new(p)?
         })
     }
 
@@ -177,9 +219,29 @@ impl HotPage {
         n as u64
     }
 
+    /// Move the held pages that were clean in the last round into `dirty`.
+    /// Returns how many moved.
+    fn release_clean(&mut self, dirty: &mut Bitmap) -> u64 {
+        let clean: Vec<u64> = self
+            .hot
+            .iter_ones()
+            .filter(|&i| self.history[i as usize] & 1 == 0)
+            .collect();
+        for &i in &clean {
+            self.hot.clear(i);
+            self.streak[i as usize] = 0;
+            dirty.set(i);
+        }
+        self.released = clean.len() as u64;
+        clean.len() as u64
+    }
+
     /// Update streaks, history and the hot set from this round's
     /// observations; hot pages leave `dirty`, cooled ones join it.
-    fn observe(&mut self, dirty: &mut Bitmap, skipped: &Bitmap) {
+    fn observe(&mut self, round: u32, dirty: &mut Bitmap, skipped: &Bitmap) {
+        let early = self.p.hold_round0_skipped && round == 0;
+        let window = self.windows[0] as f32;
+        let min_cool = self.p.min_cool_ms as f32 / 1e3;
         for (wi, (dw, sw)) in dirty
             .words_mut()
             .iter_mut()
@@ -198,14 +260,21 @@ impl HotPage {
                 let dirty_now = seen & bit != 0;
                 self.history[i] = (self.history[i] << 1) | dirty_now as u8;
                 if dirty_now {
-                    let s = self.streak[i].saturating_add(1);
+                    self.clean_secs[i] = 0.0;
+                    let s = if early && sw & bit != 0 {
+                        self.p.hot_threshold
+                    } else {
+                        self.streak[i].saturating_add(1)
+                    };
                     self.streak[i] = s;
                     if s >= self.p.hot_threshold {
                         *hot_w |= bit;
                     }
                 } else {
                     self.streak[i] = 0;
-                    if self.p.release_cooled && *hot_w & bit != 0 {
+                    self.clean_secs[i] += window;
+                    if self.p.release_cooled && *hot_w & bit != 0 && self.clean_secs[i] >= min_cool
+                    {
                         // Clean for a whole round: send it live, drop it from the hot set.
                         *hot_w &= !bit;
                         *dw |= bit;
@@ -220,7 +289,7 @@ impl HotPage {
 
 impl Policy for HotPage {
     fn name(&self) -> &'static str {
-        "hotpage"
+        self.name
     }
     fn skip_redirtied(&self) -> bool {
         // A page skipped by the PEEK is a second observation in the same way
@@ -233,6 +302,7 @@ impl Policy for HotPage {
             self.hot = Bitmap::new(n);
             self.streak = vec![0; n as usize];
             self.history = vec![0; n as usize];
+            self.clean_secs = vec![0.0; n as usize];
         }
         let secs = f.duration.as_secs_f64();
         self.windows.rotate_right(1);
@@ -240,7 +310,7 @@ impl Policy for HotPage {
         self.live_secs += secs;
         self.live_bytes = f.total_bytes;
         self.released = 0;
-        self.observe(dirty, skipped);
+        self.observe(f.round, dirty, skipped);
 
         let rounds_done = f.round + 1;
         let cap = f.p2m_size.saturating_mul(self.p.max_factor);
@@ -265,7 +335,15 @@ impl Policy for HotPage {
             // once, and the pause gets the next, smaller set. One that is not
             // shrinking would come back about as large: stop now.
             let shrinking = to_send.saturating_mul(2) <= f.sent + f.skipped;
-            return if converged || shrinking {
+            // Held pages that were clean in the round just ended are cold
+            // enough to go live now rather than sit in the pause (hotpeek:
+            // pages held early from round 0 that turned out cold).
+            let cooled = if self.p.min_cool_ms > 0 {
+                self.release_clean(dirty)
+            } else {
+                0
+            };
+            return if converged || shrinking || cooled > 0 {
                 Decision::LastLive
             } else {
                 Decision::StopAndCopy
@@ -317,12 +395,14 @@ mod tests {
 
     impl Feed {
         fn new(target_ms: u64) -> Self {
+            Feed::with(HotPageParams {
+                downtime_target_ms: target_ms,
+                ..Default::default()
+            })
+        }
+        fn with(p: HotPageParams) -> Self {
             Feed {
-                p: HotPage::new(HotPageParams {
-                    downtime_target_ms: target_ms,
-                    ..Default::default()
-                })
-                .unwrap(),
+                p: HotPage::new(p).unwrap(),
                 round: 0,
                 total_sent: 0,
                 total_bytes: 0,
@@ -331,13 +411,23 @@ mod tests {
         /// End a round that sent `sent` pages in `secs`, whose CLEAN found
         /// `dirty`; returns the decision and the set planned next.
         fn round(&mut self, sent: u64, secs: f64, dirty: &[u64]) -> (Decision, Bitmap) {
+            self.round_skipping(sent, secs, dirty, &[])
+        }
+        /// Like [`Feed::round`], with the pages the round's PEEKs skipped.
+        fn round_skipping(
+            &mut self,
+            sent: u64,
+            secs: f64,
+            dirty: &[u64],
+            skipped: &[u64],
+        ) -> (Decision, Bitmap) {
             self.total_sent += sent;
             self.total_bytes += sent * PAGE_WIRE_BYTES;
             let f = RoundFacts {
                 round: self.round,
                 p2m_size: PAGES,
                 sent,
-                skipped: 0,
+                skipped: skipped.len() as u64,
                 total_sent: self.total_sent,
                 total_bytes: self.total_bytes,
                 duration: Duration::from_secs_f64(secs),
@@ -346,7 +436,9 @@ mod tests {
             self.round += 1;
             let mut d = Bitmap::new(PAGES);
             dirty.iter().for_each(|&i| d.set(i));
-            let decision = self.p.plan(&f, &mut d, &Bitmap::new(PAGES));
+            let mut sk = Bitmap::new(PAGES);
+            skipped.iter().for_each(|&i| sk.set(i));
+            let decision = self.p.plan(&f, &mut d, &sk);
             (decision, d)
         }
     }
@@ -491,5 +583,107 @@ mod tests {
         assert_eq!(d, Decision::Continue, "3 x memory not passed yet");
         let (d, _) = f.round(1, 1.0, &half(1));
         assert_eq!(d, Decision::StopAndCopy, "past 3 x memory");
+    }
+
+    /// hotpeek: a page skipped in round 0 is held from round 1 on; one only
+    /// dirty at round 0's CLEAN (written after its batch went) goes live.
+    /// The paper's policy sends both in round 1.
+    #[test]
+    fn pages_skipped_in_round_0_are_held_at_once() {
+        let skipped = range(0, 100);
+        let dirty = range(0, 200);
+        let mut f = Feed::with(HotPageParams {
+            downtime_target_ms: 0,
+            ..HotPageParams::hotpeek()
+        });
+        let (d, next) = f.round_skipping(PAGES - 100, 1.0, &dirty, &skipped);
+        assert_eq!(d, Decision::Continue);
+        assert_eq!(f.p.held().unwrap().count(), 100);
+        assert!((0..100).all(|i| f.p.held().unwrap().get(i) && !next.get(i)));
+        assert!(
+            (100..200).all(|i| next.get(i)),
+            "dirty after their send: live"
+        );
+        // Skipped in a later round: no early rule, the streak decides.
+        let (_, next) = f.round_skipping(100, 0.1, &range(300, 400), &range(300, 350));
+        assert!((300..400).all(|i| next.get(i)));
+        assert_eq!(
+            f.p.held().unwrap().count(),
+            100,
+            "clean for 100 ms: still held"
+        );
+        // Clean for 250 ms in all: cooled, released.
+        let (_, next) = f.round(100, 0.15, &[]);
+        assert_eq!(f.p.held().unwrap().count(), 0);
+        assert!((0..100).all(|i| next.get(i)));
+
+        let mut f = Feed::with(HotPageParams {
+            downtime_target_ms: 0,
+            ..Default::default()
+        });
+        let (_, next) = f.round_skipping(PAGES - 100, 1.0, &dirty, &skipped);
+        assert_eq!(
+            f.p.held().unwrap().count(),
+            0,
+            "the paper waits for round 1"
+        );
+        assert_eq!(next.count(), 200);
+    }
+
+    /// The paper's policy releases a held page after one clean round however
+    /// short; hotpeek waits until it has been clean for `min_cool_ms`.
+    #[test]
+    fn a_short_clean_round_does_not_cool_a_page_under_min_cool() {
+        for (min_cool_ms, released_after) in [(0u64, 1), (200, 3)] {
+            let mut f = Feed::with(HotPageParams {
+                downtime_target_ms: 0,
+                min_cool_ms,
+                ..Default::default()
+            });
+            f.round(PAGES, 1.0, &range(0, 10));
+            f.round(10, 0.01, &range(0, 10));
+            assert_eq!(f.p.held().unwrap().count(), 10);
+            let mut rounds = 0;
+            while f.p.held().unwrap().count() > 0 {
+                // Only other pages are dirty (never the same twice), in
+                // rounds of 80 ms.
+                let other = 1000 + 100 * rounds;
+                f.round(60, 0.08, &range(other, other + 60));
+                rounds += 1;
+                assert!(rounds <= 3, "min_cool_ms {min_cool_ms}: not released");
+            }
+            assert_eq!(rounds, released_after, "min_cool_ms {min_cool_ms}");
+        }
+    }
+
+    /// hotpeek at the switchover: held pages clean in the last round go
+    /// live in one last live round instead of waiting in the pause.
+    #[test]
+    fn cooled_held_pages_leave_the_final_round_at_the_switchover() {
+        let mut f = Feed::with(HotPageParams::hotpeek());
+        // Round 0 skipped pages 0..100 (held at once); 150 others dirty.
+        let (d, _) = f.round_skipping(PAGES - 100, 1.0, &range(0, 250), &range(0, 100));
+        assert_eq!(d, Decision::Continue, "250 pages > 200 that fit 20 ms");
+        assert_eq!(f.p.held().unwrap().count(), 100);
+        // Round 1: pages 0..40 written again, 60 others: 160 fit; 60..100
+        // were clean, so they go live with the others.
+        let mut dirty = range(0, 40);
+        dirty.extend(range(2000, 2060));
+        let (d, next) = f.round(150, 0.005, &dirty);
+        assert_eq!(d, Decision::LastLive);
+        assert_eq!(f.p.held().unwrap().count(), 40);
+        assert_eq!(next.count(), 60 + 60);
+        assert!((40..100).all(|i| next.get(i)));
+
+        // The paper's policy pauses them (its release already ran in
+        // observe: clean for a round means released, so nothing is left).
+        let mut f = Feed::with(HotPageParams {
+            min_cool_ms: 0,
+            ..HotPageParams::hotpeek()
+        });
+        f.round_skipping(PAGES - 100, 1.0, &range(0, 250), &range(0, 100));
+        let (_, next) = f.round(150, 0.005, &dirty);
+        assert_eq!(f.p.held().unwrap().count(), 40);
+        assert!((40..100).all(|i| next.get(i)));
     }
 }

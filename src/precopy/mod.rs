@@ -27,7 +27,7 @@ use std::time::Duration;
 /// Errors of the policy layer (bad parameters).
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy {0:?} (known: xen33, xen4, hotpage)")]
+    #[error("unknown policy {0:?} (known: xen33, xen4, paper (or hotpage), hotpeek)")]
     Unknown(String),
     #[error("policy parameter {name}: {msg}")]
     BadParam { name: &'static str, msg: String },
@@ -88,13 +88,24 @@ pub fn by_name(name: &str) -> Result<Box<dyn Policy>, PolicyError> {
     match name {
         "xen33" => Ok(Box::new(Xen33::new(Xen33Params::default()))),
         "xen4" => Ok(Box::new(Xen4::new(Xen4Params::default()))),
-        "hotpage" => Ok(Box::new(HotPage::new(HotPageParams::default())?)),
+        "paper" | "hotpage" => Ok(Box::new(HotPage::named(
+            if name == "paper" { "paper" } else { "hotpage" },
+            HotPageParams::default(),
+        )?)),
+        "hotpeek" => Ok(Box::new(HotPage::named(
+            "hotpeek",
+            HotPageParams::hotpeek(),
+        )?)),
         other => Err(PolicyError::Unknown(other.to_string())),
     }
 }
 
 /// The policy names, for `--help` and configuration checks.
-pub const POLICY_NAMES: &[&str] = &["xen33", "xen4", "hotpage"];
+pub const POLICY_NAMES: &[&str] = &["xen33", "xen4", "paper", "hotpeek"];
+
+/// Every name `by_name` accepts: the policies, and `hotpage`, the paper's
+/// policy under its first name (it keeps that name in statistics).
+pub const POLICY_NAMES_ACCEPTED: &[&str] = &["xen33", "xen4", "paper", "hotpeek", "hotpage"];
 
 #[cfg(test)]
 mod tests {
@@ -212,7 +223,7 @@ mod tests {
     #[test]
     fn unknown_policy_is_refused() {
         assert!(matches!(by_name("nope"), Err(PolicyError::Unknown(_))));
-        for n in POLICY_NAMES {
+        for n in POLICY_NAMES_ACCEPTED {
             assert_eq!(by_name(n).unwrap().name(), *n);
         }
     }

@@ -50,14 +50,25 @@ impl PolicySpec {
                 max_rounds: self.max_rounds.unwrap_or(5),
                 target_dirty: self.target_dirty,
             })),
-            "hotpage" => Box::new(HotPage::new(HotPageParams {
-                hot_threshold: self.hot_threshold,
-                max_rounds: self.max_rounds.unwrap_or(5),
-                target_dirty: self.target_dirty,
-                max_factor: self.max_factor,
-                release_cooled: self.release_cooled,
-                downtime_target_ms: self.downtime_target_ms,
-            })?),
+            name @ ("hotpage" | "paper" | "hotpeek") => {
+                let (name, base) = match name {
+                    "hotpeek" => ("hotpeek", HotPageParams::hotpeek()),
+                    "paper" => ("paper", HotPageParams::default()),
+                    _ => ("hotpage", HotPageParams::default()),
+                };
+                Box::new(HotPage::named(
+                    name,
+                    HotPageParams {
+                        hot_threshold: self.hot_threshold,
+                        max_rounds: self.max_rounds.unwrap_or(5),
+                        target_dirty: self.target_dirty,
+                        max_factor: self.max_factor,
+                        release_cooled: self.release_cooled,
+                        downtime_target_ms: self.downtime_target_ms,
+                        ..base
+                    },
+                )?)
+            }
             other => return Err(PolicyError::Unknown(other.into())),
         })
     }
@@ -69,7 +80,7 @@ mod tests {
 
     #[test]
     fn every_named_policy_builds_with_its_own_round_default() {
-        for name in super::super::POLICY_NAMES {
+        for name in super::super::POLICY_NAMES_ACCEPTED {
             let spec = PolicySpec {
                 policy: (*name).into(),
                 ..PolicySpec::default()

@@ -101,10 +101,11 @@ impl Pager for Model {
 }
 
 fn policies(p: u8) -> Box<dyn Policy> {
-    match p % 4 {
+    match p % 5 {
         0 => Box::new(Xen33::new(Xen33Params::default())),
         1 => Box::new(Xen4::new(Xen4Params::default())),
         2 => Box::new(HotPage::new(HotPageParams::default()).unwrap()),
+        4 => Box::new(HotPage::named("hotpeek", HotPageParams::hotpeek()).unwrap()),
         _ => Box::new(
             HotPage::new(HotPageParams {
                 hot_threshold: 1,
@@ -128,7 +129,7 @@ proptest! {
         pages in 1u64..5000,
         script in script_strategy(5000),
         defer in proptest::collection::vec(0u64..5000, 0..5),
-        which in 0u8..4,
+        which in 0u8..5,
     ) {
         let defer: Vec<u64> = defer.into_iter().filter(|&d| d < pages).collect();
         let mut m = Model::new(pages, script, defer);
@@ -140,7 +141,7 @@ proptest! {
         }
         let live_rounds = out.rounds.iter().filter(|r| !r.last).count();
         match policy.name() {
-            "xen4" | "hotpage" => prop_assert!(live_rounds <= 5, "{} live rounds", live_rounds),
+            "xen4" | "hotpage" | "hotpeek" => prop_assert!(live_rounds <= 5, "{} live rounds", live_rounds),
             _ => prop_assert!(live_rounds <= 29),
         }
     }

@@ -7,7 +7,7 @@
 //!
 //! | key | env | meaning |
 //! |---|---|---|
-//! | `policy` | `RXMIGRATE_POLICY` | `hotpage` (default), `xen4`, `xen33` |
+//! | `policy` | `RXMIGRATE_POLICY` | `hotpage` (default; also `paper`), `hotpeek`, `xen4`, `xen33` |
 //! | `max_rounds` | `RXMIGRATE_MAX_ROUNDS` | live rounds at most (29 for xen33, else 5) |
 //! | `target_dirty` | `RXMIGRATE_TARGET_DIRTY` | stop under this many dirty pages (50) |
 //! | `max_factor` | `RXMIGRATE_MAX_FACTOR` | never send more than this × memory (3) |
@@ -28,7 +28,7 @@
 //! `sim-env` feature (the tests'); other builds drive Xen and say so.
 
 use rxmigrate::precopy::PolicySpec;
-use rxmigrate::precopy::{HotPageParams, Policy, POLICY_NAMES};
+use rxmigrate::precopy::{HotPageParams, Policy, POLICY_NAMES_ACCEPTED as POLICY_NAMES};
 use rxmigrate::trust::files::{check_trusted_file, Why};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -313,8 +313,8 @@ impl Config {
             .max_rounds
             .unwrap_or(if self.policy == "xen33" { 29 } else { 5 });
         match self.policy.as_str() {
-            "hotpage" => format!(
-                "policy hotpage (max_rounds {rounds}, target_dirty {}, max_factor {}, \
+            p @ ("hotpage" | "paper" | "hotpeek") => format!(
+                "policy {p} (max_rounds {rounds}, target_dirty {}, max_factor {}, \
                  hot_threshold {}, hot_release {}, downtime_target_ms {})",
                 self.target_dirty,
                 self.max_factor,
