@@ -84,7 +84,14 @@ pub fn config_json(info: &DomainInfo, host_config: Option<Value>) -> Value {
         .and_then(|h| h.get("libxl"))
         .filter(|l| l.is_object())
     {
-        return libxl.clone();
+        // Under the domain's name now, as libxl's own retrieval of a
+        // domain's config does: the stored one keeps the name it was
+        // created with (`NAME--incoming` after an `xl migrate`).
+        let mut cfg = libxl.clone();
+        if let Some(c_info) = cfg.get_mut("c_info").and_then(Value::as_object_mut) {
+            c_info.insert("name".into(), Value::String(info.name.clone()));
+        }
+        return cfg;
     }
     let mut v = json!({
         "c_info": {
@@ -410,5 +417,26 @@ mod tests {
         ]);
         let e = read_end(&mut b.as_slice()).unwrap_err().to_string();
         assert!(e.contains("without EMULATOR_CONTEXT"), "{e}");
+    }
+
+    /// After an `xl migrate` libxl's stored config still names the domain
+    /// `NAME--incoming`; the image carries the name it has now.
+    #[test]
+    fn the_config_carries_the_domains_name_now() {
+        let info = DomainInfo {
+            domid: 7,
+            name: "web".into(),
+            guest_type: GuestType::Pv,
+            max_pfn: 32767,
+            max_vcpu_id: 0,
+            online_vcpus: vec![0],
+            paused: false,
+            shutdown: None,
+        };
+        let stored = json!({"libxl": {"c_info": {"type": "pv", "name": "web--incoming"},
+                                      "b_info": {"max_memkb": 131072}}});
+        let cfg = config_json(&info, Some(stored));
+        assert_eq!(cfg["c_info"]["name"], "web");
+        assert_eq!(cfg["b_info"]["max_memkb"], 131072);
     }
 }

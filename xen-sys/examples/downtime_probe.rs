@@ -3,7 +3,7 @@
 //!
 //!   downtime_probe SRC_DOMID [LIMIT_S]
 //!
-//! Polls `xc_domain_getinfolist` every millisecond. The pause starts at the
+//! Polls `xc_domain_getinfolist` every 5 ms (a dom0 of one emulated vCPU shares it with the migration). The pause starts at the
 //! first sample where domain SRC_DOMID is shut down for suspend (every tool
 //! measured suspends the guest for the final round) and ends at the first sample
 //! after that where a domain that did not exist when the probe started is
@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use xen_sys::*;
 
-const POLL: Duration = Duration::from_millis(1);
+const POLL: Duration = Duration::from_millis(5);
 const MAX_DOMAINS: usize = 256;
 
 #[derive(Clone, Copy)]
