@@ -6,6 +6,8 @@
 //! `image` and `stream` (wire formats), `x86` (PV page tables, vCPU layouts),
 //! `hv` (the hypervisor boundary).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bench;
 pub mod bitmap;
 pub mod cancel;

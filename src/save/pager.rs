@@ -171,8 +171,9 @@ impl<W: Write> Pager for HvPager<'_, W> {
                     continue;
                 }
                 let start = self.normalised.len();
-                self.normalised.extend_from_slice(map.page(k));
+                self.normalised.resize(start + PAGE_SIZE, 0);
                 let page = &mut self.normalised[start..start + PAGE_SIZE];
+                map.page(k).copy_to(page);
                 match pagetable::normalise(page, level, |mfn| pv.m2p.get(&mfn).copied()) {
                     Ok(()) => norm_slot[k] = Some(start),
                     Err(X86Error::UnknownFrame { .. }) if !self.suspended => {
@@ -192,6 +193,19 @@ impl<W: Write> Pager for HvPager<'_, W> {
             }
         }
 
+        // The other pages are copied out of the mapping too: the guest may
+        // write them while they are mapped, so the writer gets private bytes.
+        if let Some(map) = &map {
+            for k in 0..with_data.len() {
+                if norm_slot[k].is_none() && !skip[k] {
+                    let start = self.normalised.len();
+                    self.normalised.resize(start + PAGE_SIZE, 0);
+                    map.page(k).copy_to(&mut self.normalised[start..]);
+                    norm_slot[k] = Some(start);
+                }
+            }
+        }
+
         let mut pages: Vec<&[u8]> = Vec::with_capacity(with_data.len());
         let mut k = 0;
         for (&pfn, &ty) in pfns.iter().zip(&self.types) {
@@ -201,8 +215,6 @@ impl<W: Write> Pager for HvPager<'_, W> {
                     ty = PageType::XTAB;
                 } else if let Some(start) = norm_slot[k] {
                     pages.push(&self.normalised[start..start + PAGE_SIZE]);
-                } else if let Some(m) = &map {
-                    pages.push(m.page(k));
                 }
                 k += 1;
             }

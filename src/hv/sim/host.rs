@@ -5,15 +5,16 @@ use super::config::{GuestConfig, TrackingMode, MAX_VCPUS};
 use super::cpu;
 use super::ctl::{self, cmd, futex_wait, futex_wake, state, DomState, NO_LIMIT};
 use super::hvmctx;
-use super::layout::{PvLayout, MIN_PAGES};
+use super::layout::MIN_PAGES;
 use super::machine::{Frames, M2p, RamView};
 use super::meta::{to_hex, DomainMeta, HostDir, HostState};
 use super::shm::Shm;
 use super::uffd;
 use crate::bitmap::Bitmap;
 use crate::hv::{
-    CpuPolicy, DomId, DomainInfo, DomainSpec, GuestType, HvError, Hypervisor, PageMapping,
-    PageType, PvP2m, PvVcpuState, Result, ShutdownReason, TscInfo, INVALID_MFN,
+    CpuPolicy, DomId, DomainInfo, DomainSpec, GuestPage, GuestPageMut, GuestType, HvError,
+    Hypervisor, PageMapping, PageType, PvP2m, PvVcpuState, Result, ShutdownReason, TscInfo,
+    INVALID_MFN,
 };
 use crate::x86::pagetable::{self, PTE_PSE, PTE_RW};
 use crate::x86::{shared_info, start_info, vcpu};
@@ -784,19 +785,19 @@ impl PageMapping for SimMapping {
     fn len(&self) -> usize {
         self.frames.len()
     }
-    fn page(&self, i: usize) -> &[u8] {
+    fn page(&self, i: usize) -> GuestPage<'_> {
         let f = self.frames[i];
         // SAFETY: frame indices were checked against the RAM size when the
-        // mapping was made; the RAM stays mapped while `dom` is held. The
-        // guest may write the page concurrently, as on Xen.
-        unsafe { std::slice::from_raw_parts(self.dom.ram.as_ptr().add(f * 4096), 4096) }
+        // mapping was made, the RAM is page aligned and stays mapped while
+        // `dom` is held (as long as `self`). The guest may write the page
+        // concurrently, as on Xen: GuestPage only copies, volatile.
+        unsafe { GuestPage::new(self.dom.ram.as_ptr().add(f * 4096)) }
     }
-    fn page_mut(&mut self, i: usize) -> &mut [u8] {
+    fn page_mut(&mut self, i: usize) -> GuestPageMut<'_> {
         assert!(self.writable, "page_mut on a read-only mapping");
         let f = self.frames[i];
-        // SAFETY: as in `page`; `&mut self` keeps this process from holding
-        // another view through this mapping.
-        unsafe { std::slice::from_raw_parts_mut(self.dom.ram.as_ptr().add(f * 4096), 4096) }
+        // SAFETY: as in `page`; the RAM is mapped read-write.
+        unsafe { GuestPageMut::new(self.dom.ram.as_ptr().add(f * 4096)) }
     }
 }
 
@@ -1211,6 +1212,15 @@ impl Hypervisor for SimHost {
         d.st.shared_info()
     }
 
+    /// A Xen-heap frame just below the domain's machine frames, as the
+    /// guest's builder put in start_info (the page itself lives in the
+    /// domain's hypervisor state, not in its RAM).
+    fn shared_info_frame(&self, dom: DomId) -> Result<u64> {
+        let d = self.dom(dom)?;
+        self.require(&d, GuestType::Pv, "shared_info_frame")?;
+        Ok(build::shared_info_maddr(d.meta.mfn_base) >> 12)
+    }
+
     fn set_shared_info(&self, dom: DomId, page: &[u8]) -> Result<()> {
         let d = self.dom(dom)?;
         self.require(&d, GuestType::Pv, "set_shared_info")?;
@@ -1425,7 +1435,8 @@ impl SimHost {
         let si_mfn = c.reg(vcpu::Reg::Rdx);
         let p2m = self.pv_p2m(dom)?;
         let mut m = self.map_pages(dom, &[si_mfn], true)?;
-        let page = m.page_mut(0);
+        let mut copy = m.page(0).to_vec();
+        let page = copy.as_mut_slice();
         for (get, set) in [
             (
                 start_info::store_mfn as fn(&[u8]) -> u64,
@@ -1438,7 +1449,7 @@ impl SimHost {
                 set(page, mfn);
             }
         }
-        let _ = PvLayout::START_INFO;
+        m.page_mut(0).copy_from(&copy);
         Ok(())
     }
 }

@@ -21,8 +21,8 @@ pub use vcpu::{BASIC_SIZE as VCPU_BASIC_SIZE, MSR_SIZE as VCPU_MSR_SIZE};
 
 use crate::bitmap::Bitmap;
 use crate::hv::{
-    CpuPolicy, DeviceModelState, DomId, DomainInfo, DomainSpec, GuestType, HvError, Hypervisor,
-    PageMapping, PageType, PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
+    CpuPolicy, DeviceModelState, DomId, DomainInfo, DomainSpec, Errno, GuestType, HvError,
+    Hypervisor, PageMapping, PageType, PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
 };
 use handle::{HBuf, Handles};
 use std::collections::HashMap;
@@ -116,7 +116,10 @@ impl XenHost {
             match r {
                 Ok(_) => {}
                 // A vCPU not created yet is not online.
-                Err(HvError::Op { ref msg, .. }) if msg.contains("ESRCH") => continue,
+                Err(HvError::Op {
+                    errno: Some(Errno::ESRCH),
+                    ..
+                }) => continue,
                 Err(e) => return Err(e),
             }
             if vi.online != 0 {
@@ -151,7 +154,12 @@ impl XenHost {
 
     /// Copies guest frames (by gfn/mfn) out of the domain.
     fn read_frames(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u8>> {
-        Ok(self.h.map(dom, gfns, false)?.all().to_vec())
+        let m = self.h.map(dom, gfns, false)?;
+        let mut out = vec![0u8; gfns.len() * 4096];
+        for (i, chunk) in out.chunks_exact_mut(4096).enumerate() {
+            m.page(i).copy_to(chunk);
+        }
+        Ok(out)
     }
 
     fn require(&self, dom: DomId, want: GuestType, op: &'static str) -> Result<xc_domaininfo_t> {
@@ -531,7 +539,7 @@ impl Hypervisor for XenHost {
             });
         }
         let mut m = self.h.map(dom, &[info.shared_info_frame], true)?;
-        m.page_mut(0).copy_from_slice(page);
+        m.page_mut(0).copy_from(page);
         Ok(())
     }
 
@@ -552,16 +560,22 @@ impl Hypervisor for XenHost {
         let mut op: mmuext_op = unsafe { std::mem::zeroed() };
         op.cmd = cmd;
         op.arg1.mfn = mfn as xen_pfn_t;
-        // SAFETY: one complete op.
         self.h
-            .call(dom, "pin_table", |x| unsafe {
-                x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64
+            .call(dom, "pin_table", |x| {
+                // SAFETY: one complete op, which outlives the call.
+                unsafe { x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64 }
             })
             .map_err(|e| match e {
-                HvError::Op { dom, op, msg } => HvError::Op {
+                HvError::Op {
+                    dom,
+                    op,
+                    msg,
+                    errno,
+                } => HvError::Op {
                     dom,
                     op,
                     msg: format!("L{level} table at mfn {mfn:#x}: {msg}"),
+                    errno,
                 },
                 e => e,
             })?;
@@ -646,11 +660,13 @@ impl Hypervisor for XenHost {
         let g = xc.guest;
         let op = "cpu_policy";
         let fail = |what: &str| {
-            HvError::op(
+            let e = std::io::Error::last_os_error();
+            HvError::Op {
                 dom,
                 op,
-                format!("{what}: {}", std::io::Error::last_os_error()),
-            )
+                msg: format!("{what}: {e}"),
+                errno: e.raw_os_error().map(Errno::from_raw),
+            }
         };
         // SAFETY: the policy object is created, used and destroyed here;
         // the arrays are sized by xc_cpu_policy_get_size.
@@ -745,10 +761,16 @@ impl Hypervisor for XenHost {
             }
         });
         r.map(|_| ()).map_err(|e| match e {
-            HvError::Op { dom, op, msg } => HvError::Op {
+            HvError::Op {
+                dom,
+                op,
+                msg,
+                errno,
+            } => HvError::Op {
                 dom,
                 op,
                 msg: format!("{msg} (Xen refused leaf {el:#x}/{es:#x}, MSR {em:#x})"),
+                errno,
             },
             e => e,
         })
@@ -792,12 +814,8 @@ impl Hypervisor for XenHost {
             .map_err(|e| HvError::io(format!("reading {}", path.display()), e))?;
         // libxl stores the JSON text with its terminating NUL.
         let end = text.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        let v: serde_json::Value =
-            serde_json::from_slice(&text[..end]).map_err(|e| HvError::Op {
-                dom,
-                op: "domain_config",
-                msg: format!("{}: {e}", path.display()),
-            })?;
+        let v: serde_json::Value = serde_json::from_slice(&text[..end])
+            .map_err(|e| HvError::op(dom, "domain_config", format!("{}: {e}", path.display())))?;
         Ok(Some(serde_json::json!({ "libxl": v })))
     }
 
