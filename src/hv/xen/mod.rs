@@ -3,12 +3,13 @@
 //! xen-sys, loaded at run time). A thin translation: each method is the
 //! call libxenguest / libxl makes for the same step (reference §5.9).
 
+mod bare_domain;
 mod conv;
+mod create;
 mod devmodel;
 mod errno;
 mod handle;
 mod kept_config;
-pub mod layout;
 mod p2m;
 mod qmp;
 mod suspend;
@@ -777,7 +778,7 @@ impl Hypervisor for XenHost {
     }
 
     fn create_domain(&self, spec: &DomainSpec) -> Result<DomId> {
-        suspend::create(self, spec)
+        create::create(self, spec)
     }
 
     fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>> {
@@ -954,7 +955,7 @@ impl Hypervisor for XenHost {
         else {
             return Ok(());
         };
-        for n in layout::ring_nodes(
+        for n in bare_domain::ring_nodes(
             dom,
             (store_gfn, c.store_evtchn),
             (console_gfn, c.console_evtchn),
