@@ -10,6 +10,8 @@
 //! command) are on by default; the xl plugin, which runs as root, links the
 //! engine alone (`default-features = false`).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod bitmap;

@@ -16,6 +16,8 @@ enum Fault {
     None,
     NoLocalise,
     NoP2mRewrite,
+    /// start_info keeps a zero shared-info address.
+    NoSharedInfo,
 }
 
 /// Save `src` (suspended) into a new domain on `dst`, as libxenguest would.
@@ -64,7 +66,7 @@ fn pv_restore(src: &SimHost, sd: DomId, dst: &SimHost, fault: Fault) -> Result<D
             }
         }
         let mut d = dst.map_pages(dd, &[dp2m[pfn]], true).map_err(e)?;
-        d.page_mut(0).copy_from_slice(&page);
+        d.page_mut(0).copy_from(&page);
     }
     // END: shared info, vCPUs (start_info first), pins, P2M.
     let mut si = dst.shared_info(dd).map_err(e)?;
@@ -80,14 +82,18 @@ fn pv_restore(src: &SimHost, sd: DomId, dst: &SimHost, fault: Fault) -> Result<D
             let mut m = dst
                 .map_pages(dd, &[dp2m[si_pfn as usize]], true)
                 .map_err(e)?;
-            let page = m.page_mut(0);
-            let store = start_info::store_mfn(page);
-            let console = start_info::console_mfn(page);
+            let mut page = m.page(0).to_vec();
+            let store = start_info::store_mfn(&page);
+            let console = start_info::console_mfn(&page);
             start_info::rewrite(
-                page,
+                &mut page,
                 &start_info::Rewrite {
                     nr_pages: n,
-                    shared_info_maddr: 0x1000,
+                    shared_info_maddr: if fault == Fault::NoSharedInfo {
+                        0
+                    } else {
+                        dst.shared_info_frame(dd).map_err(e)? << 12
+                    },
                     store_mfn: dp2m[store as usize],
                     store_evtchn: 1,
                     console_mfn: dp2m[console as usize],
@@ -95,6 +101,7 @@ fn pv_restore(src: &SimHost, sd: DomId, dst: &SimHost, fault: Fault) -> Result<D
                 },
             )
             .map_err(|x| x.to_string())?;
+            m.page_mut(0).copy_from(&page);
         }
         vcpu::localise_basic(&mut st.basic, v, |p| dp2m.get(p as usize).copied())
             .map_err(|x| x.to_string())?;
@@ -108,10 +115,10 @@ fn pv_restore(src: &SimHost, sd: DomId, dst: &SimHost, fault: Fault) -> Result<D
     if fault != Fault::NoP2mRewrite {
         for (i, &fpfn) in sp2m.frames.iter().enumerate() {
             let mut m = dst.map_pages(dd, &[dp2m[fpfn as usize]], true).map_err(e)?;
-            let page = m.page_mut(0);
-            for (k, chunk) in page.chunks_exact_mut(8).enumerate() {
+            let mut page = m.page_mut(0);
+            for k in 0..512 {
                 let v = dp2m.get(i * 512 + k).copied().unwrap_or(u64::MAX);
-                chunk.copy_from_slice(&v.to_le_bytes());
+                page.write_u64(k * 8, v);
             }
         }
     }
@@ -152,7 +159,7 @@ fn hvm_restore(src: &SimHost, sd: DomId, dst: &SimHost) -> Result<DomId, String>
     let s = src.map_pages(sd, &data, false).map_err(e)?;
     let mut d = dst.map_pages(dd, &data, true).map_err(e)?;
     for i in 0..data.len() {
-        d.page_mut(i).copy_from_slice(s.page(i));
+        d.page_mut(i).copy_from(&s.page(i).to_vec());
     }
     drop(d);
     for idx in [1u32, 5, 6, 17] {
@@ -246,6 +253,26 @@ fn pv_restore_without_p2m_rewrite_fails_loudly() {
             b.host.domain_info(d.domid).unwrap().shutdown,
             Some(rxmigrate::hv::ShutdownReason::Crash)
         );
+    }
+}
+
+#[test]
+fn pv_restore_without_the_shared_info_address_fails_loudly() {
+    let mut a = TestHost::new();
+    let mut b = TestHost::new();
+    let sd = a.create(&cfg(
+        "badsi",
+        GuestType::Pv,
+        2,
+        WorkloadKind::Uniform,
+        TrackingMode::Soft,
+    ));
+    a.host.run_until(sd, 1000).unwrap();
+    a.host.suspend(sd).unwrap();
+    let err = pv_restore(&a.host, sd, &b.host, Fault::NoSharedInfo).unwrap_err();
+    assert!(err.contains("shared_info"), "{err}");
+    for d in b.host.list_domains().unwrap() {
+        b.doms.push(d.domid);
     }
 }
 

@@ -243,12 +243,16 @@ fn pv_restore_uses_the_hosts_channels_and_connects_the_rings() {
     // The guest's start_info names the host's channels and the new frames.
     let st = b.host.pv_vcpu(d, 0).unwrap();
     let si_mfn = vcpu::Context64::new(&st.basic).unwrap().reg(vcpu::Reg::Rdx);
-    let m = b.host.map_pages(d, &[si_mfn], false).unwrap();
-    assert_eq!(start_info::store_evtchn(m.page(0)), STORE_EVTCHN);
-    assert_eq!(start_info::console_evtchn(m.page(0)), CONSOLE_EVTCHN);
-    assert_eq!(start_info::store_mfn(m.page(0)), out.store_gfn);
-    assert_eq!(start_info::console_mfn(m.page(0)), out.console_gfn);
-    drop(m);
+    let si = b
+        .host
+        .map_pages(d, &[si_mfn], false)
+        .unwrap()
+        .page(0)
+        .to_vec();
+    assert_eq!(start_info::store_evtchn(&si), STORE_EVTCHN);
+    assert_eq!(start_info::console_evtchn(&si), CONSOLE_EVTCHN);
+    assert_eq!(start_info::store_mfn(&si), out.store_gfn);
+    assert_eq!(start_info::console_mfn(&si), out.console_gfn);
     b.host.destroy(d).unwrap();
 }
 
@@ -374,10 +378,14 @@ fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
     );
     let st = b.host.pv_vcpu(d, 0).unwrap();
     let si_mfn = vcpu::Context64::new(&st.basic).unwrap().reg(vcpu::Reg::Rdx);
-    let m = b.host.map_pages(d, &[si_mfn], false).unwrap();
-    assert_eq!(start_info::store_evtchn(m.page(0)), 5);
-    assert_eq!(start_info::console_evtchn(m.page(0)), 6);
-    drop(m);
+    let si = b
+        .host
+        .map_pages(d, &[si_mfn], false)
+        .unwrap()
+        .page(0)
+        .to_vec();
+    assert_eq!(start_info::store_evtchn(&si), 5);
+    assert_eq!(start_info::console_evtchn(&si), 6);
     b.host.destroy(d).unwrap();
 }
 

@@ -146,9 +146,10 @@ fn fill(host: &SimHost, dom: DomId, guest_type: GuestType, pages: u64) -> Result
             .collect();
         let mut map = host.map_pages(dom, &gfns, true)?;
         for (i, &g) in gfns.iter().enumerate() {
-            for (w, word) in map.page_mut(i).chunks_exact_mut(8).enumerate() {
+            let mut page = map.page_mut(i);
+            for w in 0..512 {
                 let v = crate::hv::sim::workload::mix(g.wrapping_mul(512) + w as u64) | 1;
-                word.copy_from_slice(&v.to_le_bytes());
+                page.write_u64(w * 8, v);
             }
         }
     }

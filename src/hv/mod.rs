@@ -13,12 +13,15 @@
 //! "gfns" take machine frames (mfns), as on Xen; the engine translates through
 //! the guest's P2M ([`PvP2m`]).
 
+pub mod page;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod xen;
 
 use crate::bitmap::Bitmap;
 pub use crate::stream::{PageType, TscInfo};
+pub use nix::errno::Errno;
+pub use page::{GuestPage, GuestPageMut};
 use std::fmt;
 
 pub type DomId = u32;
@@ -28,11 +31,14 @@ pub type DomId = u32;
 pub enum HvError {
     #[error("no such domain: {0}")]
     NoSuchDomain(String),
+    /// A call failed; `errno` is the OS / hypercall error number when it
+    /// came with one (the message already says it in words).
     #[error("domain {dom}: {op} failed: {msg}")]
     Op {
         dom: DomId,
         op: &'static str,
         msg: String,
+        errno: Option<Errno>,
     },
     #[error("domain {dom}: {op} is not supported for {what}")]
     Unsupported {
@@ -47,28 +53,51 @@ pub enum HvError {
     Invalid { op: &'static str, msg: String },
     #[error("hypervisor not available: {0}")]
     Unavailable(String),
-    #[error("{op}: {source}")]
-    Io {
-        op: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// An OS call failed. The cause is printed here, so it is not also
+    /// this error's `source` (a chain would print it twice); it is kept
+    /// typed for [`HvError::errno`].
+    #[error("{op}: {cause}")]
+    Io { op: String, cause: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, HvError>;
 
 impl HvError {
+    /// A failed operation without an error number.
     pub fn op(dom: DomId, op: &'static str, msg: impl fmt::Display) -> Self {
         HvError::Op {
             dom,
             op,
             msg: msg.to_string(),
+            errno: None,
         }
     }
-    pub fn io(op: impl Into<String>, source: std::io::Error) -> Self {
+    /// A failed operation that left `errno`; the message is its text.
+    pub fn os(dom: DomId, op: &'static str, errno: Errno) -> Self {
+        HvError::Op {
+            dom,
+            op,
+            msg: std::io::Error::from(errno).to_string(),
+            errno: Some(errno),
+        }
+    }
+    pub fn io(op: impl Into<String>, cause: std::io::Error) -> Self {
         HvError::Io {
             op: op.into(),
-            source,
+            cause,
+        }
+    }
+    /// The error number this failure stands for, as libxenctrl's callers
+    /// see it: the errno a call left, or the one Xen's tools use for the
+    /// same refusal (ESRCH, EOPNOTSUPP, EINVAL). `None`: no number fits.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            HvError::Op { errno, .. } => *errno,
+            HvError::Io { cause, .. } => cause.raw_os_error().map(Errno::from_raw),
+            HvError::NoSuchDomain(_) => Some(Errno::ESRCH),
+            HvError::Unsupported { .. } => Some(Errno::EOPNOTSUPP),
+            HvError::Invalid { .. } => Some(Errno::EINVAL),
+            HvError::Refused(_) | HvError::Unavailable(_) => None,
         }
     }
 }
@@ -170,15 +199,17 @@ pub struct DomainSpec {
 }
 
 /// A batch of guest frames mapped into the toolstack (`xenforeignmemory_map`).
+/// The guest may write them while they are mapped: they are reached through
+/// [`GuestPage`] copies, never as Rust slices.
 pub trait PageMapping {
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The i-th mapped frame.
-    fn page(&self, i: usize) -> &[u8];
-    /// The i-th mapped frame, writable (only for mappings made writable).
-    fn page_mut(&mut self, i: usize) -> &mut [u8];
+    /// The i-th mapped frame (panics if `i >= len()`).
+    fn page(&self, i: usize) -> GuestPage<'_>;
+    /// The i-th mapped frame, writable (panics on a read-only mapping).
+    fn page_mut(&mut self, i: usize) -> GuestPageMut<'_>;
 }
 
 /// The hypervisor calls the engines make. All methods take `&self`: a backend
@@ -242,11 +273,9 @@ pub trait Hypervisor: Send + Sync {
     fn pv_vcpu(&self, dom: DomId, vcpu: u32) -> Result<PvVcpuState>;
     fn set_pv_vcpu(&self, dom: DomId, vcpu: u32, state: &PvVcpuState) -> Result<()>;
     fn shared_info(&self, dom: DomId) -> Result<Vec<u8>>;
-    /// The frame of the domain's shared info page (start_info's `shared_info`
-    /// holds its machine address).
-    fn shared_info_frame(&self, _dom: DomId) -> Result<u64> {
-        Ok(0)
-    }
+    /// The frame of a PV domain's shared info page (start_info's
+    /// `shared_info` holds its machine address).
+    fn shared_info_frame(&self, dom: DomId) -> Result<u64>;
     fn set_shared_info(&self, dom: DomId, page: &[u8]) -> Result<()>;
     /// `MMUEXT_PIN_Ln_TABLE` for an mfn.
     fn pin_table(&self, dom: DomId, mfn: u64, level: u8) -> Result<()>;
@@ -394,4 +423,32 @@ fn open_sim(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
             msg: format!("{s:?}: this build drives Xen only (expected xen)"),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_prints_its_cause_once_in_a_chain() {
+        let e = HvError::io("open /x", std::io::Error::from_raw_os_error(libc::ENOENT));
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
+        assert!(chain.starts_with("open /x: "), "{chain}");
+    }
+
+    #[test]
+    fn errors_carry_their_errno_as_a_number() {
+        let io = HvError::io("x", std::io::Error::from_raw_os_error(libc::EBUSY));
+        assert_eq!(io.errno(), Some(Errno::EBUSY));
+        assert_eq!(
+            HvError::os(1, "op", Errno::EAGAIN).errno(),
+            Some(Errno::EAGAIN)
+        );
+        assert_eq!(HvError::op(1, "op", "text").errno(), None);
+        assert_eq!(
+            HvError::NoSuchDomain("x".into()).errno(),
+            Some(Errno::ESRCH)
+        );
+    }
 }

@@ -126,7 +126,8 @@ impl PvRestore {
                 let si_pfn = ctx.reg(vcpu::Reg::Rdx);
                 let si_mfn = self.notab_mfn(si_pfn, "start_info")?;
                 let mut m = hv.map_pages(dom, &[si_mfn], true)?;
-                let page = m.page_mut(0);
+                let mut copy = m.page(0).to_vec();
+                let page = copy.as_mut_slice();
                 // The guest left pfns in these fields when it suspended.
                 let store_pfn = start_info::store_mfn(page);
                 let console_pfn = start_info::console_mfn(page);
@@ -153,6 +154,7 @@ impl PvRestore {
                     what: "start_info".into(),
                     error,
                 })?;
+                m.page_mut(0).copy_from(&copy);
             }
             // Page-table roots must have come as page tables.
             {
@@ -201,11 +203,11 @@ impl PvRestore {
         for (i, &fpfn) in frames.iter().enumerate() {
             let mfn = self.notab_mfn(fpfn, "P2M frame")?;
             let mut m = hv.map_pages(dom, &[mfn], true)?;
-            let page = m.page_mut(0);
-            for (j, chunk) in page.chunks_exact_mut(8).enumerate() {
-                let pfn = i as u64 * FPP + j as u64;
+            let mut page = m.page_mut(0);
+            for j in 0..FPP {
+                let pfn = i as u64 * FPP + j;
                 let v = self.p2m.get(pfn as usize).copied().unwrap_or(INVALID_MFN);
-                chunk.copy_from_slice(&v.to_le_bytes());
+                page.write_u64(j as usize * 8, v);
             }
         }
         Ok((store_mfn, console_mfn))

@@ -36,9 +36,9 @@ impl SaveOps for HvmOps {
     fn pfn_to_gfn(&self, pfn: u64) -> u64 {
         pfn
     }
-    fn normalise_page(&self, _level: u8, _page: &[u8], _out: &mut [u8]) -> Result<bool, X86Error> {
+    fn normalise_page(&self, _level: u8, _page: &mut [u8]) -> Result<(), X86Error> {
         // An HVM guest's page tables hold guest-physical frames already.
-        Ok(false)
+        Ok(())
     }
     fn end_of_checkpoint(
         &self,

@@ -21,10 +21,10 @@ pub(crate) trait SaveOps {
     /// The frame the hypervisor knows `pfn` by, or [`crate::hv::INVALID_MFN`]
     /// when it has none (the pfn travels as XTAB).
     fn pfn_to_gfn(&self, pfn: u64) -> u64;
-    /// Write page table `page` (level 1..=4) as the stream carries it into
-    /// `out` (4096 bytes). `Ok(false)`: the page goes as it is, `out` is
-    /// not used.
-    fn normalise_page(&self, level: u8, page: &[u8], out: &mut [u8]) -> Result<bool, X86Error>;
+    /// Turn page table `page` (level 1..=4, a private copy of 4096 bytes)
+    /// into what the stream carries, in place; types whose tables need no
+    /// translation leave it as it is.
+    fn normalise_page(&self, level: u8, page: &mut [u8]) -> Result<(), X86Error>;
     /// Records after the memory and the TSC info, the guest suspended.
     fn end_of_checkpoint(
         &self,

@@ -28,15 +28,6 @@ pub(crate) fn is_zero(page: &[u8]) -> bool {
         .all(|line| line.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
-/// Where a data page's body comes from.
-#[derive(Clone, Copy)]
-enum Body {
-    /// The k-th frame of the batch's mapping.
-    Mapped(usize),
-    /// A normalised copy at this offset of `normalised`.
-    Own(usize),
-}
-
 /// Per-batch work space, kept across batches.
 #[derive(Default)]
 struct Scratch {
@@ -48,8 +39,12 @@ struct Scratch {
     framed_types: Vec<PageType>,
     data_gfns: Vec<u64>,
     entries: Vec<PfnEntry>,
-    bodies: Vec<Body>,
-    normalised: Vec<u8>,
+    /// Offsets in `copies` of the record's page bodies, in entry order.
+    bodies: Vec<usize>,
+    /// Private copies of the batch's data pages (normalised where they are
+    /// PV page tables): the guest may write its frames while they are
+    /// mapped, so the writer never reads guest memory itself.
+    copies: Vec<u8>,
     /// The page slices of the record; empty between batches (its
     /// allocation is what is kept, see [`recycle`]).
     pages: Vec<&'static [u8]>,
@@ -186,58 +181,54 @@ impl<W: Write> Pager for HvPager<'_, W> {
         // One pass over the batch: each entry's type and body.
         s.entries.clear();
         s.bodies.clear();
-        s.normalised.clear();
+        s.copies.clear();
         let mut k = 0;
         let mut zero = 0;
         for (&pfn, &ty) in pfns.iter().zip(&s.types) {
             let mut ty = ty;
             if let (true, Some(m)) = (ty.has_data(), &map) {
-                let page = m.page(k);
+                let start = s.copies.len();
+                s.copies.resize(start + PAGE_SIZE, 0);
+                let copy = &mut s.copies[start..];
+                m.page(k).copy_to(copy);
+                k += 1;
                 let level = ty.pt_level();
-                if level != 0 {
-                    let start = s.normalised.len();
-                    s.normalised.resize(start + PAGE_SIZE, 0);
-                    match ops.normalise_page(level, page, &mut s.normalised[start..]) {
-                        Ok(true) => s.bodies.push(Body::Own(start)),
-                        Ok(false) => {
-                            s.normalised.truncate(start);
-                            s.bodies.push(Body::Mapped(k));
-                        }
+                let keep = if level != 0 {
+                    match ops.normalise_page(level, copy) {
+                        Ok(()) => true,
                         Err(X86Error::UnknownFrame { .. }) if !self.suspended => {
                             // The guest is changing this table under us: send
                             // it in the final round instead (Xen's "deferred").
-                            s.normalised.truncate(start);
                             self.deferred.set(pfn);
                             ty = PageType::XTAB;
+                            false
                         }
                         Err(source) => return Err(SaveError::PageTable { pfn, source }),
                     }
-                } else if ty == PageType::NOTAB && !self.sent.get(pfn) && is_zero(page) {
+                } else if ty == PageType::NOTAB && !self.sent.get(pfn) && is_zero(copy) {
                     ty = PageType::XALLOC;
                     zero += 1;
+                    false
                 } else {
-                    s.bodies.push(Body::Mapped(k));
+                    true
+                };
+                if keep {
+                    s.bodies.push(start);
+                } else {
+                    s.copies.truncate(start);
                 }
-                k += 1;
             }
             if ty.populates() {
                 self.sent.set(pfn);
             }
             s.entries.push(PfnEntry { pfn, ty });
         }
+        drop(map);
 
         let mut pages = recycle(std::mem::take(&mut s.pages));
-        for b in &s.bodies {
-            pages.push(match (b, &map) {
-                (Body::Mapped(k), Some(m)) => m.page(*k),
-                (Body::Own(o), _) => &s.normalised[*o..*o + PAGE_SIZE],
-                // A mapped body exists only with a mapping.
-                (Body::Mapped(_), None) => &[],
-            });
-        }
+        pages.extend(s.bodies.iter().map(|&o| &s.copies[o..o + PAGE_SIZE]));
         let written = self.w.write_page_batch(&s.entries, &pages);
         s.pages = recycle(pages);
-        drop(map);
         written?;
         self.zero_pages += zero;
         Ok(s.bodies.len() as u64 + zero)

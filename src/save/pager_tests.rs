@@ -48,11 +48,14 @@ fn zero_pages_go_without_data_on_their_first_send_only() {
     // A freshly populated frame is zero (what XALLOC relies on).
     for chunk in pfns.chunks(256) {
         let m = host.map_pages(dom, chunk, false).unwrap();
-        assert!((0..chunk.len()).all(|i| is_zero(m.page(i))));
+        assert!((0..chunk.len()).all(|i| m.page(i).is_zero()));
     }
     write_page(&host, dom, 1, 0xaa);
     // A single non-zero byte at the end of a page is not zero.
-    host.map_pages(dom, &[4], true).unwrap().page_mut(0)[4095] = 1;
+    host.map_pages(dom, &[4], true)
+        .unwrap()
+        .page_mut(0)
+        .write_u32(4092, 1 << 24);
 
     let info = host.domain_info(dom).unwrap();
     let ops = HvmOps::new(&info);

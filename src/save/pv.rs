@@ -86,11 +86,10 @@ impl SaveOps for PvOps {
     fn pfn_to_gfn(&self, pfn: u64) -> u64 {
         self.p2m.get(pfn as usize).copied().unwrap_or(INVALID_MFN)
     }
-    fn normalise_page(&self, level: u8, page: &[u8], out: &mut [u8]) -> Result<bool, X86Error> {
-        let out = &mut out[..PAGE_SIZE];
-        out.copy_from_slice(page);
-        pagetable::normalise(out, level, |mfn| self.m2p.get(&mfn).copied())?;
-        Ok(true)
+    fn normalise_page(&self, level: u8, page: &mut [u8]) -> Result<(), X86Error> {
+        pagetable::normalise(&mut page[..PAGE_SIZE], level, |mfn| {
+            self.m2p.get(&mfn).copied()
+        })
     }
     fn end_of_checkpoint(
         &self,

@@ -106,7 +106,7 @@ pub fn copy_pages(host: &SimHost, dom: DomId, gfns: &[u64], pfns: &[u64], buf: &
         let m = host.map_pages(dom, &gl, false).expect("map");
         for (i, (p, _)) in sel.iter().enumerate() {
             let o = *p as usize * 4096;
-            buf[o..o + 4096].copy_from_slice(m.page(i));
+            m.page(i).copy_to(&mut buf[o..o + 4096]);
         }
     }
 }

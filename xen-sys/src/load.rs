@@ -147,35 +147,40 @@ impl XenLibs {
         if !probe.privcmd.exists() {
             missing.push(Missing::Device(probe.privcmd.clone()));
         }
-        // SAFETY (all five): from_library only looks symbols up and stores
-        // them with the signatures bindgen took from the 4.17 headers.
+        // The five `from_library` calls only look symbols up and store them
+        // with the signatures bindgen took from the 4.17 headers.
         let ctrl = open(
             probe,
             LIBRARIES[0],
+            // SAFETY: symbol look-ups only, typed as the 4.17 headers declare them.
             |l| unsafe { xenctrl::XenCtrl::from_library(l) },
             &mut missing,
         );
         let guest = open(
             probe,
             LIBRARIES[1],
+            // SAFETY: symbol look-ups only, typed as the 4.17 headers declare them.
             |l| unsafe { xenguest::XenGuest::from_library(l) },
             &mut missing,
         );
         let fmem = open(
             probe,
             LIBRARIES[2],
+            // SAFETY: symbol look-ups only, typed as the 4.17 headers declare them.
             |l| unsafe { xenforeignmemory::XenForeignMemory::from_library(l) },
             &mut missing,
         );
         let evtchn = open(
             probe,
             LIBRARIES[3],
+            // SAFETY: symbol look-ups only, typed as the 4.17 headers declare them.
             |l| unsafe { xenevtchn::XenEvtchn::from_library(l) },
             &mut missing,
         );
         let store = open(
             probe,
             LIBRARIES[4],
+            // SAFETY: symbol look-ups only, typed as the 4.17 headers declare them.
             |l| unsafe { xenstore::XenStore::from_library(l) },
             &mut missing,
         );

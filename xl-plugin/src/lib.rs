@@ -11,6 +11,8 @@
 //! `iofd` (the stream fd, SIGTERM), `stock` (handing over), `save`,
 //! `restore` (the two runs), and [`run`] tying them together.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod args;
 pub mod config;
 pub mod iofd;
@@ -55,9 +57,21 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// The errno to report in `complete`: the first OS error in the chain,
-    /// else EINVAL for bad input, else EIO.
+    /// The errno to report in `complete`: the first error number in the
+    /// chain (an OS error, or the one a hypervisor failure carries), else
+    /// EINVAL for bad input, else EIO.
     pub fn errno(&self) -> i32 {
+        // The engines' errors wrap the hypervisor's transparently, which
+        // hides it from the source chain: look inside them too.
+        let hv = match self {
+            PluginError::Hv(h)
+            | PluginError::Save(rxmigrate::save::SaveError::Hv(h))
+            | PluginError::Restore(rxmigrate::restore::RestoreError::Hv(h)) => Some(h),
+            _ => None,
+        };
+        if let Some(code) = hv.and_then(HvError::errno) {
+            return code as i32;
+        }
         let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(x) = e {
             if let Some(code) = x
@@ -65,6 +79,9 @@ impl PluginError {
                 .and_then(std::io::Error::raw_os_error)
             {
                 return code;
+            }
+            if let Some(code) = x.downcast_ref::<HvError>().and_then(HvError::errno) {
+                return code as i32;
             }
             e = x.source();
         }
@@ -215,5 +232,26 @@ fn run_engine(
             let out = restore::run(hv, a, &mut io, libxl)?;
             Ok((out.store_gfn, out.console_gfn))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PluginError;
+    use rxmigrate::hv::{Errno, HvError};
+
+    #[test]
+    fn complete_reports_the_hypervisor_errno() {
+        let hv = || HvError::os(3, "populate", Errno::ENOMEM);
+        assert_eq!(PluginError::Hv(hv()).errno(), libc::ENOMEM);
+        let save = rxmigrate::save::SaveError::Hv(hv());
+        assert_eq!(PluginError::Save(save).errno(), libc::ENOMEM);
+        let restore = rxmigrate::restore::RestoreError::Hv(HvError::io(
+            "write",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ));
+        assert_eq!(PluginError::Restore(restore).errno(), libc::ENOSPC);
+        let none = HvError::op(3, "suspend", "the guest did not answer");
+        assert_eq!(PluginError::Hv(none).errno(), libc::EIO);
     }
 }

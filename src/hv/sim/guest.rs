@@ -4,9 +4,10 @@
 
 use super::config::TrackingMode;
 use super::ctl::{cmd, futex_wait, futex_wake, state, NO_SHUTDOWN};
-use super::host::{own_start_time, Dom, SimHost};
+use super::host::{Dom, SimHost};
 use super::hvmctx;
 use super::machine::{boot_hvm, boot_pv, state_to_hvm, state_to_pv, Kernel};
+use super::process::own_start_time;
 use super::uffd::WriteTracker;
 use crate::hv::{DomId, GuestType, HvError, Result, ShutdownReason};
 use crate::x86::{shared_info, start_info, vcpu};

@@ -12,6 +12,7 @@
 use super::hvmctx;
 use super::layout::{HvmLayout, PvLayout, DIRECT_MAP_VA, HVM_TOP_RESERVED, WORKLOAD_RIP};
 use super::workload::{self, Descriptor, GuestMem, Rng, State, PAGE_WORDS};
+use crate::hv::{GuestPage, GuestPageMut};
 use crate::x86::pagetable::{self, PTE_PRESENT, PTE_PSE, PTE_RW};
 use crate::x86::start_info;
 use crate::x86::vcpu::{Context64, Context64Mut, Reg, VGCF_ONLINE};
@@ -33,8 +34,8 @@ unsafe impl Sync for RamView {}
 
 impl RamView {
     /// # Safety
-    /// `ptr` must point at `frames * 4096` bytes that stay mapped and
-    /// writable for the lifetime of the view.
+    /// `ptr` must be 8-byte aligned and point at `frames * 4096` bytes that
+    /// stay mapped and writable for the lifetime of the view.
     pub unsafe fn new(ptr: *mut u8, frames: usize) -> Self {
         RamView { ptr, frames }
     }
@@ -48,15 +49,18 @@ impl RamView {
     }
     pub fn read_u64(&self, frame: usize, word: usize) -> Option<u64> {
         let p = self.word_ptr(frame, word, 1)?;
-        // SAFETY: in bounds and 8-byte aligned (frames are page aligned);
+        // SAFETY: in bounds and 8-byte aligned (the base is, per `new`);
         // volatile because another process may write it.
         Some(unsafe { p.read_volatile() })
     }
     pub fn write_u64s(&self, frame: usize, word: usize, words: &[u64]) -> bool {
         match self.word_ptr(frame, word, words.len()) {
             Some(p) => {
-                // SAFETY: in bounds (checked for the whole run) and aligned.
-                unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), p, words.len()) };
+                for (k, &w) in words.iter().enumerate() {
+                    // SAFETY: in bounds (checked for the whole run) and
+                    // aligned; volatile because others may read it meanwhile.
+                    unsafe { p.add(k).write_volatile(w) };
+                }
                 true
             }
             None => false,
@@ -65,8 +69,9 @@ impl RamView {
     pub fn read_page(&self, frame: usize, out: &mut [u8]) -> bool {
         match self.word_ptr(frame, 0, PAGE_WORDS) {
             Some(p) if out.len() == 4096 => {
-                // SAFETY: a whole in-bounds frame into a 4096-byte buffer.
-                unsafe { std::ptr::copy_nonoverlapping(p as *const u8, out.as_mut_ptr(), 4096) };
+                // SAFETY: a whole in-bounds, 8-byte aligned frame that stays
+                // mapped while the view lives (`new`); read volatile.
+                unsafe { GuestPage::new(p as *const u8) }.copy_to(out);
                 true
             }
             _ => false,
@@ -75,8 +80,9 @@ impl RamView {
     pub fn write_page(&self, frame: usize, data: &[u8]) -> bool {
         match self.word_ptr(frame, 0, PAGE_WORDS) {
             Some(p) if data.len() == 4096 => {
-                // SAFETY: a whole in-bounds frame from a 4096-byte buffer.
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p as *mut u8, 4096) };
+                // SAFETY: a whole in-bounds, 8-byte aligned, writable frame
+                // (`new`); written volatile.
+                unsafe { GuestPageMut::new(p as *mut u8) }.copy_from(data);
                 true
             }
             _ => false,
@@ -253,6 +259,14 @@ pub fn boot_pv(fr: Frames, basic0: &[u8]) -> BootResult<Kernel> {
         return Err(format!(
             "start_info nr_pages {nr_pages} but the domain has {} pages",
             fr.ram.frames()
+        ));
+    }
+    let si_maddr = start_info::shared_info_maddr(&si);
+    if si_maddr != super::build::shared_info_maddr(fr.base) {
+        return Err(format!(
+            "start_info shared_info {si_maddr:#x} is not this domain's shared info page \
+             ({:#x}): start_info not rewritten?",
+            super::build::shared_info_maddr(fr.base)
         ));
     }
     for (what, mfn) in [

@@ -20,21 +20,28 @@
 pub mod build;
 pub mod config;
 pub mod cpu;
+mod create;
 pub mod ctl;
 pub mod guest;
 pub mod host;
 pub mod hvmctx;
 pub mod layout;
 pub mod machine;
+mod mapping;
 pub mod meta;
 pub mod oracle;
+mod process;
+mod pv;
 pub mod shm;
 pub mod trace;
+mod tracking;
 pub mod uffd;
 pub mod workload;
 
 pub use config::{
     parse_workload, GuestConfig, TraceSpec, TrackingMode, WorkloadKind, WorkloadParams,
 };
-pub use host::{default_dir, probe_tracking, SimHost};
+pub use host::{default_dir, SimHost};
 pub use oracle::{check, compare, written_between, CheckReport, Reference};
+pub use process::own_start_time;
+pub use tracking::probe_tracking;

@@ -162,26 +162,6 @@ impl Shm {
         Ok(())
     }
 
-    /// A borrowed view of a range. The bytes may change under the caller if
-    /// another process writes them (as with a Xen foreign mapping).
-    pub fn bytes(&self, off: usize, len: usize) -> Result<&[u8]> {
-        self.check(off, len)?;
-        // SAFETY: range checked; the mapping lives as long as `self`.
-        Ok(unsafe { std::slice::from_raw_parts(self.as_ptr().add(off), len) })
-    }
-
-    /// A writable view of a range.
-    ///
-    /// # Safety
-    /// The caller must not hold another view of an overlapping range in
-    /// this process while this one is alive.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn bytes_mut(&self, off: usize, len: usize) -> Result<&mut [u8]> {
-        self.check(off, len)?;
-        // SAFETY: range checked; exclusivity is the caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.as_ptr().add(off), len) })
-    }
-
     pub fn atomic_u32(&self, off: usize) -> Result<&AtomicU32> {
         self.check(off, 4)?;
         if off % 4 != 0 {

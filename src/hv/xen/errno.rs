@@ -1,22 +1,24 @@
 //! libxenctrl failures (-1 and errno) as [`HvError`]s that say what to do.
 
-use crate::hv::{DomId, HvError};
+use crate::hv::{DomId, Errno, HvError};
 
 /// The error of a failed call `op` on `dom`, from the errno it left.
 pub fn xc_error(dom: DomId, op: &'static str, errno: i32) -> HvError {
+    let with = |msg: String| HvError::Op {
+        dom,
+        op,
+        msg,
+        errno: Some(Errno::from_raw(errno)),
+    };
     match errno {
         // Only a lookup's ESRCH means the domain is gone; elsewhere it is
         // a missing vCPU or port, and the operation must stay named.
         libc::ESRCH if op == "domain_info" => HvError::NoSuchDomain(dom.to_string()),
-        libc::ESRCH => HvError::op(dom, op, "no such domain or vCPU (ESRCH)"),
-        libc::EPERM | libc::EACCES => HvError::op(
-            dom,
-            op,
-            format!(
-                "{} (rxmigrate must run as root in dom0)",
-                std::io::Error::from_raw_os_error(errno)
-            ),
-        ),
+        libc::ESRCH => with("no such domain or vCPU (ESRCH)".into()),
+        libc::EPERM | libc::EACCES => with(format!(
+            "{} (rxmigrate must run as root in dom0)",
+            std::io::Error::from_raw_os_error(errno)
+        )),
         // Debian's 4.17.7 hypervisor is built without shadow paging, which
         // PV log-dirty needs (docs/LAB.md).
         libc::EOPNOTSUPP if op.starts_with("logdirty") => HvError::Unsupported {
@@ -27,7 +29,7 @@ pub fn xc_error(dom: DomId, op: &'static str, errno: i32) -> HvError {
                 .into(),
         },
         0 => HvError::op(dom, op, "failed without an errno"),
-        e => HvError::op(dom, op, std::io::Error::from_raw_os_error(e)),
+        e => HvError::os(dom, op, Errno::from_raw(e)),
     }
 }
 
@@ -80,6 +82,24 @@ mod tests {
         assert!(
             e.contains("domain 9: populate failed") && e.contains("memory"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn the_errno_is_kept_as_a_number() {
+        for (op, errno) in [
+            ("populate", libc::ENOMEM),
+            ("vcpu_getinfo", libc::ESRCH),
+            ("domain_info", libc::EACCES),
+            ("pin_table", libc::EOPNOTSUPP),
+        ] {
+            let e = xc_error(9, op, errno);
+            assert_eq!(e.errno(), Some(Errno::from_raw(errno)), "{op}: {e}");
+        }
+        assert_eq!(xc_error(9, "x", 0).errno(), None);
+        assert_eq!(
+            xc_error(9, "domain_info", libc::ESRCH).errno(),
+            Some(Errno::ESRCH)
         );
     }
 }

@@ -1,7 +1,7 @@
 //! The open library handles and the small RAII helpers around them.
 
 use super::errno::{last_errno, xc_error};
-use crate::hv::{DomId, HvError, PageMapping, Result};
+use crate::hv::{DomId, GuestPage, GuestPageMut, HvError, PageMapping, Result};
 use std::ffi::{c_void, CString};
 use std::sync::{Mutex, MutexGuard};
 use xen_sys::{xc_hypercall_buffer_t, xc_interface, xenforeignmemory_handle, xs_handle, XenLibs};
@@ -224,11 +224,7 @@ impl Handles {
                 .xs_introduce_domain(self.xsh, dom, store_mfn as _, store_evtchn)
         };
         if !ok {
-            return Err(HvError::op(
-                dom,
-                "xs_introduce_domain",
-                std::io::Error::last_os_error(),
-            ));
+            return Err(xc_error(dom, "xs_introduce_domain", last_errno()));
         }
         Ok(())
     }
@@ -277,12 +273,14 @@ impl Handles {
             writable,
         };
         if let Some(i) = errs.iter().position(|&e| e != 0) {
-            let e = std::io::Error::from_raw_os_error(errs[i].abs());
-            return Err(HvError::op(
+            let errno = crate::hv::Errno::from_raw(errs[i].abs());
+            let e = std::io::Error::from(errno);
+            return Err(HvError::Op {
                 dom,
-                "map_pages",
-                format!("gfn {:#x} (entry {i} of {}): {e}", gfns[i], gfns.len()),
-            ));
+                op: "map_pages",
+                msg: format!("gfn {:#x} (entry {i} of {}): {e}", gfns[i], gfns.len()),
+                errno: Some(errno),
+            });
         }
         Ok(m)
     }
@@ -365,30 +363,21 @@ pub struct Mapping<'a> {
     writable: bool,
 }
 
-impl Mapping<'_> {
-    pub fn all(&self) -> &[u8] {
-        if self.n == 0 {
-            return &[];
-        }
-        // SAFETY: the mapping covers n whole pages until Drop.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.n * 4096) }
-    }
-}
-
 impl PageMapping for Mapping<'_> {
     fn len(&self) -> usize {
         self.n
     }
-    fn page(&self, i: usize) -> &[u8] {
+    fn page(&self, i: usize) -> GuestPage<'_> {
         assert!(i < self.n, "page {i} of a {}-page mapping", self.n);
-        // SAFETY: page i lies inside the n-page mapping.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(i * 4096), 4096) }
+        // SAFETY: page i lies inside the n-page, page-aligned mapping, which
+        // stays until Drop; the guest may write it, GuestPage only copies.
+        unsafe { GuestPage::new(self.ptr.add(i * 4096)) }
     }
-    fn page_mut(&mut self, i: usize) -> &mut [u8] {
+    fn page_mut(&mut self, i: usize) -> GuestPageMut<'_> {
         assert!(i < self.n, "page {i} of a {}-page mapping", self.n);
         assert!(self.writable, "page_mut on a read-only mapping");
-        // SAFETY: page i lies inside the n-page mapping, mapped writable.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * 4096), 4096) }
+        // SAFETY: as in `page`, and the mapping is PROT_WRITE.
+        unsafe { GuestPageMut::new(self.ptr.add(i * 4096)) }
     }
 }
 

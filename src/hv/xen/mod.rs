@@ -3,16 +3,19 @@
 //! xen-sys, loaded at run time). A thin translation: each method is the
 //! call libxenguest / libxl makes for the same step (docs/REFERENCE.md §11).
 
+mod bare_domain;
 mod conv;
+mod cpu_policy;
+mod create;
 mod devmodel;
 mod errno;
 mod handle;
 mod kept_config;
-pub mod layout;
 mod p2m;
 mod physinfo;
 mod qmp;
 mod suspend;
+mod toolstack;
 mod vcpu;
 
 pub use conv::{bitmap_buffer_pages, bitmap_from_xen, page_type, shutdown_reason};
@@ -23,8 +26,8 @@ pub use vcpu::{BASIC_SIZE as VCPU_BASIC_SIZE, MSR_SIZE as VCPU_MSR_SIZE};
 
 use crate::bitmap::Bitmap;
 use crate::hv::{
-    CpuPolicy, DeviceModelState, DomId, DomainInfo, DomainSpec, GuestType, HvError, Hypervisor,
-    PageMapping, PageType, PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
+    CpuPolicy, DeviceModelState, DomId, DomainInfo, DomainSpec, Errno, GuestType, HvError,
+    Hypervisor, PageMapping, PageType, PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
 };
 use handle::{HBuf, Handles};
 use std::collections::HashMap;
@@ -118,7 +121,10 @@ impl XenHost {
             match r {
                 Ok(_) => {}
                 // A vCPU not created yet is not online.
-                Err(HvError::Op { ref msg, .. }) if msg.contains("ESRCH") => continue,
+                Err(HvError::Op {
+                    errno: Some(Errno::ESRCH),
+                    ..
+                }) => continue,
                 Err(e) => return Err(e),
             }
             if vi.online != 0 {
@@ -153,7 +159,12 @@ impl XenHost {
 
     /// Copies guest frames (by gfn/mfn) out of the domain.
     fn read_frames(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u8>> {
-        Ok(self.h.map(dom, gfns, false)?.all().to_vec())
+        let m = self.h.map(dom, gfns, false)?;
+        let mut out = vec![0u8; gfns.len() * 4096];
+        for (i, chunk) in out.chunks_exact_mut(4096).enumerate() {
+            m.page(i).copy_to(chunk);
+        }
+        Ok(out)
     }
 
     fn require(&self, dom: DomId, want: GuestType, op: &'static str) -> Result<xc_domaininfo_t> {
@@ -533,7 +544,7 @@ impl Hypervisor for XenHost {
             });
         }
         let mut m = self.h.map(dom, &[info.shared_info_frame], true)?;
-        m.page_mut(0).copy_from_slice(page);
+        m.page_mut(0).copy_from(page);
         Ok(())
     }
 
@@ -554,16 +565,22 @@ impl Hypervisor for XenHost {
         let mut op: mmuext_op = unsafe { std::mem::zeroed() };
         op.cmd = cmd;
         op.arg1.mfn = mfn as xen_pfn_t;
-        // SAFETY: one complete op.
         self.h
-            .call(dom, "pin_table", |x| unsafe {
-                x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64
+            .call(dom, "pin_table", |x| {
+                // SAFETY: one complete op, which outlives the call.
+                unsafe { x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64 }
             })
             .map_err(|e| match e {
-                HvError::Op { dom, op, msg } => HvError::Op {
+                HvError::Op {
+                    dom,
+                    op,
+                    msg,
+                    errno,
+                } => HvError::Op {
                     dom,
                     op,
                     msg: format!("L{level} table at mfn {mfn:#x}: {msg}"),
+                    errno,
                 },
                 e => e,
             })?;
@@ -644,120 +661,15 @@ impl Hypervisor for XenHost {
     }
 
     fn cpu_policy(&self, dom: DomId) -> Result<CpuPolicy> {
-        let xc = self.h.xc();
-        let g = xc.guest;
-        let op = "cpu_policy";
-        let fail = |what: &str| {
-            HvError::op(
-                dom,
-                op,
-                format!("{what}: {}", std::io::Error::last_os_error()),
-            )
-        };
-        // SAFETY: the policy object is created, used and destroyed here;
-        // the arrays are sized by xc_cpu_policy_get_size.
-        unsafe {
-            let (mut nl, mut nm) = (0u32, 0u32);
-            if g.xc_cpu_policy_get_size(xc.xch, &mut nl, &mut nm) != 0 {
-                return Err(fail("xc_cpu_policy_get_size"));
-            }
-            let p = g.xc_cpu_policy_init();
-            if p.is_null() {
-                return Err(fail("xc_cpu_policy_init"));
-            }
-            let mut leaves = vec![xen_cpuid_leaf_t::default(); nl as usize];
-            let mut msrs = vec![xen_msr_entry_t::default(); nm as usize];
-            let r = if g.xc_cpu_policy_get_domain(xc.xch, dom, p) != 0 {
-                Err(fail("xc_cpu_policy_get_domain"))
-            } else if g.xc_cpu_policy_serialise(
-                xc.xch,
-                p,
-                leaves.as_mut_ptr(),
-                &mut nl,
-                msrs.as_mut_ptr(),
-                &mut nm,
-            ) != 0
-            {
-                Err(fail("xc_cpu_policy_serialise"))
-            } else {
-                Ok(())
-            };
-            g.xc_cpu_policy_destroy(p);
-            r?;
-            let lb = std::mem::size_of::<xen_cpuid_leaf_t>() * nl as usize;
-            let mb = std::mem::size_of::<xen_msr_entry_t>() * nm as usize;
-            Ok(CpuPolicy {
-                cpuid: std::slice::from_raw_parts(leaves.as_ptr() as *const u8, lb).to_vec(),
-                msrs: std::slice::from_raw_parts(msrs.as_ptr() as *const u8, mb).to_vec(),
-            })
-        }
+        cpu_policy::cpu_policy(self, dom)
     }
 
     fn set_cpu_policy(&self, dom: DomId, policy: &CpuPolicy) -> Result<()> {
-        let ls = std::mem::size_of::<xen_cpuid_leaf_t>();
-        let ms = std::mem::size_of::<xen_msr_entry_t>();
-        if policy.cpuid.len() % ls != 0 || policy.msrs.len() % ms != 0 {
-            return Err(HvError::Invalid {
-                op: "set_cpu_policy",
-                msg: format!(
-                    "CPUID policy of {} bytes (entries of {ls}) / MSR policy of {} bytes (entries of {ms})",
-                    policy.cpuid.len(),
-                    policy.msrs.len()
-                ),
-            });
-        }
-        let mut leaves = vec![xen_cpuid_leaf_t::default(); policy.cpuid.len() / ls];
-        let mut msrs = vec![xen_msr_entry_t::default(); policy.msrs.len() / ms];
-        // SAFETY: the vectors have exactly the byte sizes copied into them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                policy.cpuid.as_ptr(),
-                leaves.as_mut_ptr() as *mut u8,
-                policy.cpuid.len(),
-            );
-            std::ptr::copy_nonoverlapping(
-                policy.msrs.as_ptr(),
-                msrs.as_mut_ptr() as *mut u8,
-                policy.msrs.len(),
-            );
-        }
-        let (mut el, mut es, mut em) = (0u32, 0u32, 0u32);
-        let r = self.h.call(dom, "set_cpu_policy", |x| {
-            // SAFETY: counts match the vectors; empty ones pass NULL.
-            unsafe {
-                x.guest.xc_set_domain_cpu_policy(
-                    x.xch,
-                    dom,
-                    leaves.len() as u32,
-                    if leaves.is_empty() {
-                        std::ptr::null_mut()
-                    } else {
-                        leaves.as_mut_ptr()
-                    },
-                    msrs.len() as u32,
-                    if msrs.is_empty() {
-                        std::ptr::null_mut()
-                    } else {
-                        msrs.as_mut_ptr()
-                    },
-                    &mut el,
-                    &mut es,
-                    &mut em,
-                ) as i64
-            }
-        });
-        r.map(|_| ()).map_err(|e| match e {
-            HvError::Op { dom, op, msg } => HvError::Op {
-                dom,
-                op,
-                msg: format!("{msg} (Xen refused leaf {el:#x}/{es:#x}, MSR {em:#x})"),
-            },
-            e => e,
-        })
+        cpu_policy::set_cpu_policy(self, dom, policy)
     }
 
     fn create_domain(&self, spec: &DomainSpec) -> Result<DomId> {
-        suspend::create(self, spec)
+        create::create(self, spec)
     }
 
     fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>> {
@@ -789,35 +701,11 @@ impl Hypervisor for XenHost {
     }
 
     fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>> {
-        // xl's own record of the domain, so that stock `xl restore` can
-        // rebuild it from an rxmigrate save file.
-        let Some(path) = Self::libxl_userdata(dom) else {
-            // A domain rxmigrate built: the config its image had.
-            let name = self.domain_info(dom)?.name;
-            return Ok(
-                kept_config::read(self, dom, &name).map(|c| serde_json::json!({ "libxl": c }))
-            );
-        };
-        let text = std::fs::read(&path)
-            .map_err(|e| HvError::io(format!("reading {}", path.display()), e))?;
-        // libxl stores the JSON text with its terminating NUL.
-        let end = text.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        let v: serde_json::Value =
-            serde_json::from_slice(&text[..end]).map_err(|e| HvError::Op {
-                dom,
-                op: "domain_config",
-                msg: format!("{}: {e}", path.display()),
-            })?;
-        Ok(Some(serde_json::json!({ "libxl": v })))
+        toolstack::domain_config(self, dom)
     }
 
     fn restore_channels(&self, dom: DomId) -> Result<Option<(u32, u32)>> {
-        Ok(self
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&dom)
-            .map(|c| (c.store_evtchn, c.console_evtchn)))
+        toolstack::restore_channels(self, dom)
     }
 
     fn seed_grant_table(
@@ -828,67 +716,22 @@ impl Hypervisor for XenHost {
         store_gfn: u64,
         store_domid: u32,
     ) -> Result<()> {
-        let info = self.raw_info(dom)?;
-        let hvm = Self::is_hvm(&info);
-        // SAFETY: integer arguments only.
-        self.h.call(dom, "seed_grant_table", |x| unsafe {
-            x.guest.xc_dom_gnttab_seed(
-                x.xch,
-                dom,
-                hvm,
-                console_gfn as xen_pfn_t,
-                store_gfn as xen_pfn_t,
-                console_domid,
-                store_domid,
-            ) as i64
-        })?;
-        Ok(())
+        toolstack::seed_grant_table(
+            self,
+            dom,
+            console_gfn,
+            console_domid,
+            store_gfn,
+            store_domid,
+        )
     }
 
     fn device_model_state(&self, dom: DomId) -> Result<Option<DeviceModelState>> {
-        let info = self.raw_info(dom)?;
-        let sock = qmp::socket_path(dom);
-        if !Self::is_hvm(&info) || !sock.exists() {
-            return Ok(None);
-        }
-        let file = PathBuf::from(format!("/var/lib/xen/rxmigrate-dm.{dom}"));
-        // Guest data: created 0600 here (never through a link), so QEMU's
-        // O_CREAT|O_TRUNC open keeps that mode.
-        crate::trust::files::create_private(&file)
-            .map_err(|e| HvError::io(format!("creating {}", file.display()), e))?;
-        let r = qmp::save_device_state(&sock, &file)
-            .map_err(|e| HvError::op(dom, "device_model_state", e))
-            .and_then(|()| {
-                std::fs::read(&file)
-                    .map_err(|e| HvError::io(format!("reading {}", file.display()), e))
-            });
-        let _ = std::fs::remove_file(&file);
-        let context = r?;
-        // Where the device model mapped guest memory (VRAM), as libxl saves it.
-        let dm = format!("/local/domain/0/device-model/{dom}");
-        let mut xenstore = Vec::new();
-        for p in self.h.xs_directory(&format!("{dm}/physmap")) {
-            for node in ["start_addr", "size", "name"] {
-                let key = format!("physmap/{p}/{node}");
-                if let Some(v) = self.h.xs_read(&format!("{dm}/{key}")) {
-                    xenstore.push((key, v));
-                }
-            }
-        }
-        Ok(Some(DeviceModelState {
-            emulator_id: 2,
-            xenstore,
-            context,
-        }))
+        toolstack::device_model_state(self, dom)
     }
 
     fn check_restore_config(&self, config: &serde_json::Value) -> Result<()> {
-        devmodel::check(config).map_err(|e| {
-            HvError::Refused(format!(
-                "this HVM guest cannot be restored without xl: {e}. Restore it with \
-                 `xl restore` (with rxmigrate-save-helper installed, see xl-plugin/README.md)"
-            ))
-        })
+        toolstack::check_restore_config(config)
     }
 
     fn start_platform(
@@ -897,63 +740,10 @@ impl Hypervisor for XenHost {
         state: Option<&DeviceModelState>,
         config: Option<&serde_json::Value>,
     ) -> Result<()> {
-        let created = self
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&dom);
-        // A domain libxl built gets all this from libxl.
-        if !created {
-            return Ok(());
-        }
-        if let Some(config) = config {
-            kept_config::keep(self, dom, config);
-        }
-        if !Self::is_hvm(&self.raw_info(dom)?) {
-            return Ok(());
-        }
-        if let Some(config) = config {
-            for (index, value) in devmodel::platform_params(config) {
-                self.set_hvm_param(dom, index, value)?;
-            }
-            // PVH guests have no device model.
-            if config["c_info"]["type"].as_str() == Some("pvh") {
-                return Ok(());
-            }
-        }
-        let (Some(state), Some(config)) = (state, config) else {
-            return Err(HvError::Refused(format!(
-                "domain {dom} is an HVM guest and the stream has {}: it cannot run without \
-                 its device model (QEMU). Restore from an xl save file or `xl migrate` \
-                 stream, not a bare libxc stream",
-                if state.is_none() {
-                    "no device model state (EMULATOR_CONTEXT)"
-                } else {
-                    "no xl config"
-                }
-            )));
-        };
-        devmodel::start(self, dom, state, config)
+        toolstack::start_platform(self, dom, state, config)
     }
 
     fn restore_finished(&self, dom: DomId, store_gfn: u64, console_gfn: u64) -> Result<()> {
-        let Some(c) = self
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&dom)
-            .copied()
-        else {
-            return Ok(());
-        };
-        for n in layout::ring_nodes(
-            dom,
-            (store_gfn, c.store_evtchn),
-            (console_gfn, c.console_evtchn),
-        ) {
-            self.h.xs_write(&n.path, &n.value)?;
-            self.h.xs_set_perms(&n.path, &n.perms)?;
-        }
-        self.h.xs_introduce(dom, store_gfn, c.store_evtchn)
+        toolstack::restore_finished(self, dom, store_gfn, console_gfn)
     }
 }

@@ -1,9 +1,7 @@
-//! Suspending a guest for the final round (as libxl does), and creating the
-//! bare domain a standalone restore fills.
+//! Suspending a guest for the final round, as libxl does.
 
-use super::layout;
-use super::{Created, XenHost};
-use crate::hv::{DomId, DomainSpec, GuestType, HvError, Hypervisor, Result, ShutdownReason};
+use super::XenHost;
+use crate::hv::{DomId, GuestType, HvError, Hypervisor, Result, ShutdownReason};
 use std::time::{Duration, Instant};
 use xen_sys::*;
 
@@ -145,106 +143,5 @@ fn notify_evtchn(host: &XenHost, dom: DomId, port: u32) -> Result<()> {
         };
         e.xenevtchn_close(xce);
         r
-    }
-}
-
-fn random_handle() -> [u8; 16] {
-    let mut h = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut h);
-    }
-    // RFC 4122 version 4, variant 1.
-    h[6] = (h[6] & 0x0f) | 0x40;
-    h[8] = (h[8] & 0x3f) | 0x80;
-    h
-}
-
-/// Creates a paused, empty domain with its xenstore directory and two
-/// unbound event channels (xenstore, console) for dom0's daemons.
-pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
-    let p = layout::create_params(spec.guest_type, spec.max_pfn, spec.max_vcpu_id);
-    let handle = random_handle();
-    // SAFETY: plain data, zero is its empty value.
-    let mut cfg: xen_domctl_createdomain = unsafe { std::mem::zeroed() };
-    cfg.handle = handle;
-    cfg.flags = if p.hvm {
-        XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap
-    } else {
-        0
-    };
-    cfg.max_vcpus = p.max_vcpus;
-    cfg.max_evtchn_port = 1023;
-    // -1: the hypervisor's defaults for grant and maptrack frames.
-    cfg.max_grant_frames = -1;
-    cfg.max_maptrack_frames = -1;
-    cfg.grant_opts = 1; // grant table version 1 at most, what Linux uses
-    if p.hvm {
-        cfg.arch.emulation_flags = if spec.pvh {
-            // PVH: a local APIC and nothing else, as libxl asks.
-            XEN_X86_EMU_LAPIC
-        } else {
-            // Everything but vPCI, as libxl sets for HVM guests.
-            XEN_X86_EMU_ALL & !(1 << 10)
-        };
-    }
-    let mut dom: u32 = 0;
-    // SAFETY: cfg is complete; dom 0 asks Xen to pick the id.
-    host.h.call(0, "create_domain", |x| unsafe {
-        x.lib.xc_domain_create(x.xch, &mut dom, &mut cfg) as i64
-    })?;
-    let built = (|| -> Result<Created> {
-        // The vCPUs themselves (createdomain only sizes the array).
-        // SAFETY: integer arguments only.
-        host.h.call(dom, "max_vcpus", |x| unsafe {
-            x.lib.xc_domain_max_vcpus(x.xch, dom, p.max_vcpus) as i64
-        })?;
-        // SAFETY: integer arguments only.
-        host.h.call(dom, "setmaxmem", |x| unsafe {
-            x.lib.xc_domain_setmaxmem(x.xch, dom, p.max_kb as _) as i64
-        })?;
-        if p.hvm {
-            let mut mb = p.shadow_mb;
-            // SAFETY: mb is the in/out size in MiB.
-            host.h.call(dom, "paging pool", |x| unsafe {
-                x.lib
-                    .xc_shadow_control(x.xch, dom, XEN_DOMCTL_SHADOW_OP_SET_ALLOCATION, &mut mb, 0)
-                    as i64
-            })?;
-        }
-        // SAFETY: integer arguments only (remote dom0 runs xenstored and
-        // xenconsoled).
-        let store = host.h.call(dom, "evtchn_alloc_unbound", |x| unsafe {
-            x.lib.xc_evtchn_alloc_unbound(x.xch, dom, 0) as i64
-        })? as u32;
-        // SAFETY: as above.
-        let console = host.h.call(dom, "evtchn_alloc_unbound", |x| unsafe {
-            x.lib.xc_evtchn_alloc_unbound(x.xch, dom, 0) as i64
-        })? as u32;
-        let uuid = layout::uuid_string(&handle);
-        let mem_kb = (spec.max_pfn + 1) * 4;
-        for n in layout::base_nodes(dom, &spec.name, &uuid, spec.max_vcpu_id, mem_kb) {
-            host.h.xs_write(&n.path, &n.value)?;
-            host.h.xs_set_perms(&n.path, &n.perms)?;
-        }
-        Ok(Created {
-            store_evtchn: store,
-            console_evtchn: console,
-        })
-    })();
-    match built {
-        Ok(c) => {
-            host.created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(dom, c);
-            log::info!("created domain {dom} ({}) for the restore", spec.name);
-            Ok(dom)
-        }
-        Err(e) => {
-            if let Err(de) = host.destroy(dom) {
-                log::error!("destroying half-created domain {dom}: {de}");
-            }
-            Err(e)
-        }
     }
 }
