@@ -1,4 +1,4 @@
-//! The one walk over a libxl stream (reference §2.2–§2.4): its header, then
+//! The one walk over a libxl stream (docs/REFERENCE.md §3): its header, then
 //! its records in order, with the rules of where each may stand. The libxc
 //! stream inside it is read by the caller between LIBXC_CONTEXT and the
 //! records after it; the walk holds no reader, so the same input can go to

@@ -3,7 +3,8 @@
 //!
 //!   downtime_probe SRC_DOMID [LIMIT_S]
 //!
-//! Polls `xc_domain_getinfolist` every 5 ms (a dom0 of one emulated vCPU shares it with the migration). The pause starts at the
+//! Polls `xc_domain_getinfolist` every 5 ms (the dom0 of one emulated vCPU
+//! it runs in is shared with the migration). The pause starts at the
 //! first sample where domain SRC_DOMID is shut down for suspend (every tool
 //! measured suspends the guest for the final round) and ends at the first sample
 //! after that where a domain that did not exist when the probe started is

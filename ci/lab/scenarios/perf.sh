@@ -10,7 +10,7 @@
 #   bytes     counted in the pipe to the receiving command (count_relay)
 #   total_s   the command's start to the destination domain running
 #   downtime  dom0's clock: the source suspended to the destination running,
-#             from Xen's domain flags polled every ms (downtime_probe);
+#             from Xen's domain flags polled every 5 ms (downtime_probe);
 #             the guest's longest work-loop stall is kept as a second figure
 #   cpu_s     CPU seconds of the whole migration (sender, receiver and all
 #             they waited for) and of the receiving side alone

@@ -1,6 +1,6 @@
 //! The frame rewrites of a vCPU context: `write_one_vcpu_basic`'s
 //! normalisation on save (machine frames to pfns) and `process_vcpu_basic`'s
-//! localisation on restore (reference §5.7).
+//! localisation on restore (docs/REFERENCE.md §9.4).
 
 use super::view::{check_size, Context64Mut, Reg};
 use super::{FIRST_RESERVED_GDT_ENTRY, GDT_ENTRIES_PER_FRAME, VGCF_ONLINE};

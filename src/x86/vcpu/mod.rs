@@ -1,6 +1,6 @@
 //! `struct vcpu_guest_context` (public/arch-x86/xen.h): the blob of an
-//! X86_PV_VCPU_BASIC record (reference §1.9), and the frame rewrites of
-//! `write_one_vcpu_basic` / `process_vcpu_basic` (§5.7).
+//! X86_PV_VCPU_BASIC record (docs/REFERENCE.md §5.5), and the frame rewrites of
+//! `write_one_vcpu_basic` / `process_vcpu_basic` (§9.4).
 //!
 //! Rooms: `layout` (the 64- and 32-bit structures, checked against Xen's
 //! headers as bindgen compiled them), `view` (checked views and registers by
