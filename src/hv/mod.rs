@@ -63,6 +63,24 @@ pub enum HvError {
 pub type Result<T> = std::result::Result<T, HvError>;
 
 impl HvError {
+    /// An [`HvError::Op`] with its message rewritten by `f` (the errno and
+    /// the operation kept); other errors as they are.
+    pub fn reworded(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            HvError::Op {
+                dom,
+                op,
+                msg,
+                errno,
+            } => HvError::Op {
+                dom,
+                op,
+                msg: f(&msg),
+                errno,
+            },
+            e => e,
+        }
+    }
     /// A failed operation without an error number.
     pub fn op(dom: DomId, op: &'static str, msg: impl fmt::Display) -> Self {
         HvError::Op {

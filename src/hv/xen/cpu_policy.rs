@@ -110,18 +110,7 @@ pub(super) fn set_cpu_policy(host: &XenHost, dom: DomId, policy: &CpuPolicy) -> 
             ) as i64
         }
     });
-    r.map(|_| ()).map_err(|e| match e {
-        HvError::Op {
-            dom,
-            op,
-            msg,
-            errno,
-        } => HvError::Op {
-            dom,
-            op,
-            msg: format!("{msg} (Xen refused leaf {el:#x}/{es:#x}, MSR {em:#x})"),
-            errno,
-        },
-        e => e,
+    r.map(|_| ()).map_err(|e| {
+        e.reworded(|msg| format!("{msg} (Xen refused leaf {el:#x}/{es:#x}, MSR {em:#x})"))
     })
 }

@@ -570,20 +570,7 @@ impl Hypervisor for XenHost {
                 // SAFETY: one complete op, which outlives the call.
                 unsafe { x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64 }
             })
-            .map_err(|e| match e {
-                HvError::Op {
-                    dom,
-                    op,
-                    msg,
-                    errno,
-                } => HvError::Op {
-                    dom,
-                    op,
-                    msg: format!("L{level} table at mfn {mfn:#x}: {msg}"),
-                    errno,
-                },
-                e => e,
-            })?;
+            .map_err(|e| e.reworded(|msg| format!("L{level} table at mfn {mfn:#x}: {msg}")))?;
         Ok(())
     }
 
