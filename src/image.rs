@@ -1,12 +1,12 @@
 //! The layers around a libxc stream in an xl save file or an `xl migrate`
 //! stream: xl header + JSON config, libxl header, LIBXC_CONTEXT … libxc … END.
 
-use crate::hv::{DeviceModelState, DomainInfo, GuestType};
+use crate::hv::{DeviceModelState, DomainConfig};
 use crate::stream::{
     read_xl_header_info_capped, write_libxl_header, write_libxl_record, write_xl_header, LibxlCaps,
     LibxlRecord, LibxlWalk, OverLimit, StreamError, Unit, Walked, XL_FLAG_STREAMV2,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{Read, Write};
 
 /// Errors of the image layer.
@@ -73,77 +73,10 @@ impl ImageLimits {
     }
 }
 
-/// The xl-style domain config we carry: the fields of libxl's JSON that a
-/// restore needs, plus the host's own description of the guest.
-pub fn config_json(info: &DomainInfo, host_config: Option<Value>) -> Value {
-    // A host that has xl's own config of the domain (Xen) hands it over
-    // whole, as `xl save` writes it: stock `xl restore` rebuilds the domain
-    // (devices included) from it.
-    if let Some(libxl) = host_config
-        .as_ref()
-        .and_then(|h| h.get("libxl"))
-        .filter(|l| l.is_object())
-    {
-        // Under the domain's name now, as libxl's own retrieval of a
-        // domain's config does: the stored one keeps the name it was
-        // created with (`NAME--incoming` after an `xl migrate`).
-        let mut cfg = libxl.clone();
-        if let Some(c_info) = cfg.get_mut("c_info").and_then(Value::as_object_mut) {
-            c_info.insert("name".into(), Value::String(info.name.clone()));
-        }
-        return cfg;
-    }
-    let mut v = json!({
-        "c_info": {
-            "type": match info.guest_type { GuestType::Pv => "pv", GuestType::Hvm => "hvm" },
-            "name": info.name,
-        },
-        "b_info": {
-            "max_vcpus": info.max_vcpu_id + 1,
-            "max_memkb": info.p2m_size() * 4,
-        },
-    });
-    if let Some(h) = host_config {
-        v["rxmigrate"] = h;
-    }
-    v
-}
-
-/// What a restore learns from the config.
-#[derive(Debug, Clone, Default)]
-pub struct ConfigFacts {
-    pub name: Option<String>,
-    pub max_pfn: Option<u64>,
-    pub max_vcpu_id: u32,
-    /// `b_info.max_memkb` and `b_info.max_vcpus` as the config says them,
-    /// for the receiver's limits.
-    pub max_memkb: Option<u64>,
-    pub max_vcpus: Option<u64>,
-    pub host_config: Option<Value>,
-    /// xl's `type = "pvh"`.
-    pub pvh: bool,
-}
-
-pub fn config_facts(config: &Value) -> ConfigFacts {
-    let max_memkb = config["b_info"]["max_memkb"].as_u64();
-    let max_vcpus = config["b_info"]["max_vcpus"].as_u64();
-    ConfigFacts {
-        name: config["c_info"]["name"].as_str().map(str::to_string),
-        max_pfn: max_memkb.filter(|&kb| kb >= 4).map(|kb| kb / 4 - 1),
-        max_vcpu_id: max_vcpus.map_or(0, |n| {
-            u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX)
-        }),
-        max_memkb,
-        max_vcpus,
-        host_config: config.get("rxmigrate").cloned(),
-        pvh: config["c_info"]["type"].as_str() == Some("pvh"),
-    }
-}
-
 /// Writes the xl header, the libxl header and LIBXC_CONTEXT: the libxc
 /// stream goes right after.
-pub fn write_start<W: Write>(w: &mut W, config: &Value) -> Result<(), ImageError> {
-    let text = serde_json::to_vec_pretty(config)
+pub fn write_start<W: Write>(w: &mut W, config: &DomainConfig) -> Result<(), ImageError> {
+    let text = serde_json::to_vec_pretty(config.raw())
         .map_err(|e| ImageError::Format(format!("encoding the domain config: {e}")))?;
     write_xl_header(w, Some(&text))?;
     write_libxl_header(w)?;
@@ -186,7 +119,7 @@ pub fn write_end<W: Write>(w: &mut W) -> Result<(), ImageError> {
 
 /// Reads an xl header and the libxl records up to LIBXC_CONTEXT. Returns the
 /// config (if the file carried one).
-pub fn read_start<R: Read>(r: &mut R) -> Result<Option<Value>, ImageError> {
+pub fn read_start<R: Read>(r: &mut R) -> Result<Option<DomainConfig>, ImageError> {
     read_start_limited(r, &ImageLimits::default())
 }
 
@@ -194,7 +127,7 @@ pub fn read_start<R: Read>(r: &mut R) -> Result<Option<Value>, ImageError> {
 pub fn read_start_limited<R: Read>(
     r: &mut R,
     limits: &ImageLimits,
-) -> Result<Option<Value>, ImageError> {
+) -> Result<Option<DomainConfig>, ImageError> {
     let xl = read_xl_header_info_capped(r, limits.max_config)?;
     if xl.header.mandatory_flags & XL_FLAG_STREAMV2 == 0 {
         return Err(ImageError::Format(
@@ -202,12 +135,18 @@ pub fn read_start_limited<R: Read>(
         ));
     }
     let config = match &xl.header.config {
-        Some(text) => Some(serde_json::from_slice::<Value>(text).map_err(|e| {
-            ImageError::Format(format!(
-                "xl header: the config ({} bytes) is not JSON: {e}",
-                text.len()
-            ))
-        })?),
+        Some(text) => {
+            let json = serde_json::from_slice::<Value>(text).map_err(|e| {
+                ImageError::Format(format!(
+                    "xl header: the config ({} bytes) is not JSON: {e}",
+                    text.len()
+                ))
+            })?;
+            Some(
+                DomainConfig::from_json(json)
+                    .map_err(|e| ImageError::Format(format!("xl header: {e}")))?,
+            )
+        }
         None => None,
     };
     let mut walk = LibxlWalk::new(xl.size, false, limits.libxl_caps());
@@ -362,7 +301,8 @@ mod tests {
     #[test]
     fn a_misplaced_record_is_named_not_dumped() {
         let mut b = Vec::new();
-        write_start(&mut b, &json!({"c_info": {"name": "x"}})).unwrap();
+        let c = DomainConfig::from_json(serde_json::json!({"c_info": {"name": "x"}})).unwrap();
+        write_start(&mut b, &c).unwrap();
         // Replace LIBXC_CONTEXT (the last 8 bytes) with 1 MiB of emulator state.
         b.truncate(b.len() - 8);
         write_libxl_record(
@@ -389,15 +329,6 @@ mod tests {
     }
 
     #[test]
-    fn pvh_is_known_from_the_config_only() {
-        let f = config_facts(&json!({"c_info": {"type": "pvh", "name": "p"},
-                                     "b_info": {"max_memkb": 131072, "max_vcpus": 2}}));
-        assert!(f.pvh);
-        assert_eq!((f.max_pfn, f.max_vcpu_id), (Some(32767), 1));
-        assert!(!config_facts(&json!({"c_info": {"type": "hvm"}})).pvh);
-    }
-
-    #[test]
     fn incomplete_or_doubled_device_models_are_refused() {
         let ctx = LibxlRecord::EmulatorContext {
             emulator_id: 2,
@@ -417,26 +348,5 @@ mod tests {
         ]);
         let e = read_end(&mut b.as_slice()).unwrap_err().to_string();
         assert!(e.contains("without EMULATOR_CONTEXT"), "{e}");
-    }
-
-    /// After an `xl migrate` libxl's stored config still names the domain
-    /// `NAME--incoming`; the image carries the name it has now.
-    #[test]
-    fn the_config_carries_the_domains_name_now() {
-        let info = DomainInfo {
-            domid: 7,
-            name: "web".into(),
-            guest_type: GuestType::Pv,
-            max_pfn: 32767,
-            max_vcpu_id: 0,
-            online_vcpus: vec![0],
-            paused: false,
-            shutdown: None,
-        };
-        let stored = json!({"libxl": {"c_info": {"type": "pv", "name": "web--incoming"},
-                                      "b_info": {"max_memkb": 131072}}});
-        let cfg = config_json(&info, Some(stored));
-        assert_eq!(cfg["c_info"]["name"], "web");
-        assert_eq!(cfg["b_info"]["max_memkb"], 131072);
     }
 }

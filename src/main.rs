@@ -113,14 +113,16 @@ fn stream_command(file: &str, json: bool, run: StreamCommand) -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let spec = cli.hv.as_deref();
     match cli.cmd {
-        Cmd::Save(a) => ops::save(open_hv(spec)?.as_ref(), &a),
-        Cmd::Restore(a) => ops::restore(open_hv(spec)?.as_ref(), &a),
+        Cmd::Save(a) => ops::save(open_hv(spec)?.host(), &a),
+        Cmd::Restore(a) => ops::restore(open_hv(spec)?.host(), &a),
         Cmd::Migrate(a) => {
-            let hv = open_hv(spec)?;
-            let spec = spec.map(str::to_string).unwrap_or_else(|| hv.describe());
-            ops::migrate(hv.as_ref(), &spec, &a)
+            let backend = open_hv(spec)?;
+            let spec = spec
+                .map(str::to_string)
+                .unwrap_or_else(|| backend.describe());
+            ops::migrate(backend.host(), &spec, &a)
         }
-        Cmd::Receive(a) => ops::receive(open_hv(spec)?.as_ref(), &a),
+        Cmd::Receive(a) => ops::receive(open_hv(spec)?.host(), &a),
         Cmd::Keygen(a) => cli::keys::run(&a),
         Cmd::Bench(a) => cli::bench::run(spec, &a),
         Cmd::Sim(c) => cli::sim::run(spec, c),

@@ -14,7 +14,7 @@
 //!   owning the guest. See docs/FAULTS.md.
 
 use crate::cancel;
-use crate::hv::{DomId, HvError, Hypervisor, ShutdownReason};
+use crate::hv::{DomId, DomainConfig, Host, HvError, Hypervisor, ShutdownReason};
 use crate::image::{self, ImageError};
 use crate::precopy::Policy;
 use crate::restore::{
@@ -83,8 +83,8 @@ fn resume_source(hv: &dyn Hypervisor, dom: DomId) -> String {
 /// Write domain `dom` as an xl save image (xl header, libxl stream around the
 /// libxc stream) into `out`. The guest is left suspended on success; on
 /// failure it is resumed.
-pub fn save_image<W: Write>(
-    hv: &dyn Hypervisor,
+pub fn save_image<'h, W: Write>(
+    host: impl Into<Host<'h>>,
     dom: DomId,
     out: W,
     policy: &mut dyn Policy,
@@ -92,15 +92,15 @@ pub fn save_image<W: Write>(
     hooks: &mut dyn SaveHooks,
     raw: bool,
 ) -> Result<(SaveOutcome, W), MigrateError> {
+    let host = host.into();
+    let (hv, ts) = (host.hv, host.ts);
     let mut w = Counting::new(out);
     let fail = |source: SaveError| MigrateError::Save {
         state: resume_source(hv, dom),
         source,
     };
     if !raw {
-        let info = hv.domain_info(dom)?;
-        let cfg = image::config_json(&info, hv.domain_config(dom)?);
-        image::write_start(&mut w, &cfg)?;
+        image::write_start(&mut w, &ts.domain_config(dom)?)?;
     }
     let (mut outcome, mut w) = match save::save(hv, dom, w, policy, opts, hooks) {
         Ok(x) => x,
@@ -109,7 +109,7 @@ pub fn save_image<W: Write>(
     if !raw {
         // An HVM guest's device model goes after the libxc stream, as libxl
         // writes it (stock `xl restore` needs it to start QEMU again).
-        let dm = hv.device_model_state(dom).map_err(|e| MigrateError::Save {
+        let dm = ts.device_model_state(dom).map_err(|e| MigrateError::Save {
             state: resume_source(hv, dom),
             source: SaveError::Hv(e),
         })?;
@@ -160,47 +160,45 @@ pub struct RestoreImageOptions {
 }
 
 /// Restore an image into a new, paused domain. Reads exactly the image.
-pub fn restore_image<R: Read>(
-    hv: &dyn Hypervisor,
+pub fn restore_image<'h, R: Read>(
+    host: impl Into<Host<'h>>,
     input: &mut R,
     opts: &RestoreImageOptions,
     hooks: &mut dyn RestoreHooks,
 ) -> Result<RestoreOutcome, MigrateError> {
+    let host = host.into();
+    let (hv, ts) = (host.hv, host.ts);
     let limits = opts.limits.clone().unwrap_or_else(|| Limits::for_host(hv));
     let config = if opts.raw {
         None
     } else {
         image::read_start_limited(input, &limits.image)?
     };
-    if let Some(c) = &config {
-        crate::trust::check_config(c, opts.trust_config)?;
-        hv.check_restore_config(c)?;
-    }
-    let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
-    limits.check_config(&facts).map_err(RestoreError::from)?;
+    check_config(host, config.as_ref(), opts.trust_config, &limits)?;
     let name = opts
         .name
         .clone()
-        .or(facts.name)
+        .or_else(|| config.as_ref().and_then(|c| c.name().map(str::to_string)))
         .unwrap_or_else(|| "restored".to_string());
+    let config = config.map(|c| c.named(&name));
     let target = Target::New {
         name: name.clone(),
-        max_pfn: opts.max_pfn.or(facts.max_pfn),
-        max_vcpu_id: facts.max_vcpu_id,
-        config: facts.host_config,
-        pvh: facts.pvh,
+        max_pfn: opts
+            .max_pfn
+            .or_else(|| config.as_ref().and_then(DomainConfig::max_pfn)),
+        max_vcpu_id: config.as_ref().map_or(0, DomainConfig::max_vcpu_id),
+        config: config.clone(),
     };
     let mut reader = LibxcReader::new(&mut *input)?;
     let params = RestoreParams::default();
-    let out = restore::restore_limited(hv, &mut reader, target, params, hooks, &limits)?;
+    let out = restore::restore_limited(host, &mut reader, target, params, hooks, &limits)?;
     let dm = if opts.raw {
         Ok(None)
     } else {
         image::read_end_limited(input, &limits.image)
     };
     let started = dm.map_err(MigrateError::from).and_then(|dm| {
-        let config = config.map(|c| named(c, &name));
-        hv.start_platform(out.domid, dm.as_ref(), config.as_ref())
+        ts.start_platform(out.domid, dm.as_ref(), config.as_ref())
             .map_err(MigrateError::from)?;
         // A signal while the device model came up: the half-built domain
         // goes, as on any failure.
@@ -215,12 +213,21 @@ pub fn restore_image<R: Read>(
     Ok(out)
 }
 
-/// The image's config with the name the restored domain actually has.
-fn named(mut config: serde_json::Value, name: &str) -> serde_json::Value {
-    if config["c_info"].is_object() {
-        config["c_info"]["name"] = serde_json::Value::from(name);
+/// Before anything is built: the image's config is data this receiver
+/// accepts (`trust`), fits its limits, and the toolstack can give the guest
+/// what it needs.
+fn check_config(
+    host: Host<'_>,
+    config: Option<&DomainConfig>,
+    trust: bool,
+    limits: &Limits,
+) -> Result<(), MigrateError> {
+    if let Some(c) = config {
+        crate::trust::check_config(c.raw(), trust)?;
+        limits.check_config(c).map_err(RestoreError::from)?;
+        host.ts.check_restore_config(c)?;
     }
-    config
+    Ok(())
 }
 
 /// Sender options.
@@ -241,13 +248,15 @@ pub struct MigrateOutcome {
 
 /// The sending side of `xl migrate`: `data` carries the stream to the
 /// receiver, `acks` carries its answers back.
-pub fn send<R: Read, W: Write>(
-    hv: &dyn Hypervisor,
+pub fn send<'h, R: Read, W: Write>(
+    host: impl Into<Host<'h>>,
     dom: DomId,
     mut acks: R,
     data: W,
     opts: SendOptions<'_>,
 ) -> Result<MigrateOutcome, MigrateError> {
+    let host = host.into();
+    let hv = host.hv;
     let started = Instant::now();
     let info = hv.domain_info(dom)?;
     let name = info.name.clone();
@@ -261,7 +270,7 @@ pub fn send<R: Read, W: Write>(
     })?;
     waits.stream("sending the migration stream");
     let (outcome, mut data) = save_image(
-        hv,
+        host,
         dom,
         data,
         opts.policy,
@@ -378,12 +387,14 @@ pub struct ReceiveOptions {
 /// The receiving side: `data` is the stream, `acks` goes back to the sender.
 /// On any failure (a timeout or a signal included) the half-received domain
 /// is destroyed.
-pub fn receive<R: Read, W: Write>(
-    hv: &dyn Hypervisor,
+pub fn receive<'h, R: Read, W: Write>(
+    host: impl Into<Host<'h>>,
     mut data: R,
     mut acks: W,
     opts: &ReceiveOptions,
 ) -> Result<RestoreOutcome, MigrateError> {
+    let host = host.into();
+    let (hv, ts) = (host.hv, host.ts);
     let (paused, waits) = (opts.paused, &opts.waits);
     let limits = &opts.limits.clone().unwrap_or_else(|| Limits::for_host(hv));
     waits.handshake("sending the banner");
@@ -391,23 +402,23 @@ pub fn receive<R: Read, W: Write>(
     acks.flush()?;
     waits.stream("receiving the migration stream");
     let config = image::read_start_limited(&mut data, &limits.image)?;
-    if let Some(c) = &config {
-        crate::trust::check_config(c, opts.trust_config)?;
-        hv.check_restore_config(c)?;
-    }
-    let facts = config.as_ref().map(image::config_facts).unwrap_or_default();
-    limits.check_config(&facts).map_err(RestoreError::from)?;
-    let name = facts.name.clone().unwrap_or_else(|| "migrated".into());
+    check_config(host, config.as_ref(), opts.trust_config, limits)?;
+    let name = config
+        .as_ref()
+        .and_then(DomainConfig::name)
+        .unwrap_or("migrated")
+        .to_string();
+    let incoming = format!("{name}--incoming");
+    let config = config.map(|c| c.named(&incoming));
     let target = Target::New {
-        name: format!("{name}--incoming"),
-        max_pfn: facts.max_pfn,
-        max_vcpu_id: facts.max_vcpu_id,
-        config: facts.host_config,
-        pvh: facts.pvh,
+        name: incoming,
+        max_pfn: config.as_ref().and_then(DomainConfig::max_pfn),
+        max_vcpu_id: config.as_ref().map_or(0, DomainConfig::max_vcpu_id),
+        config: config.clone(),
     };
     let mut reader = LibxcReader::new(&mut data)?;
     let out = restore::restore_limited(
-        hv,
+        host,
         &mut reader,
         target,
         RestoreParams::default(),
@@ -428,8 +439,7 @@ pub fn receive<R: Read, W: Write>(
             return Err(e.into());
         }
     };
-    let config = config.map(|c| named(c, &format!("{name}--incoming")));
-    if let Err(e) = hv.start_platform(dom, dm.as_ref(), config.as_ref()) {
+    if let Err(e) = ts.start_platform(dom, dm.as_ref(), config.as_ref()) {
         destroy(e.to_string());
         return Err(e.into());
     }

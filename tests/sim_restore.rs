@@ -1,12 +1,12 @@
 //! A restore done by hand through the `Hypervisor` calls a restore engine
-//! makes (create_domain, populate, page types, map, vCPU contexts, pin,
+//! makes (build_domain, populate, page types, map, vCPU contexts, pin,
 //! unpause), between two simulated hosts: the guest continues exactly where
 //! it stopped. A restore that skips localisation fails loudly.
 
 mod sim_util;
 
 use rxmigrate::hv::sim::{check, SimHost, TrackingMode, WorkloadKind};
-use rxmigrate::hv::{DomId, DomainSpec, GuestType, Hypervisor, PageType, PvVcpuState};
+use rxmigrate::hv::{DomId, DomainSpec, GuestType, Hypervisor, PageType, PvVcpuState, Toolstack};
 use rxmigrate::x86::{pagetable, shared_info, start_info, vcpu};
 use sim_util::*;
 use std::collections::HashMap;
@@ -33,15 +33,15 @@ fn pv_restore(src: &SimHost, sd: DomId, dst: &SimHost, fault: Fault) -> Result<D
         .collect();
     let n = info.p2m_size();
     let dd = dst
-        .create_domain(&DomainSpec {
+        .build_domain(&DomainSpec {
             name: format!("{}-incoming", info.name),
             guest_type: GuestType::Pv,
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
-            config: src.domain_config(sd).map_err(e)?,
-            pvh: false,
+            config: Some(src.domain_config(sd).map_err(e)?),
         })
-        .map_err(e)?;
+        .map_err(e)?
+        .domid;
     let pfns: Vec<u64> = (0..n).collect();
     let dp2m = dst.populate(dd, &pfns).map_err(e)?;
     let mut types = vec![PageType::NOTAB; n as usize];
@@ -135,15 +135,15 @@ fn hvm_restore(src: &SimHost, sd: DomId, dst: &SimHost) -> Result<DomId, String>
     let info = src.domain_info(sd).map_err(e)?;
     let n = info.p2m_size();
     let dd = dst
-        .create_domain(&DomainSpec {
+        .build_domain(&DomainSpec {
             name: info.name.clone(),
             guest_type: GuestType::Hvm,
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
             config: None, // a raw stream carries no config
-            pvh: false,
         })
-        .map_err(e)?;
+        .map_err(e)?
+        .domid;
     let gfns: Vec<u64> = (0..n).collect();
     let mut types = vec![PageType::NOTAB; n as usize];
     for (i, chunk) in gfns.chunks(1024).enumerate() {
@@ -304,19 +304,19 @@ fn hvm_guest_restored_without_config_continues_exactly() {
 }
 
 #[test]
-fn create_domain_starts_paused_and_unpause_without_context_fails() {
+fn a_built_domain_starts_paused_and_unpause_without_context_fails() {
     let mut b = TestHost::new();
     let dd = b
         .host
-        .create_domain(&DomainSpec {
+        .build_domain(&DomainSpec {
             name: "empty".into(),
             guest_type: GuestType::Pv,
             max_pfn: 255,
             max_vcpu_id: 0,
             config: None,
-            pvh: false,
         })
-        .unwrap();
+        .unwrap()
+        .domid;
     b.doms.push(dd);
     let info = b.host.domain_info(dd).unwrap();
     assert!(info.paused);

@@ -1,6 +1,6 @@
 //! `rxmigrate save | restore | migrate | receive`.
 
-use crate::hv::Hypervisor;
+use crate::hv::Host;
 use crate::migrate::{self, ReceiveOptions, RestoreImageOptions, SendOptions};
 use crate::precopy::{self, Policy, PolicySpec};
 use crate::restore::{parse_size, Limits, NoHooks};
@@ -228,7 +228,8 @@ pub struct SaveArgs {
     pub policy: PolicyArgs,
 }
 
-pub fn save(hv: &dyn Hypervisor, a: &SaveArgs) -> Result<()> {
+pub fn save(host: Host<'_>, a: &SaveArgs) -> Result<()> {
+    let hv = host.hv;
     let dom = hv.lookup(&a.domain)?;
     let mut policy = a.policy.build()?;
     let mut hooks = CliHooks::new(a.stats.as_ref())?;
@@ -238,7 +239,7 @@ pub fn save(hv: &dyn Hypervisor, a: &SaveArgs) -> Result<()> {
         Box::new(create_private(&a.file).with_context(|| format!("creating {}", a.file.display()))?)
     };
     let (outcome, _) = migrate::save_image(
-        hv,
+        host,
         dom,
         BufWriter::with_capacity(1 << 20, out),
         policy.as_mut(),
@@ -296,14 +297,15 @@ pub struct RestoreArgs {
 }
 
 /// The host's receiver limits, with `--max-memory` if given.
-fn limits(hv: &dyn Hypervisor, max_memory: Option<u64>) -> Limits {
+fn limits(host: Host<'_>, max_memory: Option<u64>) -> Limits {
     match max_memory {
         Some(m) => Limits::new(m),
-        None => Limits::for_host(hv),
+        None => Limits::for_host(host.hv),
     }
 }
 
-pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
+pub fn restore(host: Host<'_>, a: &RestoreArgs) -> Result<()> {
+    let hv = host.hv;
     let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
         // A pipe may go silent: poll it so a signal still ends the wait.
         let stdin = io::stdin()
@@ -324,14 +326,14 @@ pub fn restore(hv: &dyn Hypervisor, a: &RestoreArgs) -> Result<()> {
         None => None,
     };
     let out = migrate::restore_image(
-        hv,
+        host,
         &mut input,
         &RestoreImageOptions {
             raw: a.raw,
             name: a.name.clone(),
             max_pfn,
             trust_config: a.trust_config,
-            limits: Some(limits(hv, a.max_memory)),
+            limits: Some(limits(host, a.max_memory)),
         },
         &mut NoHooks,
     )
@@ -445,7 +447,8 @@ fn reap(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> 
     }
 }
 
-pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()> {
+pub fn migrate(here: Host<'_>, hv_spec: &str, a: &MigrateArgs) -> Result<()> {
+    let hv = here.hv;
     let dom = hv.lookup(&a.domain)?;
     let rate = match &a.bandwidth {
         Some(b) => parse_bandwidth(b).map_err(anyhow::Error::msg)?,
@@ -469,7 +472,7 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
             let acks = BufReader::new(conn.reader);
             let data = BufWriter::with_capacity(1 << 20, RateLimited::new(conn.writer, rate));
             migrate::send(
-                hv,
+                here,
                 dom,
                 acks,
                 data,
@@ -512,7 +515,7 @@ pub fn migrate(hv: &dyn Hypervisor, hv_spec: &str, a: &MigrateArgs) -> Result<()
             let acks = BufReader::new(Timed::new(stdout, waits.timer.clone(), who));
             // Both pipes are closed when send returns.
             let r = migrate::send(
-                hv,
+                here,
                 dom,
                 acks,
                 data,
@@ -586,11 +589,11 @@ fn receiver_auth(a: &ReceiveArgs) -> Result<ReceiverAuth> {
     })
 }
 
-pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
+pub fn receive(host: Host<'_>, a: &ReceiveArgs) -> Result<()> {
     let opts = ReceiveOptions {
         paused: a.paused,
         trust_config: a.trust_config,
-        limits: Some(limits(hv, a.max_memory)),
+        limits: Some(limits(host, a.max_memory)),
         waits: Waits::new(Timeouts {
             accept: (a.accept_timeout > 0).then(|| secs(a.accept_timeout)),
             ..a.timeouts.timeouts()
@@ -622,7 +625,7 @@ pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
             // One migration per run: later peers are told so until it ends.
             let _busy = listener.refuse_others();
             let data = BufReader::with_capacity(1 << 20, conn.reader);
-            migrate::receive(hv, data, conn.writer, &opts)?
+            migrate::receive(host, data, conn.writer, &opts)?
         }
         None => {
             // Unbuffered copies of fds 0 and 1: the waits poll the
@@ -635,7 +638,7 @@ pub fn receive(hv: &dyn Hypervisor, a: &ReceiveArgs) -> Result<()> {
                 Timed::new(stdin, opts.waits.timer.clone(), "the sender (stdin)"),
             );
             let acks = Timed::new(stdout, opts.waits.timer.clone(), "the sender (stdout)");
-            migrate::receive(hv, data, acks, &opts)?
+            migrate::receive(host, data, acks, &opts)?
         }
     };
     eprintln!(

@@ -1,9 +1,12 @@
-//! The hypervisor boundary.
+//! The hypervisor and toolstack boundaries.
 //!
 //! [`Hypervisor`] mirrors the few libxenctrl / libxenforeignmemory calls that
 //! libxenguest's save and restore make (docs/REFERENCE.md §11), one method per call
-//! or small group of calls. The engines above it hold all the logic; a backend
-//! is a translation:
+//! or small group of calls: memory, log-dirty, vCPU and platform context, the
+//! domain's lifecycle. [`Toolstack`] is what libxl does around them (domain
+//! build, xenstore, grant seeding, device model, the xl config). The engines
+//! above both hold all the logic; a backend implements both, as a
+//! translation:
 //! - [`sim`]: the simulated Xen host (processes over shared memory), the default
 //!   wherever there is no Xen;
 //! - [`xen`]: Xen 4.17 through xen-sys (libxenctrl and friends, loaded at
@@ -16,6 +19,7 @@
 pub mod page;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod toolstack;
 pub mod xen;
 
 use crate::bitmap::Bitmap;
@@ -23,6 +27,10 @@ pub use crate::stream::{PageType, TscInfo};
 pub use nix::errno::Errno;
 pub use page::{GuestPage, GuestPageMut};
 use std::fmt;
+pub use toolstack::{
+    BuiltDomain, Channels, DeviceModelState, DomainConfig, DomainSpec, GrantSeed, Rings, Toolstack,
+    XlType,
+};
 
 pub type DomId = u32;
 
@@ -201,21 +209,6 @@ pub struct PvVcpuState {
     pub msrs: Vec<u8>,
 }
 
-/// What a restore asks the host to build before the stream's contents go in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainSpec {
-    pub name: String,
-    pub guest_type: GuestType,
-    pub max_pfn: u64,
-    pub max_vcpu_id: u32,
-    /// Host-specific extra configuration (the sim host keeps its workload
-    /// parameters here; xl's JSON config is carried in the save file).
-    pub config: Option<serde_json::Value>,
-    /// An HVM guest without emulated platform devices (xl's `type = "pvh"`):
-    /// Xen gives it a local APIC only. The stream does not say; the config does.
-    pub pvh: bool,
-}
-
 /// A batch of guest frames mapped into the toolstack (`xenforeignmemory_map`).
 /// The guest may write them while they are mapped: they are reached through
 /// [`GuestPage`] copies, never as Rust slices.
@@ -311,99 +304,60 @@ pub trait Hypervisor: Send + Sync {
     fn set_cpu_policy(&self, dom: DomId, policy: &CpuPolicy) -> Result<()>;
 
     // Restore.
-    /// Create an empty, paused domain to restore into.
-    fn create_domain(&self, spec: &DomainSpec) -> Result<DomId>;
     /// `xc_domain_populate_physmap_exact` for these pfns; returns the gfn of
     /// each (the new mfn for PV, the pfn itself for HVM).
     fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>>;
     /// Memory the host could still give a new guest, in bytes, as the
     /// hypervisor reports it: a receiver's default limit on the size of a
     /// guest it restores. `None`: this host cannot tell.
-    fn host_free_memory(&self) -> Result<Option<u64>> {
-        Ok(None)
-    }
+    fn host_free_memory(&self) -> Result<Option<u64>>;
     /// Most memory the domain may hold, in bytes: what the toolstack granted
     /// it (Xen: `max_pages`; sim: its RAM). A restore into a domain the
     /// toolstack built is bounded by this.
     fn domain_max_memory(&self, dom: DomId) -> Result<u64>;
-    /// Host-specific configuration of a running domain (see [`DomainSpec`]).
-    fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>>;
-
-    /// For a domain this host made in `create_domain`: the (xenstore,
-    /// console) event channels it allocated, which the restore writes into
-    /// the guest. `None`: the caller's (libxl's) channels apply.
-    fn restore_channels(&self, _dom: DomId) -> Result<Option<(u32, u32)>> {
-        Ok(None)
-    }
-    /// Write the console and xenstore grant entries of a restored guest
-    /// (`xc_dom_gnttab_seed`, done at the end of every restore).
-    fn seed_grant_table(
-        &self,
-        _dom: DomId,
-        _console_gfn: u64,
-        _console_domid: u32,
-        _store_gfn: u64,
-        _store_domid: u32,
-    ) -> Result<()> {
-        Ok(())
-    }
-    /// The restore into a domain this host created is complete (still
-    /// paused): connect its xenstore and console rings to dom0's daemons.
-    fn restore_finished(&self, _dom: DomId, _store_gfn: u64, _console_gfn: u64) -> Result<()> {
-        Ok(())
-    }
-    /// A suspended HVM guest's device model, stopped and saved (libxl's
-    /// EMULATOR_XENSTORE_DATA and EMULATOR_CONTEXT records). `None`: there
-    /// is no device model.
-    fn device_model_state(&self, _dom: DomId) -> Result<Option<DeviceModelState>> {
-        Ok(None)
-    }
-    /// Before anything is restored from an image with this (xl) config: can
-    /// this host give the guest what it needs? A clear refusal here costs
-    /// nothing; one after the memory is restored costs a domain.
-    fn check_restore_config(&self, _config: &serde_json::Value) -> Result<()> {
-        Ok(())
-    }
-    /// A domain this host created and restored (still paused) gets what the
-    /// toolstack gives a guest besides the stream: platform settings from the
-    /// image's xl `config` and, for HVM, its device model with the `state`
-    /// the image carried. A no-op where guests need none.
-    fn start_platform(
-        &self,
-        _dom: DomId,
-        _state: Option<&DeviceModelState>,
-        _config: Option<&serde_json::Value>,
-    ) -> Result<()> {
-        Ok(())
-    }
 }
 
-/// The device model state of an HVM guest, as libxl carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceModelState {
-    /// libxl's emulator id (2 = qemu-xen).
-    pub emulator_id: u32,
-    /// The device model's xenstore entries, relative to its directory.
-    pub xenstore: Vec<(String, String)>,
-    /// The device state QEMU saved.
-    pub context: Vec<u8>,
+/// A host as the engines see it: its hypervisor and its toolstack.
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    pub hv: &'a dyn Hypervisor,
+    pub ts: &'a dyn Toolstack,
 }
 
-impl DeviceModelState {
-    pub fn empty(emulator_id: u32) -> DeviceModelState {
-        DeviceModelState {
-            emulator_id,
-            xenstore: Vec::new(),
-            context: Vec::new(),
+impl<'a> Host<'a> {
+    /// The host of a backend that implements both traits.
+    pub fn of<B: Hypervisor + Toolstack>(backend: &'a B) -> Host<'a> {
+        Host {
+            hv: backend,
+            ts: backend,
         }
     }
 }
 
-/// Open the hypervisor named by `spec`: `sim:DIR` (the simulated host in
-/// DIR), `sim` (the default simulated host) or `xen`. Without a spec: env
+/// A backend that implements both traits is a host (`&sim` wherever a
+/// `Host` is taken).
+impl<'a, B: Hypervisor + Toolstack> From<&'a B> for Host<'a> {
+    fn from(backend: &'a B) -> Host<'a> {
+        Host::of(backend)
+    }
+}
+
+/// A backend: one host's hypervisor and toolstack in one object.
+pub trait Backend: Hypervisor + Toolstack {
+    fn host(&self) -> Host<'_>;
+}
+
+impl<B: Hypervisor + Toolstack> Backend for B {
+    fn host(&self) -> Host<'_> {
+        Host::of(self)
+    }
+}
+
+/// Open the host named by `spec`: `sim:DIR` (the simulated host in DIR),
+/// `sim` (the default simulated host) or `xen`. Without a spec: env
 /// `RXMIGRATE_HV`, else Xen where /dev/xen/privcmd exists, else the default
 /// simulated host. A build without the `sim` feature opens Xen only.
-pub fn open_hv(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
+pub fn open_hv(spec: Option<&str>) -> Result<Box<dyn Backend>> {
     let env = std::env::var("RXMIGRATE_HV").ok().filter(|s| !s.is_empty());
     let spec = spec.map(str::to_string).or(env);
     match spec.as_deref() {
@@ -414,7 +368,7 @@ pub fn open_hv(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
 }
 
 #[cfg(feature = "sim")]
-fn open_sim(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
+fn open_sim(spec: Option<&str>) -> Result<Box<dyn Backend>> {
     match spec {
         None | Some("sim") => Ok(Box::new(sim::SimHost::open(&sim::default_dir())?)),
         Some(s) => match s.strip_prefix("sim:") {
@@ -430,7 +384,7 @@ fn open_sim(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
 }
 
 #[cfg(not(feature = "sim"))]
-fn open_sim(spec: Option<&str>) -> Result<Box<dyn Hypervisor>> {
+fn open_sim(spec: Option<&str>) -> Result<Box<dyn Backend>> {
     Err(match spec {
         None => HvError::Unavailable(format!(
             "no Xen here ({} is missing) and this build has no simulated host",

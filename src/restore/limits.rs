@@ -3,8 +3,8 @@
 //! restore allocates is bounded by these (and by the guest's own size, once
 //! known) before it is allocated.
 
-use crate::hv::{GuestType, Hypervisor};
-use crate::image::{ConfigFacts, ImageLimits};
+use crate::hv::{DomainConfig, GuestType, Hypervisor};
+use crate::image::ImageLimits;
 use crate::stream::{OverLimit, ReadCaps, Size, Unit, PAGE_SIZE};
 
 /// Largest guest restored without `--max-memory` when the host cannot say
@@ -122,8 +122,8 @@ impl Limits {
 
     /// What an xl config asks for fits: its memory and its vCPUs, checked
     /// before anything is created.
-    pub fn check_config(&self, facts: &ConfigFacts) -> Result<(), OverLimit> {
-        if let Some(kb) = facts.max_memkb {
+    pub fn check_config(&self, config: &DomainConfig) -> Result<(), OverLimit> {
+        if let Some(kb) = config.max_memory_kb() {
             if kb / 4 > self.max_pages() {
                 return Err(OverLimit::new(
                     "xl config b_info.max_memkb",
@@ -134,7 +134,7 @@ impl Limits {
                 .hint(MAX_MEMORY_HINT));
             }
         }
-        if let Some(n) = facts.max_vcpus {
+        if let Some(n) = config.max_vcpus() {
             OverLimit::check(
                 "xl config b_info.max_vcpus",
                 n,
@@ -222,10 +222,11 @@ mod tests {
     #[test]
     fn config_memory_near_two_to_the_64_is_refused_not_wrapped() {
         let l = Limits::new(1 << 30);
-        let facts = |kb, vcpus| ConfigFacts {
-            max_memkb: Some(kb),
-            max_vcpus: Some(vcpus),
-            ..Default::default()
+        let facts = |kb: u64, vcpus: u64| {
+            DomainConfig::from_json(serde_json::json!({
+                "b_info": {"max_memkb": kb, "max_vcpus": vcpus}
+            }))
+            .unwrap()
         };
         assert!(l.check_config(&facts(1 << 20, 4)).is_ok());
         let e = l.check_config(&facts(u64::MAX - 3, 1)).unwrap_err();

@@ -1,4 +1,6 @@
-//! The restore engine: `xc_domain_restore` over the [`Hypervisor`] trait.
+//! The restore engine: `xc_domain_restore` over the [`Hypervisor`] trait,
+//! with the toolstack's steps (domain build, grant seeding, introduction to
+//! xenstore) through [`Toolstack`].
 //!
 //! Records are applied as Xen applies them (docs/REFERENCE.md §10): pages and TSC
 //! at once, HVM params at once (before the context), CPU policy at
@@ -12,7 +14,10 @@ mod pv;
 pub use limits::{parse_size, Limits, FALLBACK_MAX_MEMORY};
 
 use crate::bitmap::Bitmap;
-use crate::hv::{CpuPolicy, DomId, DomainSpec, GuestType, HvError, Hypervisor, PvVcpuState};
+use crate::hv::{
+    CpuPolicy, DomId, DomainConfig, DomainSpec, GrantSeed, GuestType, Host, HvError, Hypervisor,
+    PvVcpuState, Rings, Toolstack,
+};
 use crate::stream::{DomainType, LibxcReader, OverLimit, Record, StreamError, Unit, PAGE_SIZE};
 use crate::x86::X86Error;
 use std::collections::BTreeMap;
@@ -77,9 +82,8 @@ pub enum Target {
         name: String,
         max_pfn: Option<u64>,
         max_vcpu_id: u32,
-        config: Option<serde_json::Value>,
-        /// A PVH guest (HVM streams do not tell PVH from HVM).
-        pvh: bool,
+        /// The image's xl config (it tells PVH from HVM; HVM streams do not).
+        config: Option<DomainConfig>,
     },
     /// A domain the toolstack already built (libxl's restore).
     Existing(DomId),
@@ -119,38 +123,41 @@ pub struct RestoreOutcome {
 /// Restore one libxc stream (headers already read by `reader`) up to and
 /// including its END record, within the host's default [`Limits`]. Nothing
 /// past END is read. The domain is left paused.
-pub fn restore<R: Read>(
-    hv: &dyn Hypervisor,
+pub fn restore<'h, R: Read>(
+    host: impl Into<Host<'h>>,
     reader: &mut LibxcReader<R>,
     target: Target,
     params: RestoreParams,
     hooks: &mut dyn RestoreHooks,
 ) -> Result<RestoreOutcome, RestoreError> {
-    restore_limited(hv, reader, target, params, hooks, &Limits::for_host(hv))
+    let host = host.into();
+    let limits = Limits::for_host(host.hv);
+    restore_limited(host, reader, target, params, hooks, &limits)
 }
 
 /// As [`restore`], within `limits`: the guest's size (from the target or
 /// the stream) is checked before the domain is created, and every record
 /// against that size as it arrives.
-pub fn restore_limited<R: Read>(
-    hv: &dyn Hypervisor,
+pub fn restore_limited<'h, R: Read>(
+    host: impl Into<Host<'h>>,
     reader: &mut LibxcReader<R>,
     target: Target,
     params: RestoreParams,
     hooks: &mut dyn RestoreHooks,
     limits: &Limits,
 ) -> Result<RestoreOutcome, RestoreError> {
+    let host = host.into();
     let guest_type = match reader.domain_header().domain_type {
         DomainType::X86Pv => GuestType::Pv,
         DomainType::X86Hvm => GuestType::Hvm,
     };
-    let mut r = Restorer::new(hv, guest_type, target, params, limits.clone());
+    let mut r = Restorer::new(host, guest_type, target, params, limits.clone());
     let result = r.run(reader, hooks);
     match result {
         Ok(out) => Ok(out),
         Err(e) => {
             if let (Some(dom), true) = (r.dom, r.created) {
-                if let Err(de) = hv.destroy(dom) {
+                if let Err(de) = host.hv.destroy(dom) {
                     log::error!("restore failed and destroying domain {dom} failed too: {de}");
                 } else {
                     log::info!("restore failed: destroyed half-built domain {dom}");
@@ -163,6 +170,7 @@ pub fn restore_limited<R: Read>(
 
 pub(crate) struct Restorer<'a> {
     hv: &'a dyn Hypervisor,
+    ts: &'a dyn Toolstack,
     guest_type: GuestType,
     target: Option<Target>,
     params: RestoreParams,
@@ -198,7 +206,7 @@ const MAX_ONCE_RECORDS: u64 = 64;
 
 impl<'a> Restorer<'a> {
     fn new(
-        hv: &'a dyn Hypervisor,
+        host: Host<'a>,
         guest_type: GuestType,
         target: Target,
         params: RestoreParams,
@@ -214,7 +222,8 @@ impl<'a> Restorer<'a> {
             GuestType::Hvm => Limits::hvm_pfn_cap(limits.max_pages()),
         };
         Restorer {
-            hv,
+            hv: host.hv,
+            ts: host.ts,
             guest_type,
             target: Some(target),
             params,
@@ -275,7 +284,6 @@ impl<'a> Restorer<'a> {
                 max_pfn: spec_max,
                 max_vcpu_id,
                 config,
-                pvh,
             }) => {
                 let (max, what) = match (spec_max, max_pfn) {
                     (Some(m), _) => (m, "the guest's memory size (config max_memkb or --memory)"),
@@ -297,23 +305,20 @@ impl<'a> Restorer<'a> {
                     GuestType::Hvm => Limits::hvm_pfn_cap(max + 1),
                 };
                 self.max_vcpu_id = max_vcpu_id;
-                let d = self.hv.create_domain(&DomainSpec {
+                let built = self.ts.build_domain(&DomainSpec {
                     name,
                     guest_type: self.guest_type,
                     max_pfn: max,
                     max_vcpu_id,
                     config,
-                    pvh,
                 })?;
                 self.created = true;
                 self.max_pfn = max;
-                // A host that builds the domain itself also made its rings'
-                // event channels; the guest must be told those.
-                if let Some((store, console)) = self.hv.restore_channels(d)? {
-                    self.params.store_evtchn = store;
-                    self.params.console_evtchn = console;
-                }
-                d
+                // The toolstack that built the domain made its rings' event
+                // channels; the guest must be told those.
+                self.params.store_evtchn = built.channels.store_port;
+                self.params.console_evtchn = built.channels.console_port;
+                built.domid
             }
             None => return Err(RestoreError::Missing("no restore target".into())),
         };
@@ -647,15 +652,23 @@ impl<'a> Restorer<'a> {
                 (get(hvm_param::STORE_PFN), get(hvm_param::CONSOLE_PFN))
             }
         };
-        self.hv.seed_grant_table(
+        self.ts.seed_grant_table(
             dom,
-            console_gfn,
-            self.params.console_domid,
-            store_gfn,
-            self.params.store_domid,
+            &GrantSeed {
+                console_gfn,
+                console_domid: self.params.console_domid,
+                store_gfn,
+                store_domid: self.params.store_domid,
+            },
         )?;
         if self.created {
-            self.hv.restore_finished(dom, store_gfn, console_gfn)?;
+            self.ts.restore_finished(
+                dom,
+                &Rings {
+                    store_gfn,
+                    console_gfn,
+                },
+            )?;
         }
         Ok(RestoreOutcome {
             domid: dom,

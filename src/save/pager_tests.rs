@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::hv::sim::SimHost;
-use crate::hv::{DomainSpec, GuestType};
+use crate::hv::{DomainSpec, GuestType, Toolstack};
 use crate::save::{hvm::HvmOps, DirectHooks};
 use crate::stream::{DomainHeader, DomainType, LibxcReader, Record};
 
@@ -34,15 +34,15 @@ fn zero_pages_go_without_data_on_their_first_send_only() {
     let dir = tempfile::tempdir().unwrap();
     let host = SimHost::open(dir.path()).unwrap();
     let dom = host
-        .create_domain(&DomainSpec {
+        .build_domain(&DomainSpec {
             name: "pager".into(),
             guest_type: GuestType::Hvm,
             max_pfn: 511,
             max_vcpu_id: 0,
             config: None,
-            pvh: false,
         })
-        .unwrap();
+        .unwrap()
+        .domid;
     let pfns: Vec<u64> = (0..512).collect();
     host.populate(dom, &pfns).unwrap();
     // A freshly populated frame is zero (what XALLOC relies on).

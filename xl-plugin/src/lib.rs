@@ -24,7 +24,7 @@ pub mod stock;
 
 use args::{Mode, StreamType, XCFLAGS_DEBUG};
 use proto::{Libxl, Message};
-use rxmigrate::hv::{open_hv, HvError, Hypervisor};
+use rxmigrate::hv::{open_hv, Host, HvError};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -209,27 +209,27 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         }
         Err(e) => return finish(&libxl, &mode, Err(e.into())),
     };
-    let result = run_engine(hv.as_ref(), &mode, &libxl, &cfg);
+    let result = run_engine(hv.host(), &mode, &libxl, &cfg);
     finish(&libxl, &mode, result)
 }
 
 fn run_engine(
-    hv: &dyn Hypervisor,
+    host: Host<'_>,
     mode: &Mode,
     libxl: &Libxl,
     cfg: &config::Config,
 ) -> Result<(u64, u64), PluginError> {
-    log::debug!("hypervisor {}", hv.describe());
+    log::debug!("hypervisor {}", host.hv.describe());
     match mode {
         Mode::Save(a) => {
             let io = iofd::take(a.io_fd, "io_fd")?;
             iofd::abort_writes_on_sigterm(a.io_fd)?;
-            save::run(hv, a, io, libxl, cfg)?;
+            save::run(host.hv, a, io, libxl, cfg)?;
             Ok((0, 0))
         }
         Mode::Restore(a) => {
             let mut io = iofd::take(a.io_fd, "io_fd")?;
-            let out = restore::run(hv, a, &mut io, libxl)?;
+            let out = restore::run(host, a, &mut io, libxl)?;
             Ok((out.store_gfn, out.console_gfn))
         }
     }

@@ -7,7 +7,7 @@
 
 use crate::args::RestoreArgs;
 use crate::proto::{cbflag, msg, Libxl, Message};
-use rxmigrate::hv::Hypervisor;
+use rxmigrate::hv::Host;
 use rxmigrate::restore::{self, RestoreError, RestoreHooks, RestoreOutcome, RestoreParams, Target};
 use rxmigrate::stream::LibxcReader;
 use std::fs::File;
@@ -36,7 +36,7 @@ impl RestoreHooks for LibxlRestoreHooks<'_> {
 
 /// Restore the libxc stream on `io` into domain `a.domid`, left paused.
 pub fn run(
-    hv: &dyn Hypervisor,
+    host: Host<'_>,
     a: &RestoreArgs,
     io: &mut File,
     libxl: &Libxl,
@@ -48,7 +48,7 @@ pub fn run(
         cbflags: a.cbflags,
     };
     let out = restore::restore(
-        hv,
+        host,
         &mut reader,
         Target::Existing(a.domid),
         RestoreParams {

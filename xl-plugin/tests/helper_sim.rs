@@ -7,7 +7,7 @@ mod libxl_side;
 
 use libxl_side::*;
 use rxmigrate::hv::sim::{check, GuestConfig, SimHost, WorkloadKind};
-use rxmigrate::hv::{DomainSpec, GuestType, Hypervisor, ShutdownReason};
+use rxmigrate::hv::{DomainSpec, GuestType, Hypervisor, ShutdownReason, Toolstack};
 use rxmigrate::stream::{DomainType, LibxcReader};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -216,7 +216,7 @@ fn save_then_restore(t: GuestType, live: bool) {
     a.run_until(dom, 2000).expect("warm up");
     a.unpause(dom).expect("run");
     let info = a.domain_info(dom).expect("info");
-    let config = a.domain_config(dom).expect("config");
+    let config = Some(a.domain_config(dom).expect("config"));
     let params = match t {
         GuestType::Hvm => Some((a.hvm_param(dom, 1).unwrap(), a.hvm_param(dom, 17).unwrap())),
         GuestType::Pv => None,
@@ -316,15 +316,15 @@ fn save_then_restore(t: GuestType, live: bool) {
         ids: vec![],
     };
     let nd = b
-        .create_domain(&DomainSpec {
+        .build_domain(&DomainSpec {
             name: "web--incoming".into(),
             guest_type: t,
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
             config,
-            pvh: false,
         })
-        .expect("build the domain");
+        .expect("build the domain")
+        .domid;
     dst.ids.push(nd);
     let r = restore(&b, nd, s.stream.clone(), 0);
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
@@ -402,15 +402,15 @@ fn restore_fails_cleanly_when_libxl_rejects_static_data() {
         ids: vec![],
     };
     let nd = b
-        .create_domain(&DomainSpec {
+        .build_domain(&DomainSpec {
             name: "db".into(),
             guest_type: GuestType::Pv,
             max_pfn: info.max_pfn,
             max_vcpu_id: info.max_vcpu_id,
-            config: a.domain_config(dom).unwrap(),
-            pvh: false,
+            config: Some(a.domain_config(dom).unwrap()),
         })
-        .unwrap();
+        .unwrap()
+        .domid;
     dst.ids.push(nd);
     let r = restore(&b, nd, s.stream, -1);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -541,15 +541,15 @@ fn a_stream_larger_than_the_domain_libxl_built_is_refused() {
     };
     // A quarter of the guest's memory granted: its pfns may reach half.
     let nd = b
-        .create_domain(&DomainSpec {
+        .build_domain(&DomainSpec {
             name: "big".into(),
             guest_type: GuestType::Pv,
             max_pfn: info.p2m_size() / 4 - 1,
             max_vcpu_id: info.max_vcpu_id,
-            config: a.domain_config(dom).unwrap(),
-            pvh: false,
+            config: Some(a.domain_config(dom).unwrap()),
         })
-        .unwrap();
+        .unwrap()
+        .domid;
     dst.ids.push(nd);
     let r = restore(&b, nd, s.stream, 0);
     let Some(Msg::Complete { retval, .. }) = r.received.last().map(|m| m.msg.clone()) else {

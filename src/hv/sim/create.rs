@@ -180,6 +180,7 @@ impl SimHost {
                 d.st.params()?[*i as usize].store(*v, Ordering::Relaxed);
             }
             d.st.set_shared_info(&img.shared_info)?;
+            self.toolstack_new_guest(domid, cfg)?;
             let c = if cfg.paused { cmd::PAUSE } else { cmd::RUN };
             d.st.cmd()?.store(c, Ordering::Release);
             self.start_guest(&d)

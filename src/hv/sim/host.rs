@@ -1,10 +1,10 @@
 //! `SimHost`: the simulated Xen host, its domains' mappings, and its
 //! `Hypervisor` implementation. The rooms around it: `create` (new domains),
+//! `toolstack` (the `Toolstack` implementation: xenstore, grants, device model),
 //! `process` (the guest process and its states), `tracking` (log-dirty),
 //! `pv` (P2M, vCPU contexts, page-table pins), `mapping` (`map_pages`).
 
 use super::build::{self, param, Scramble};
-use super::config::GuestConfig;
 use super::cpu;
 use super::create::host_tag;
 use super::ctl::{self, cmd, state, DomState};
@@ -15,10 +15,10 @@ use super::process::timeout;
 use super::shm::Shm;
 use crate::bitmap::Bitmap;
 use crate::hv::{
-    CpuPolicy, DomId, DomainInfo, DomainSpec, GuestType, HvError, Hypervisor, PageMapping,
-    PageType, PvP2m, PvVcpuState, Result, ShutdownReason, TscInfo, INVALID_MFN,
+    CpuPolicy, DomId, DomainInfo, GuestType, HvError, Hypervisor, PageMapping, PageType, PvP2m,
+    PvVcpuState, Result, ShutdownReason, TscInfo, INVALID_MFN,
 };
-use crate::x86::{shared_info, vcpu};
+use crate::x86::vcpu;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -277,7 +277,9 @@ impl Hypervisor for SimHost {
         }
         let mut m = self.dir.read_meta(dom)?;
         m.name = name.to_string();
-        self.dir.write_meta(&m)
+        self.dir.write_meta(&m)?;
+        drop(_l);
+        self.toolstack_rename(dom, name)
     }
 
     fn pause(&self, dom: DomId) -> Result<()> {
@@ -643,36 +645,6 @@ impl Hypervisor for SimHost {
         })
     }
 
-    fn create_domain(&self, spec: &DomainSpec) -> Result<DomId> {
-        if spec.max_pfn >= super::config::MAX_MEM_MIB * 256 {
-            return Err(HvError::Invalid {
-                op: "create_domain",
-                msg: format!("max_pfn {:#x} too large", spec.max_pfn),
-            });
-        }
-        let tracking = spec
-            .config
-            .as_ref()
-            .and_then(|c| serde_json::from_value::<GuestConfig>(c.clone()).ok())
-            .and_then(|c| c.tracking);
-        let d = self.new_domain(
-            &spec.name,
-            spec.guest_type,
-            spec.max_pfn + 1,
-            spec.max_vcpu_id + 1,
-            spec.config.clone(),
-            tracking,
-        )?;
-        if spec.guest_type == GuestType::Pv {
-            let mut si = vec![0u8; ctl::PAGE];
-            // A new domain's event channels all start masked.
-            si[shared_info::EVTCHN_MASK..shared_info::EVTCHN_MASK + 8 * shared_info::EVTCHN_WORDS]
-                .fill(0xff);
-            d.st.set_shared_info(&si)?;
-        }
-        Ok(d.meta.domid)
-    }
-
     fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>> {
         let d = self.dom(dom)?;
         let sc = Scramble::new(d.pages(), d.meta.salt);
@@ -707,10 +679,6 @@ impl Hypervisor for SimHost {
     /// A simulated guest holds its RAM and no more.
     fn domain_max_memory(&self, dom: DomId) -> Result<u64> {
         Ok(self.domain_info(dom)?.p2m_size().saturating_mul(4096))
-    }
-
-    fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>> {
-        Ok(self.dir.read_meta(dom)?.config)
     }
 
     /// A simulated guest's RAM is this machine's memory: what the kernel

@@ -12,7 +12,8 @@
 //! Module map: `config` (what a guest is), `layout` (where things live in
 //! pfn space), `workload` (the step function), `build` (a fresh guest),
 //! `machine` (how a guest boots from its context and runs), `guest` (the
-//! guest process), `host` (`SimHost`, the `Hypervisor` impl), `oracle`
+//! guest process), `host` (`SimHost`, the `Hypervisor` impl), `toolstack` (its `Toolstack`
+//! impl: xenstore, grant table, device model), `oracle`
 //! (the reference run and comparison), `ctl`/`meta`/`shm` (shared state),
 //! `uffd` (kernel write tracking), `trace` (recorded
 //! page-write traces and their replay), `hvmctx`, `cpu` (fixed CPU facts).
@@ -33,6 +34,7 @@ pub mod oracle;
 mod process;
 mod pv;
 pub mod shm;
+pub mod toolstack;
 pub mod trace;
 mod tracking;
 pub mod uffd;
@@ -44,4 +46,5 @@ pub use config::{
 pub use host::{default_dir, SimHost};
 pub use oracle::{check, compare, written_between, CheckReport, Reference};
 pub use process::own_start_time;
+pub use toolstack::{GrantEntry, ToolstackState};
 pub use tracking::probe_tracking;

@@ -3,7 +3,8 @@
 
 use super::bare_domain;
 use super::{Created, XenHost};
-use crate::hv::{DomId, DomainSpec, Hypervisor, Result};
+use crate::hv::toolstack::xenstore;
+use crate::hv::{BuiltDomain, Channels, DomainSpec, Hypervisor, Result};
 use xen_sys::*;
 
 fn random_handle() -> [u8; 16] {
@@ -19,7 +20,7 @@ fn random_handle() -> [u8; 16] {
 
 /// Creates a paused, empty domain with its xenstore directory and two
 /// unbound event channels (xenstore, console) for dom0's daemons.
-pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
+pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<BuiltDomain> {
     let p = bare_domain::create_params(spec.guest_type, spec.max_pfn, spec.max_vcpu_id);
     let handle = random_handle();
     // SAFETY: plain data, zero is its empty value.
@@ -37,7 +38,7 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
     cfg.max_maptrack_frames = -1;
     cfg.grant_opts = 1; // grant table version 1 at most, what Linux uses
     if p.hvm {
-        cfg.arch.emulation_flags = if spec.pvh {
+        cfg.arch.emulation_flags = if spec.pvh() {
             // PVH: a local APIC and nothing else, as libxl asks.
             XEN_X86_EMU_LAPIC
         } else {
@@ -78,9 +79,9 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
         let console = host.h.call(dom, "evtchn_alloc_unbound", |x| unsafe {
             x.lib.xc_evtchn_alloc_unbound(x.xch, dom, 0) as i64
         })? as u32;
-        let uuid = bare_domain::uuid_string(&handle);
+        let uuid = xenstore::uuid_string(&handle);
         let mem_kb = (spec.max_pfn + 1) * 4;
-        for n in bare_domain::base_nodes(dom, &spec.name, &uuid, spec.max_vcpu_id, mem_kb) {
+        for n in xenstore::base_nodes(dom, &spec.name, &uuid, spec.max_vcpu_id, mem_kb) {
             host.h.xs_write(&n.path, &n.value)?;
             host.h.xs_set_perms(&n.path, &n.perms)?;
         }
@@ -96,7 +97,13 @@ pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(dom, c);
             log::info!("created domain {dom} ({}) for the restore", spec.name);
-            Ok(dom)
+            Ok(BuiltDomain {
+                domid: dom,
+                channels: Channels {
+                    store_port: c.store_evtchn,
+                    console_port: c.console_evtchn,
+                },
+            })
         }
         Err(e) => {
             if let Err(de) = host.destroy(dom) {

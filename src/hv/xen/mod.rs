@@ -1,4 +1,5 @@
-//! `XenHost`: the [`Hypervisor`] trait over Xen 4.17's libxenctrl,
+//! `XenHost`: the [`Hypervisor`] trait (and in `toolstack`, the
+//! [`crate::hv::Toolstack`] trait) over Xen 4.17's libxenctrl,
 //! libxenguest, libxenforeignmemory, libxenevtchn and libxenstore (through
 //! xen-sys, loaded at run time). A thin translation: each method is the
 //! call libxenguest / libxl makes for the same step (docs/REFERENCE.md §11).
@@ -26,8 +27,8 @@ pub use vcpu::{BASIC_SIZE as VCPU_BASIC_SIZE, MSR_SIZE as VCPU_MSR_SIZE};
 
 use crate::bitmap::Bitmap;
 use crate::hv::{
-    CpuPolicy, DeviceModelState, DomId, DomainInfo, DomainSpec, Errno, GuestType, HvError,
-    Hypervisor, PageMapping, PageType, PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
+    CpuPolicy, DomId, DomainInfo, Errno, GuestType, HvError, Hypervisor, PageMapping, PageType,
+    PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
 };
 use handle::{HBuf, Handles};
 use std::collections::HashMap;
@@ -655,10 +656,6 @@ impl Hypervisor for XenHost {
         cpu_policy::set_cpu_policy(self, dom, policy)
     }
 
-    fn create_domain(&self, spec: &DomainSpec) -> Result<DomId> {
-        create::create(self, spec)
-    }
-
     fn populate(&self, dom: DomId, pfns: &[u64]) -> Result<Vec<u64>> {
         if pfns.is_empty() {
             return Ok(Vec::new());
@@ -685,52 +682,5 @@ impl Hypervisor for XenHost {
 
     fn domain_max_memory(&self, dom: DomId) -> Result<u64> {
         Ok(physinfo::max_memory_bytes(&self.raw_info(dom)?))
-    }
-
-    fn domain_config(&self, dom: DomId) -> Result<Option<serde_json::Value>> {
-        toolstack::domain_config(self, dom)
-    }
-
-    fn restore_channels(&self, dom: DomId) -> Result<Option<(u32, u32)>> {
-        toolstack::restore_channels(self, dom)
-    }
-
-    fn seed_grant_table(
-        &self,
-        dom: DomId,
-        console_gfn: u64,
-        console_domid: u32,
-        store_gfn: u64,
-        store_domid: u32,
-    ) -> Result<()> {
-        toolstack::seed_grant_table(
-            self,
-            dom,
-            console_gfn,
-            console_domid,
-            store_gfn,
-            store_domid,
-        )
-    }
-
-    fn device_model_state(&self, dom: DomId) -> Result<Option<DeviceModelState>> {
-        toolstack::device_model_state(self, dom)
-    }
-
-    fn check_restore_config(&self, config: &serde_json::Value) -> Result<()> {
-        toolstack::check_restore_config(config)
-    }
-
-    fn start_platform(
-        &self,
-        dom: DomId,
-        state: Option<&DeviceModelState>,
-        config: Option<&serde_json::Value>,
-    ) -> Result<()> {
-        toolstack::start_platform(self, dom, state, config)
-    }
-
-    fn restore_finished(&self, dom: DomId, store_gfn: u64, console_gfn: u64) -> Result<()> {
-        toolstack::restore_finished(self, dom, store_gfn, console_gfn)
     }
 }
