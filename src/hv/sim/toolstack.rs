@@ -8,9 +8,9 @@
 
 use super::build::Scramble;
 use super::config::{GuestConfig, MAX_MEM_MIB, MAX_VCPUS};
-use super::ctl;
 use super::host::SimHost;
 use super::layout::{HvmLayout, PvLayout};
+use super::{cpu, ctl, hvmctx};
 use crate::hv::toolstack::xenstore;
 use crate::hv::{
     BuiltDomain, Channels, DeviceModelState, DomId, DomainConfig, DomainSpec, GrantSeed, GuestType,
@@ -293,6 +293,11 @@ impl Toolstack for SimHost {
                     ..shared_info::EVTCHN_MASK + 8 * shared_info::EVTCHN_WORDS]
                     .fill(0xff);
                 d.st.set_shared_info(&si)?;
+            } else {
+                // Xen gives a new HVM domain a context: its vCPUs in their
+                // reset state (nothing runs until a restore sets one).
+                let cpus = vec![vec![0u8; hvmctx::CPU_SIZE]; d.meta.vcpus() as usize];
+                d.st.set_hvm_context(&hvmctx::build(cpu::CPUID1_EAX, cpu::TSC_KHZ, &cpus))?;
             }
             self.toolstack_new_domain(dom, &spec.name, spec.max_vcpu_id, d.pages(), true)
         })();
