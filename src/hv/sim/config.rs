@@ -1,7 +1,8 @@
 //! What a simulated guest is made of: size, flavour, workload, seed, rate.
 //!
-//! The config is what `sim create` takes and what `domain_config` returns as
-//! JSON. A guest never needs it to run: everything it needs to continue is
+//! The config is what `sim create` takes and what the toolstack's
+//! `domain_config` carries as JSON (the `rxmigrate` section of the xl
+//! config). A guest never needs it to run: everything it needs to continue is
 //! in its RAM (the workload descriptor page) and its vCPU context.
 
 use crate::hv::{GuestType, HvError, Result};
