@@ -78,7 +78,11 @@ fn live_pv_save_without_shadow_paging_is_refused_and_the_guest_runs_on() {
     .map(|_| ())
     .unwrap_err();
     assert!(e.to_string().contains("needs shadow paging"), "{e}");
-    assert!(raw.is_empty(), "{} bytes written before the refusal", raw.len());
+    assert!(
+        raw.is_empty(),
+        "{} bytes written before the refusal",
+        raw.len()
+    );
 
     // Untouched: still running, never suspended, log-dirty off (enabling it
     // on a host with shadow paging succeeds, which it would not were it
