@@ -233,6 +233,9 @@ impl Hypervisor for Fresh<'_> {
     fn host_free_memory(&self) -> Result<Option<u64>> {
         self.sim.host_free_memory()
     }
+    fn shadow_paging(&self) -> Result<bool> {
+        self.sim.shadow_paging()
+    }
     fn domain_max_memory(&self, d: DomId) -> Result<u64> {
         self.sim.domain_max_memory(d)
     }

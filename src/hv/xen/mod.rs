@@ -15,6 +15,7 @@ mod kept_config;
 mod p2m;
 mod physinfo;
 mod qmp;
+mod release;
 mod suspend;
 mod toolstack;
 mod vcpu;
@@ -77,11 +78,15 @@ impl XenHost {
     pub fn open() -> Result<XenHost> {
         let libs = XenLibs::open().map_err(|e| HvError::Unavailable(e.to_string()))?;
         let h = Box::leak(Box::new(Handles::open(libs)?));
-        Ok(XenHost {
+        let host = XenHost {
             dirty: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
             h,
-        })
+        };
+        // The libraries name a release; the hypervisor must be that one.
+        release::confirm(host.h.libs.release, host.xen_version())?;
+        log::debug!("Xen {} (libxenctrl and hypervisor)", host.h.libs.release);
+        Ok(host)
     }
 
     /// Is this a Xen dom0 (the auto-detection of `open_hv`)?
@@ -90,15 +95,7 @@ impl XenHost {
     }
 
     fn raw_info(&self, dom: DomId) -> Result<xc_domaininfo_t> {
-        let mut info = xc_domaininfo_t::default();
-        // SAFETY: info has room for the one entry asked for.
-        let n = self.h.call(dom, "domain_info", |x| unsafe {
-            x.lib.xc_domain_getinfolist(x.xch, dom, 1, &mut info) as i64
-        })?;
-        if n < 1 || info.domain as DomId != dom {
-            return Err(HvError::NoSuchDomain(dom.to_string()));
-        }
-        Ok(info)
+        release::domain_info(self.h, dom)?.ok_or_else(|| HvError::NoSuchDomain(dom.to_string()))
     }
 
     fn is_hvm(info: &xc_domaininfo_t) -> bool {
@@ -249,7 +246,9 @@ impl Hypervisor for XenHost {
                 .xc_version(xc.xch, XENVER_version as i32, std::ptr::null_mut())
         };
         if v < 0 {
-            return (4, 17);
+            // Not expected of a working dom0; the libraries' release then.
+            let r = self.h.libs.release;
+            return (r.major, r.minor);
         }
         ((v as u32) >> 16, (v as u32) & 0xffff)
     }
@@ -384,7 +383,7 @@ impl Hypervisor for XenHost {
 
     fn logdirty_enable(&self, dom: DomId) -> Result<()> {
         // SAFETY: no bitmap for ENABLE_LOGDIRTY.
-        self.h.call(dom, "logdirty_enable", |x| unsafe {
+        let r = self.h.call(dom, "logdirty_enable", |x| unsafe {
             x.lib.xc_shadow_control(
                 x.xch,
                 dom,
@@ -392,8 +391,18 @@ impl Hypervisor for XenHost {
                 std::ptr::null_mut(),
                 0,
             ) as i64
-        })?;
-        Ok(())
+        });
+        match r {
+            // A PV guest's log-dirty is shadow paging's; a hypervisor
+            // built without it answers EOPNOTSUPP.
+            Err(HvError::Op {
+                errno: Some(Errno::EOPNOTSUPP),
+                ..
+            }) if self.raw_info(dom).is_ok_and(|i| !Self::is_hvm(&i)) => {
+                Err(HvError::NoShadowPaging { dom })
+            }
+            r => r.map(|_| ()),
+        }
     }
 
     fn logdirty_disable(&self, dom: DomId) -> Result<()> {
@@ -678,6 +687,10 @@ impl Hypervisor for XenHost {
 
     fn host_free_memory(&self) -> Result<Option<u64>> {
         Ok(Some(self.physinfo()?.free_bytes()))
+    }
+
+    fn shadow_paging(&self) -> Result<bool> {
+        Ok(self.physinfo()?.has_shadow())
     }
 
     fn domain_max_memory(&self, dom: DomId) -> Result<u64> {

@@ -62,6 +62,9 @@ impl Toolstack for XenHost {
     }
 
     fn seed_grant_table(&self, dom: DomId, seed: &GrantSeed) -> Result<()> {
+        // The console ring as this release's xenconsoled expects it; the
+        // restore is done with it, as libxenguest is when it seeds.
+        super::release::console_restored(self.h, dom, seed.console_gfn)?;
         let info = self.raw_info(dom)?;
         let hvm = XenHost::is_hvm(&info);
         // SAFETY: integer arguments only.
