@@ -13,6 +13,7 @@ pub use limits::{parse_size, Limits, FALLBACK_MAX_MEMORY};
 
 use crate::bitmap::Bitmap;
 use crate::hv::{CpuPolicy, DomId, DomainSpec, GuestType, HvError, Hypervisor, PvVcpuState};
+use crate::stats::Timeline;
 use crate::stream::{DomainType, LibxcReader, OverLimit, Record, StreamError, Unit, PAGE_SIZE};
 use crate::x86::X86Error;
 use std::collections::BTreeMap;
@@ -108,12 +109,15 @@ pub struct NoHooks;
 impl RestoreHooks for NoHooks {}
 
 /// What a finished restore reports (libxl's restore_results).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RestoreOutcome {
     pub domid: DomId,
     pub store_gfn: u64,
     pub console_gfn: u64,
     pub pages: u64,
+    /// The receiver's marks from the end of the page data on (`rx:…`), for
+    /// the downtime's parts; the caller adds its own (device model, unpause).
+    pub timeline: Timeline,
 }
 
 /// Restore one libxc stream (headers already read by `reader`) up to and
@@ -190,6 +194,9 @@ pub(crate) struct Restorer<'a> {
     pages: u64,
     /// PAGE_DATA work space, kept across records.
     scratch: pages::Scratch,
+    /// The last record was PAGE_DATA (the next other one starts the tail).
+    in_pages: bool,
+    timeline: Timeline,
 }
 
 /// Most records of a kind Xen writes once per stream (TSC info, shared
@@ -233,6 +240,8 @@ impl<'a> Restorer<'a> {
             once_counts: [0; 4],
             pages: 0,
             scratch: pages::Scratch::default(),
+            in_pages: false,
+            timeline: Timeline::default(),
         }
     }
 
@@ -383,6 +392,11 @@ impl<'a> Restorer<'a> {
                 return Err(RestoreError::Missing("stream ended before END".into()));
             };
             let rtype = rec.name();
+            // Where the memory ends and the records after it start.
+            let is_pages = matches!(rec, Record::PageData(_));
+            if std::mem::replace(&mut self.in_pages, is_pages) && !is_pages {
+                self.timeline.mark("rx:pages");
+            }
             let at = |msg: String| RestoreError::Record {
                 index,
                 rtype,
@@ -398,7 +412,10 @@ impl<'a> Restorer<'a> {
                 reader.recycle(buf);
             }
             match result {
-                Ok(true) => break,
+                Ok(true) => {
+                    self.timeline.mark("rx:end_record");
+                    break;
+                }
                 Ok(false) => {}
                 Err(RestoreError::Hv(e)) => return Err(at(e.to_string())),
                 Err(RestoreError::X86 { what, error }) => {
@@ -625,7 +642,7 @@ impl<'a> Restorer<'a> {
                     .pv
                     .take()
                     .ok_or_else(|| RestoreError::Missing("PV stream without PV records".into()))?;
-                pv.complete(self.hv, dom, self.max_pfn, &self.params)?
+                pv.complete(self.hv, dom, self.max_pfn, &self.params, &mut self.timeline)?
             }
             GuestType::Hvm => {
                 self.hv.set_hvm_param(
@@ -643,6 +660,7 @@ impl<'a> Restorer<'a> {
                     .take()
                     .ok_or_else(|| RestoreError::Missing("no HVM_CONTEXT record".into()))?;
                 self.hv.set_hvm_context(dom, &ctx)?;
+                self.timeline.mark("rx:hvm_context");
                 let get = |i: u32| self.hvm_params.get(&i).copied().unwrap_or(0);
                 (get(hvm_param::STORE_PFN), get(hvm_param::CONSOLE_PFN))
             }
@@ -654,14 +672,17 @@ impl<'a> Restorer<'a> {
             store_gfn,
             self.params.store_domid,
         )?;
+        self.timeline.mark("rx:grant_table");
         if self.created {
             self.hv.restore_finished(dom, store_gfn, console_gfn)?;
+            self.timeline.mark("rx:finished");
         }
         Ok(RestoreOutcome {
             domid: dom,
             store_gfn,
             console_gfn,
             pages: self.pages,
+            timeline: std::mem::take(&mut self.timeline),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{RestoreError, RestoreParams, VcpuStash};
 use crate::hv::{DomId, Hypervisor, PageType, PvVcpuState, INVALID_MFN};
+use crate::stats::Timeline;
 use crate::stream::PAGE_SIZE;
 use crate::x86::{shared_info, start_info, vcpu};
 
@@ -93,6 +94,7 @@ impl PvRestore {
         dom: DomId,
         max_pfn: u64,
         params: &RestoreParams,
+        timeline: &mut Timeline,
     ) -> Result<(u64, u64), RestoreError> {
         let frames = self
             .frames
@@ -180,6 +182,7 @@ impl PvRestore {
             })?;
             hv.set_pv_vcpu(dom, id, &st)?;
         }
+        timeline.mark("rx:vcpus");
 
         if let Some(saved) = self.shared_info.take() {
             let mut page = hv.shared_info(dom)?;
@@ -191,6 +194,7 @@ impl PvRestore {
         } else {
             return Err(RestoreError::Missing("no SHARED_INFO record".into()));
         }
+        timeline.mark("rx:shared_info");
 
         // Pinned one by one, in pfn order (Xen batches the same order).
         for (pfn, ty) in self.types.iter().enumerate() {
@@ -198,6 +202,7 @@ impl PvRestore {
                 hv.pin_table(dom, self.p2m[pfn], ty.pt_level())?;
             }
         }
+        timeline.mark("rx:pin");
 
         // The guest's own P2M, rewritten with the new frames.
         for (i, &fpfn) in frames.iter().enumerate() {
@@ -210,6 +215,7 @@ impl PvRestore {
                 page.write_u64(j as usize * 8, v);
             }
         }
+        timeline.mark("rx:p2m");
         Ok((store_mfn, console_mfn))
     }
 }
