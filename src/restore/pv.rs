@@ -92,7 +92,11 @@ impl PvRestore {
     /// Write the restored P2M into the guest's stale P2M frames that have a
     /// frame (one mapping for all); a frame without one stays stale. Called
     /// as pages arrive and at END, where every frame must be fresh.
-    pub(super) fn write_p2m(&mut self, hv: &dyn Hypervisor, dom: DomId) -> Result<(), RestoreError> {
+    pub(super) fn write_p2m(
+        &mut self,
+        hv: &dyn Hypervisor,
+        dom: DomId,
+    ) -> Result<(), RestoreError> {
         let Some(frames) = &self.frames else {
             return Ok(());
         };
