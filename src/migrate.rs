@@ -21,7 +21,7 @@ use crate::restore::{
     self, Limits, RestoreError, RestoreHooks, RestoreOutcome, RestoreParams, Target,
 };
 use crate::save::{self, SaveError, SaveHooks, SaveOptions, SaveOutcome};
-use crate::stats::Summary;
+use crate::stats::{downtime_parts, instant_ms, Summary, Timeline};
 use crate::stream::{handshake, LibxcReader, StreamError};
 use crate::transport::timed::Waits;
 use crate::transport::Counting;
@@ -128,18 +128,22 @@ pub fn save_image<'h, W: Write>(
             });
         }
     }
+    outcome.timeline.mark("tx:libxl_end");
     if let Err(e) = w.flush() {
         return Err(MigrateError::Save {
             state: resume_source(hv, dom),
             source: SaveError::Hook(format!("flushing the output: {e}")),
         });
     }
+    outcome.timeline.mark("tx:flushed");
     // A signal during the tail still stops the save: the image is not
     // handed over yet, so the guest is resumed as on any failure.
     if let Err(c) = cancel::check() {
         return Err(fail(c.into()));
     }
     outcome.summary.total_bytes = w.bytes();
+    outcome.summary.downtime_parts =
+        downtime_parts(instant_ms(outcome.suspended_at), &[&outcome.timeline]);
     Ok((outcome, w.into_inner()))
 }
 
@@ -244,6 +248,18 @@ pub struct SendOptions<'a> {
 pub struct MigrateOutcome {
     pub summary: Summary,
     pub rounds: Vec<crate::stats::RoundStats>,
+    /// The suspend, on [`crate::stats::monotonic_ms`]'s clock.
+    pub suspended_ms: f64,
+    /// The sender's marks after the suspend.
+    pub timeline: Timeline,
+}
+
+impl MigrateOutcome {
+    /// Cut the summary's downtime at the receiver's marks too (its
+    /// [`RestoreOutcome::timeline`]); meaningful when both ran on one host.
+    pub fn merge_receiver(&mut self, rx: &Timeline) {
+        self.summary.downtime_parts = downtime_parts(self.suspended_ms, &[&self.timeline, rx]);
+    }
 }
 
 /// The sending side of `xl migrate`: `data` carries the stream to the
@@ -287,6 +303,8 @@ pub fn send<'h, R: Read, W: Write>(
     waits.ready("waiting for the receiver's READY (it restores the guest first)");
     handshake::expect(&mut acks, handshake::READY, "receiver ready")
         .map_err(|e| before_go(format!("{e} (the receiver could not restore the guest)")))?;
+    let mut timeline = outcome.timeline;
+    timeline.mark("tx:ready");
 
     // Point of no return. From here a signal waits until the handover is
     // settled (see `cancel::hold`): stopping between permission to go and
@@ -300,10 +318,11 @@ pub fn send<'h, R: Read, W: Write>(
     hv.rename(dom, &away)
         .map_err(|e| before_go(format!("renaming the source to {away}: {e}")))?;
     waits.message("sending permission to go");
-    if let Err(e) = data
+    let go = data
         .write_all(handshake::PERMISSION_TO_GO)
-        .and_then(|()| data.flush())
-    {
+        .and_then(|()| data.flush());
+    timeline.mark("tx:go");
+    if let Err(e) = go {
         // Not all of the message left: the receiver cannot have it whole,
         // so it never unpauses its copy (it destroys it when the connection
         // drops). The source still owns the guest.
@@ -326,9 +345,12 @@ pub fn send<'h, R: Read, W: Write>(
     let mut rc = [0u8; 1];
     acks.read_exact(&mut rc)
         .map_err(|e| after_go(format!("reading the receiver's status byte: {e}")))?;
+    timeline.mark("tx:report");
     let mut summary = outcome.summary;
     summary.downtime_ms = outcome.suspended_at.elapsed().as_secs_f64() * 1e3;
     summary.total_time_ms = started.elapsed().as_secs_f64() * 1e3;
+    let suspended_ms = instant_ms(outcome.suspended_at);
+    summary.downtime_parts = downtime_parts(suspended_ms, &[&timeline]);
     if rc[0] == 0 {
         if let Err(e) = hv.destroy(dom) {
             log::warn!("migration done but destroying the source domain {dom} failed: {e}");
@@ -343,6 +365,8 @@ pub fn send<'h, R: Read, W: Write>(
         return Ok(MigrateOutcome {
             summary,
             rounds: outcome.rounds,
+            suspended_ms,
+            timeline,
         });
     }
     // The receiver failed to start its copy: it destroys it and hands the
@@ -417,7 +441,7 @@ pub fn receive<'h, R: Read, W: Write>(
         config: config.clone(),
     };
     let mut reader = LibxcReader::new(&mut data)?;
-    let out = restore::restore_limited(
+    let mut out = restore::restore_limited(
         host,
         &mut reader,
         target,
@@ -439,10 +463,12 @@ pub fn receive<'h, R: Read, W: Write>(
             return Err(e.into());
         }
     };
+    out.timeline.mark("rx:libxl_end");
     if let Err(e) = ts.start_platform(dom, dm.as_ref(), config.as_ref()) {
         destroy(e.to_string());
         return Err(e.into());
     }
+    out.timeline.mark("rx:device_model");
     if let Err(c) = cancel::check() {
         destroy(c.to_string());
         return Err(RestoreError::from(c).into());
@@ -452,6 +478,7 @@ pub fn receive<'h, R: Read, W: Write>(
         destroy(e.to_string());
         return Err(e.into());
     }
+    out.timeline.mark("rx:ready");
     waits.message("waiting for permission to go");
     if let Err(e) = handshake::expect(&mut data, handshake::PERMISSION_TO_GO, "permission to go") {
         destroy(e.to_string());
@@ -477,9 +504,11 @@ pub fn receive<'h, R: Read, W: Write>(
     // Past permission to go this side owns the guest: a signal waits until
     // it runs and the sender has our report.
     let held = cancel::hold();
+    out.timeline.mark("rx:go");
     let started = hv
         .rename(dom, &name)
         .and_then(|()| if paused { Ok(()) } else { hv.unpause(dom) });
+    out.timeline.mark("rx:unpause");
     waits.message("sending the report");
     match started {
         Ok(()) => {
@@ -487,6 +516,16 @@ pub fn receive<'h, R: Read, W: Write>(
                 .write_all(handshake::REPORT)
                 .and_then(|()| acks.write_all(&[0]))
                 .and_then(|()| acks.flush());
+            out.timeline.mark("rx:report");
+            log::info!(
+                "receiver's marks (ms on this host's monotonic clock): {}",
+                out.timeline
+                    .marks
+                    .iter()
+                    .map(|m| format!("{} {:.1}", m.what, m.at_ms))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             if let Err(e) = report {
                 // The guest is ours either way; the sender, not hearing
                 // back, keeps its suspended copy and resumes nothing.

@@ -43,6 +43,94 @@ pub struct Summary {
     pub downtime_ms: f64,
     pub final_round_pages: u64,
     pub hot_pages_final: u64,
+    /// The downtime in consecutive parts, each named by the mark that ends
+    /// it (`tx:` the sender, `rx:` the receiver; see [`downtime_parts`]).
+    /// Empty when unknown.
+    pub downtime_parts: Vec<DowntimePart>,
+}
+
+/// A moment on this host's monotonic clock (CLOCK_MONOTONIC, the clock of
+/// `Instant`), in ms: comparable between the processes of one host, not
+/// between hosts.
+pub fn monotonic_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+/// `at` on the [`monotonic_ms`] clock.
+pub fn instant_ms(at: std::time::Instant) -> f64 {
+    monotonic_ms() - at.elapsed().as_secs_f64() * 1e3
+}
+
+/// A named moment on the [`monotonic_ms`] clock.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Mark {
+    pub what: &'static str,
+    pub at_ms: f64,
+}
+
+/// Marks in the order they were taken: where a save's or a restore's time
+/// went after the guest stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    pub marks: Vec<Mark>,
+}
+
+impl Timeline {
+    /// Mark now.
+    pub fn mark(&mut self, what: &'static str) {
+        self.mark_at(what, monotonic_ms());
+    }
+    pub fn mark_at(&mut self, what: &'static str, at_ms: f64) {
+        self.marks.push(Mark { what, at_ms });
+    }
+    /// When `what` was last marked.
+    pub fn at(&self, what: &str) -> Option<f64> {
+        self.marks
+            .iter()
+            .rev()
+            .find(|m| m.what == what)
+            .map(|m| m.at_ms)
+    }
+}
+
+/// One part of the downtime: `ms` from the previous mark (of either side)
+/// to the mark `what`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct DowntimePart {
+    pub what: String,
+    pub ms: f64,
+}
+
+/// The downtime from `start_ms` (the suspend) to the last mark, cut at
+/// every mark of `timelines` (merged by time; marks before `start_ms` are
+/// left out). On one host the sender's and the receiver's marks share a
+/// clock, so a part ended by an `rx:` mark is the receiver's work (or its
+/// wait for the stream) while the sender waited.
+pub fn downtime_parts(start_ms: f64, timelines: &[&Timeline]) -> Vec<DowntimePart> {
+    let mut marks: Vec<&Mark> = timelines
+        .iter()
+        .flat_map(|t| t.marks.iter())
+        .filter(|m| m.at_ms >= start_ms)
+        .collect();
+    marks.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    let mut prev = start_ms;
+    marks
+        .into_iter()
+        .map(|m| {
+            let part = DowntimePart {
+                what: m.what.to_string(),
+                ms: m.at_ms - prev,
+            };
+            prev = m.at_ms;
+            part
+        })
+        .collect()
 }
 
 impl std::fmt::Display for Summary {
@@ -63,7 +151,14 @@ impl std::fmt::Display for Summary {
             self.downtime_ms,
             self.final_round_pages,
             self.hot_pages_final
-        )
+        )?;
+        if !self.downtime_parts.is_empty() {
+            f.write_str("; downtime parts:")?;
+            for p in &self.downtime_parts {
+                write!(f, " {} {:.1}", p.what, p.ms)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -114,11 +209,46 @@ mod display_tests {
             downtime_ms: 222.2,
             final_round_pages: 3499,
             hot_pages_final: 2330,
+            downtime_parts: Vec::new(),
         };
         assert_eq!(
             s.to_string(),
             "hotpage: 6 rounds, 10382 pages (120 zero, 40.6 MiB) in 555 ms, downtime 222 ms, \
              3499 pages in the final round of which 2330 hot"
         );
+    }
+
+    #[test]
+    fn downtime_parts_merge_both_sides_from_the_suspend() {
+        use super::{downtime_parts, Timeline};
+        let mut tx = Timeline::default();
+        tx.mark_at("tx:before", 5.0);
+        tx.mark_at("tx:final_round", 12.0);
+        tx.mark_at("tx:end", 15.0);
+        tx.mark_at("tx:report", 40.0);
+        let mut rx = Timeline::default();
+        rx.mark_at("rx:end_record", 16.5);
+        rx.mark_at("rx:pin", 30.0);
+        let parts = downtime_parts(10.0, &[&tx, &rx]);
+        let got: Vec<(&str, f64)> = parts.iter().map(|p| (p.what.as_str(), p.ms)).collect();
+        assert_eq!(
+            got,
+            [
+                ("tx:final_round", 2.0),
+                ("tx:end", 3.0),
+                ("rx:end_record", 1.5),
+                ("rx:pin", 13.5),
+                ("tx:report", 10.0)
+            ]
+        );
+        let total: f64 = parts.iter().map(|p| p.ms).sum();
+        assert_eq!(total, 30.0);
+        let s = super::Summary {
+            downtime_parts: parts[..2].to_vec(),
+            ..Default::default()
+        };
+        assert!(s
+            .to_string()
+            .ends_with("; downtime parts: tx:final_round 2.0 tx:end 3.0"));
     }
 }

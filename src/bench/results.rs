@@ -3,7 +3,7 @@
 
 use super::run::RunSpec;
 use crate::migrate::MigrateOutcome;
-use crate::stats::RoundStats;
+use crate::stats::{DowntimePart, RoundStats};
 use serde::{Deserialize, Serialize};
 
 /// One migration as measured.
@@ -29,6 +29,10 @@ pub struct RunResult {
     /// Guest steps per second asked for, and achieved during the migration.
     pub guest_rate: u64,
     pub guest_rate_achieved: f64,
+    /// The downtime in parts, both ends on one clock (see
+    /// [`crate::stats::downtime_parts`]); empty in older results.
+    #[serde(default)]
+    pub downtime_parts: Vec<DowntimePart>,
 }
 
 impl RunResult {
@@ -55,6 +59,7 @@ impl RunResult {
                 .unwrap_or(0),
             guest_rate: rate,
             guest_rate_achieved: achieved,
+            downtime_parts: s.downtime_parts.clone(),
         }
     }
 }
@@ -306,6 +311,7 @@ mod tests {
             hot_pages_max: 0,
             guest_rate: 10,
             guest_rate_achieved: 10.0,
+            downtime_parts: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::hv::{DomId, GuestType, Hypervisor};
 use crate::migrate::{self, SendOptions};
 use crate::precopy;
 use crate::save::SaveHooks;
-use crate::stats::RoundStats;
+use crate::stats::{RoundStats, Timeline};
 use crate::transport::RateLimited;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -118,12 +118,16 @@ pub fn run_one(
 type Migrated = (migrate::MigrateOutcome, DomId, u64, Duration);
 
 /// The receiving end: open the destination host, take the connection,
-/// receive. Returns the new domain.
-fn receive<S: Read + Write>(dst_dir: &Path, data: impl Read, acks: S) -> Result<DomId, String> {
+/// receive. Returns the new domain and the receiver's marks.
+fn receive<S: Read + Write>(
+    dst_dir: &Path,
+    data: impl Read,
+    acks: S,
+) -> Result<(DomId, Timeline), String> {
     let host = SimHost::open(dst_dir).map_err(|e| e.to_string())?;
     let opts = migrate::ReceiveOptions::default();
     migrate::receive(&host, BufReader::with_capacity(1 << 20, data), acks, &opts)
-        .map(|o| o.domid)
+        .map(|o| (o.domid, o.timeline))
         .map_err(|e| format!("receiver: {e}"))
 }
 
@@ -133,7 +137,7 @@ fn receive_netns(
     dst_dir: &Path,
     link: &NetnsLink,
     tx: mpsc::Sender<SocketAddr>,
-) -> Result<DomId, String> {
+) -> Result<(DomId, Timeline), String> {
     link.enter()?;
     let listener = link.listen()?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -218,7 +222,11 @@ fn migrate_guest(
             .join()
             .map_err(|_| "the receiver thread panicked".to_string())?;
         match (sent, got) {
-            (Ok(out), Ok(dst_dom)) => Ok((out, dst_dom, step0, elapsed)),
+            (Ok(mut out), Ok((dst_dom, rx))) => {
+                // Both ends ran on this host: one clock for the downtime's parts.
+                out.merge_receiver(&rx);
+                Ok((out, dst_dom, step0, elapsed))
+            }
             (Err(e), Err(r)) => Err(format!("sender: {e}; {r}")),
             (Err(e), Ok(_)) => Err(format!("sender: {e}")),
             (Ok(_), Err(r)) => Err(r),

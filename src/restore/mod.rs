@@ -18,6 +18,7 @@ use crate::hv::{
     CpuPolicy, DomId, DomainConfig, DomainSpec, GrantSeed, GuestType, Host, HvError, Hypervisor,
     PvVcpuState, Rings, Toolstack,
 };
+use crate::stats::Timeline;
 use crate::stream::{DomainType, LibxcReader, OverLimit, Record, StreamError, Unit, PAGE_SIZE};
 use crate::x86::X86Error;
 use std::collections::BTreeMap;
@@ -112,12 +113,15 @@ pub struct NoHooks;
 impl RestoreHooks for NoHooks {}
 
 /// What a finished restore reports (libxl's restore_results).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RestoreOutcome {
     pub domid: DomId,
     pub store_gfn: u64,
     pub console_gfn: u64,
     pub pages: u64,
+    /// The receiver's marks from the end of the page data on (`rx:…`), for
+    /// the downtime's parts; the caller adds its own (device model, unpause).
+    pub timeline: Timeline,
 }
 
 /// Restore one libxc stream (headers already read by `reader`) up to and
@@ -198,6 +202,9 @@ pub(crate) struct Restorer<'a> {
     pages: u64,
     /// PAGE_DATA work space, kept across records.
     scratch: pages::Scratch,
+    /// The last record was PAGE_DATA (the next other one starts the tail).
+    in_pages: bool,
+    timeline: Timeline,
 }
 
 /// Most records of a kind Xen writes once per stream (TSC info, shared
@@ -242,6 +249,8 @@ impl<'a> Restorer<'a> {
             once_counts: [0; 4],
             pages: 0,
             scratch: pages::Scratch::default(),
+            in_pages: false,
+            timeline: Timeline::default(),
         }
     }
 
@@ -388,6 +397,11 @@ impl<'a> Restorer<'a> {
                 return Err(RestoreError::Missing("stream ended before END".into()));
             };
             let rtype = rec.name();
+            // Where the memory ends and the records after it start.
+            let is_pages = matches!(rec, Record::PageData(_));
+            if std::mem::replace(&mut self.in_pages, is_pages) && !is_pages {
+                self.timeline.mark("rx:pages");
+            }
             let at = |msg: String| RestoreError::Record {
                 index,
                 rtype,
@@ -403,7 +417,10 @@ impl<'a> Restorer<'a> {
                 reader.recycle(buf);
             }
             match result {
-                Ok(true) => break,
+                Ok(true) => {
+                    self.timeline.mark("rx:end_record");
+                    break;
+                }
                 Ok(false) => {}
                 Err(RestoreError::Hv(e)) => return Err(at(e.to_string())),
                 Err(RestoreError::X86 { what, error }) => {
@@ -630,7 +647,7 @@ impl<'a> Restorer<'a> {
                     .pv
                     .take()
                     .ok_or_else(|| RestoreError::Missing("PV stream without PV records".into()))?;
-                pv.complete(self.hv, dom, self.max_pfn, &self.params)?
+                pv.complete(self.hv, dom, self.max_pfn, &self.params, &mut self.timeline)?
             }
             GuestType::Hvm => {
                 self.hv.set_hvm_param(
@@ -648,6 +665,7 @@ impl<'a> Restorer<'a> {
                     .take()
                     .ok_or_else(|| RestoreError::Missing("no HVM_CONTEXT record".into()))?;
                 self.hv.set_hvm_context(dom, &ctx)?;
+                self.timeline.mark("rx:hvm_context");
                 let get = |i: u32| self.hvm_params.get(&i).copied().unwrap_or(0);
                 (get(hvm_param::STORE_PFN), get(hvm_param::CONSOLE_PFN))
             }
@@ -661,6 +679,7 @@ impl<'a> Restorer<'a> {
                 store_domid: self.params.store_domid,
             },
         )?;
+        self.timeline.mark("rx:grant_table");
         if self.created {
             self.ts.restore_finished(
                 dom,
@@ -669,12 +688,14 @@ impl<'a> Restorer<'a> {
                     console_gfn,
                 },
             )?;
+            self.timeline.mark("rx:finished");
         }
         Ok(RestoreOutcome {
             domid: dom,
             store_gfn,
             console_gfn,
             pages: self.pages,
+            timeline: std::mem::take(&mut self.timeline),
         })
     }
 }

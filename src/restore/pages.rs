@@ -149,7 +149,7 @@ impl Restorer<'_> {
                 .map(|(k, e)| (e.pfn, e.ty.pt_level(), k)),
         );
         if s.data.is_empty() {
-            return Ok(());
+            return self.p2m_follows(dom, &[]);
         }
         if pd.data.len() < s.data.len() * PAGE_SIZE {
             return Err(at(format!(
@@ -219,7 +219,26 @@ impl Restorer<'_> {
                 map.page_mut(i).copy_from(src);
             }
         }
+        drop(map);
         self.pages += s.data.len() as u64;
+        self.p2m_follows(dom, &s.data)
+    }
+
+    /// After a record: the guest's P2M frames follow the pfns populated and
+    /// the pages written (`data`) as they arrive, so that END rewrites only
+    /// what the last records changed. Not in verify mode, which compares
+    /// the frames as they came.
+    fn p2m_follows(
+        &mut self,
+        dom: crate::hv::DomId,
+        data: &[(u64, u8, usize)],
+    ) -> Result<(), RestoreError> {
+        if let (Some(pv), false) = (&mut self.pv, self.verify_mode) {
+            for &(pfn, _, _) in data {
+                pv.page_written(pfn);
+            }
+            pv.write_p2m(self.hv, dom)?;
+        }
         Ok(())
     }
 }

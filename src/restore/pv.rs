@@ -3,8 +3,10 @@
 
 use super::{RestoreError, RestoreParams, VcpuStash};
 use crate::hv::{DomId, Hypervisor, PageType, PvVcpuState, INVALID_MFN};
+use crate::stats::Timeline;
 use crate::stream::PAGE_SIZE;
 use crate::x86::{shared_info, start_info, vcpu};
+use std::collections::{BTreeSet, HashMap};
 
 /// P2M entries per frame for a 64-bit guest.
 const FPP: u64 = (PAGE_SIZE / 8) as u64;
@@ -17,6 +19,15 @@ pub(crate) struct PvRestore {
     p2m: Vec<u64>,
     types: Vec<PageType>,
     frames: Option<Vec<u64>>,
+    /// Index in `frames` of each P2M frame's pfn.
+    frame_index: HashMap<u64, usize>,
+    /// P2M frames (by index) whose contents in the guest are not the
+    /// restored P2M yet: entries that changed, or the frame's page arrived
+    /// since it was last written. Kept small while pages arrive (see
+    /// [`PvRestore::write_p2m`]), so that END has little left to do.
+    stale_frames: BTreeSet<usize>,
+    /// Pfns typed as pinned page tables, in pfn order (pinned at END).
+    pinned: BTreeSet<u64>,
     pub(super) shared_info: Option<Vec<u8>>,
     vcpus: VcpuStash,
 }
@@ -42,6 +53,8 @@ impl PvRestore {
         let n = max_pfn as usize + 1;
         self.p2m = vec![INVALID_MFN; n];
         self.types = vec![PageType::XTAB; n];
+        self.frame_index = frames.iter().enumerate().map(|(i, &f)| (f, i)).collect();
+        self.stale_frames = (0..frames.len()).collect();
         self.frames = Some(frames);
         Ok(())
     }
@@ -55,12 +68,58 @@ impl PvRestore {
     pub(super) fn set_mfn(&mut self, pfn: u64, mfn: u64) {
         if let Some(e) = self.p2m.get_mut(pfn as usize) {
             *e = mfn;
+            self.stale_frames.insert((pfn / FPP) as usize);
         }
     }
     pub(super) fn set_type(&mut self, pfn: u64, ty: PageType) {
         if let Some(e) = self.types.get_mut(pfn as usize) {
             *e = ty;
+            if ty.is_pinned() {
+                self.pinned.insert(pfn);
+            } else {
+                self.pinned.remove(&pfn);
+            }
         }
+    }
+    /// Page data was written to `pfn`: if it is a P2M frame, its contents
+    /// are the sender's again.
+    pub(super) fn page_written(&mut self, pfn: u64) {
+        if let Some(&i) = self.frame_index.get(&pfn) {
+            self.stale_frames.insert(i);
+        }
+    }
+
+    /// Write the restored P2M into the guest's stale P2M frames that have a
+    /// frame (one mapping for all); a frame without one stays stale. Called
+    /// as pages arrive and at END, where every frame must be fresh.
+    pub(super) fn write_p2m(
+        &mut self,
+        hv: &dyn Hypervisor,
+        dom: DomId,
+    ) -> Result<(), RestoreError> {
+        let Some(frames) = &self.frames else {
+            return Ok(());
+        };
+        let todo: Vec<usize> = self
+            .stale_frames
+            .iter()
+            .copied()
+            .filter(|&i| self.mfn(frames[i]) != INVALID_MFN)
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let mfns: Vec<u64> = todo.iter().map(|&i| self.mfn(frames[i])).collect();
+        let mut m = hv.map_pages(dom, &mfns, true)?;
+        for (k, &i) in todo.iter().enumerate() {
+            let mut page = m.page_mut(k);
+            for j in 0..FPP {
+                let pfn = i as u64 * FPP + j;
+                page.write_u64(j as usize * 8, self.mfn(pfn));
+            }
+            self.stale_frames.remove(&i);
+        }
+        Ok(())
     }
     pub(super) fn vcpu(&mut self, id: u32) -> &mut PvVcpuState {
         self.vcpus.entry(id).or_default()
@@ -93,6 +152,7 @@ impl PvRestore {
         dom: DomId,
         max_pfn: u64,
         params: &RestoreParams,
+        timeline: &mut Timeline,
     ) -> Result<(u64, u64), RestoreError> {
         let frames = self
             .frames
@@ -180,6 +240,7 @@ impl PvRestore {
             })?;
             hv.set_pv_vcpu(dom, id, &st)?;
         }
+        timeline.mark("rx:vcpus");
 
         if let Some(saved) = self.shared_info.take() {
             let mut page = hv.shared_info(dom)?;
@@ -191,25 +252,27 @@ impl PvRestore {
         } else {
             return Err(RestoreError::Missing("no SHARED_INFO record".into()));
         }
+        timeline.mark("rx:shared_info");
 
         // Pinned one by one, in pfn order (Xen batches the same order).
-        for (pfn, ty) in self.types.iter().enumerate() {
-            if ty.is_pinned() {
-                hv.pin_table(dom, self.p2m[pfn], ty.pt_level())?;
-            }
+        for &pfn in &self.pinned {
+            hv.pin_table(dom, self.p2m[pfn as usize], self.type_of(pfn).pt_level())?;
         }
+        timeline.mark("rx:pin");
 
-        // The guest's own P2M, rewritten with the new frames.
-        for (i, &fpfn) in frames.iter().enumerate() {
-            let mfn = self.notab_mfn(fpfn, "P2M frame")?;
-            let mut m = hv.map_pages(dom, &[mfn], true)?;
-            let mut page = m.page_mut(0);
-            for j in 0..FPP {
-                let pfn = i as u64 * FPP + j;
-                let v = self.p2m.get(pfn as usize).copied().unwrap_or(INVALID_MFN);
-                page.write_u64(j as usize * 8, v);
-            }
+        // The guest's own P2M, rewritten with the new frames: what is still
+        // stale of it (most was written as the pages arrived).
+        for &fpfn in &frames {
+            self.notab_mfn(fpfn, "P2M frame")?;
         }
+        self.frames = Some(frames);
+        self.write_p2m(hv, dom)?;
+        if let Some(&i) = self.stale_frames.iter().next() {
+            return Err(RestoreError::Unsupported(format!(
+                "P2M frame #{i} has no frame to write the guest's P2M into"
+            )));
+        }
+        timeline.mark("rx:p2m");
         Ok((store_mfn, console_mfn))
     }
 }

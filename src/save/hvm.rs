@@ -5,6 +5,7 @@
 use super::ops::SaveOps;
 use super::{SaveError, SAVED_HVM_PARAMS};
 use crate::hv::{DomainInfo, Hypervisor};
+use crate::stats::Timeline;
 use crate::stream::{DomainType, Record};
 use crate::x86::X86Error;
 
@@ -44,9 +45,11 @@ impl SaveOps for HvmOps {
         &self,
         hv: &dyn Hypervisor,
         info: &DomainInfo,
+        timeline: &mut Timeline,
     ) -> Result<Vec<Record>, SaveError> {
         let dom = info.domid;
         let mut out = vec![Record::HvmContext(hv.hvm_context(dom)?)];
+        timeline.mark("tx:hvm_context");
         let mut params = Vec::new();
         for &idx in SAVED_HVM_PARAMS {
             let v = hv.hvm_param(dom, idx)?;
@@ -57,6 +60,7 @@ impl SaveOps for HvmOps {
         if !params.is_empty() {
             out.push(Record::HvmParams(params));
         }
+        timeline.mark("tx:hvm_params");
         Ok(out)
     }
 }

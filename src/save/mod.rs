@@ -17,7 +17,7 @@ pub mod rounds;
 
 use crate::hv::{DomId, GuestType, HvError, Hypervisor};
 use crate::precopy::Policy;
-use crate::stats::{RoundStats, Summary};
+use crate::stats::{instant_ms, RoundStats, Summary, Timeline};
 use crate::stream::{DomainHeader, LibxcWriter, Record, StreamError};
 use crate::x86::X86Error;
 use ops::SaveOps;
@@ -91,6 +91,9 @@ pub struct SaveOutcome {
     pub rounds: Vec<RoundStats>,
     /// When the guest was suspended (start of downtime).
     pub suspended_at: Instant,
+    /// The sender's marks after the suspend (`tx:…`), for the downtime's
+    /// parts; the caller adds its own (the handshake).
+    pub timeline: Timeline,
 }
 
 /// Save domain `dom` as one libxc stream into `out`. On success the guest is
@@ -144,8 +147,12 @@ pub fn save<W: Write>(
     let zero_pages = pager.zero_pages_total();
     let mut w = pager.finish();
     let outcome = outcome?;
-    write_tail(hv, ops.as_ref(), &info, &mut w)?;
+    let mut timeline = Timeline::default();
+    timeline.mark_at("tx:final_round", instant_ms(outcome.final_round_done));
+    timeline.mark("tx:logdirty_off");
+    write_tail(hv, ops.as_ref(), &info, &mut w, &mut timeline)?;
     let out = w.finish()?;
+    timeline.mark("tx:end");
 
     let last = outcome.rounds.last();
     let summary = Summary {
@@ -163,12 +170,14 @@ pub fn save<W: Write>(
         downtime_ms: outcome.suspended_at.elapsed().as_secs_f64() * 1e3,
         final_round_pages: last.map_or(0, |r| r.pages_sent),
         hot_pages_final: outcome.hot_pages_final,
+        downtime_parts: Vec::new(),
     };
     Ok((
         SaveOutcome {
             summary,
             rounds: outcome.rounds,
             suspended_at: outcome.suspended_at,
+            timeline,
         },
         out,
     ))
@@ -212,10 +221,13 @@ fn write_tail<W: Write>(
     ops: &dyn SaveOps,
     info: &crate::hv::DomainInfo,
     w: &mut LibxcWriter<W>,
+    timeline: &mut Timeline,
 ) -> Result<(), SaveError> {
     w.write_record(&Record::X86TscInfo(hv.tsc_info(info.domid)?))?;
-    for rec in ops.end_of_checkpoint(hv, info)? {
+    timeline.mark("tx:tsc_info");
+    for rec in ops.end_of_checkpoint(hv, info, timeline)? {
         w.write_record(&rec)?;
     }
+    timeline.mark("tx:tail_records");
     Ok(())
 }

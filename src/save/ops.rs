@@ -6,6 +6,7 @@
 
 use super::{hvm, pv, SaveError};
 use crate::hv::{DomId, DomainInfo, GuestType, Hypervisor};
+use crate::stats::Timeline;
 use crate::stream::{DomainType, Record};
 use crate::x86::X86Error;
 
@@ -25,11 +26,13 @@ pub(crate) trait SaveOps {
     /// into what the stream carries, in place; types whose tables need no
     /// translation leave it as it is.
     fn normalise_page(&self, level: u8, page: &mut [u8]) -> Result<(), X86Error>;
-    /// Records after the memory and the TSC info, the guest suspended.
+    /// Records after the memory and the TSC info, the guest suspended;
+    /// each step marked on `timeline`.
     fn end_of_checkpoint(
         &self,
         hv: &dyn Hypervisor,
         info: &DomainInfo,
+        timeline: &mut Timeline,
     ) -> Result<Vec<Record>, SaveError>;
 }
 

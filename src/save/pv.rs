@@ -5,6 +5,7 @@
 use super::ops::SaveOps;
 use super::SaveError;
 use crate::hv::{DomId, DomainInfo, Hypervisor, INVALID_MFN};
+use crate::stats::Timeline;
 use crate::stream::{DomainType, Record, VcpuRecord, PAGE_SIZE};
 use crate::x86::{pagetable, X86Error};
 use std::collections::HashMap;
@@ -95,16 +96,26 @@ impl SaveOps for PvOps {
         &self,
         hv: &dyn Hypervisor,
         info: &DomainInfo,
+        timeline: &mut Timeline,
     ) -> Result<Vec<Record>, SaveError> {
         let dom = info.domid;
         let mut out = vec![Record::SharedInfo(hv.shared_info(dom)?)];
-        // The P2M as it is now, after the suspend.
-        let p2m = hv.pv_p2m(dom)?;
-        let m2p = invert_p2m(&p2m.p2m);
+        timeline.mark("tx:shared_info");
+        // The P2M as it is now, after the suspend. The few frames a vCPU
+        // names are looked up in the M2P built before the rounds (not
+        // rebuilt here, in the downtime) and checked against it; a frame
+        // that moved since (a guest that ballooned) is searched for.
+        let p2m = hv.pv_p2m(dom)?.p2m;
+        timeline.mark("tx:p2m");
+        let m2p = |mfn: u64| match self.m2p.get(&mfn) {
+            _ if mfn == INVALID_MFN => None,
+            Some(&pfn) if p2m.get(pfn as usize) == Some(&mfn) => Some(pfn),
+            _ => p2m.iter().position(|&m| m == mfn).map(|p| p as u64),
+        };
         for &v in &info.online_vcpus {
             let st = hv.pv_vcpu(dom, v)?;
             let mut basic = st.basic;
-            crate::x86::vcpu::normalise_basic(&mut basic, v, |mfn| m2p.get(&mfn).copied())
+            crate::x86::vcpu::normalise_basic(&mut basic, v, m2p)
                 .map_err(|source| SaveError::Vcpu { vcpu: v, source })?;
             out.push(Record::X86PvVcpuBasic(VcpuRecord {
                 vcpu_id: v,
@@ -123,6 +134,7 @@ impl SaveOps for PvOps {
                 }
             }
         }
+        timeline.mark("tx:vcpus");
         Ok(out)
     }
 }

@@ -42,6 +42,8 @@ pub struct RoundsOutcome {
     pub rounds: Vec<RoundStats>,
     /// When the guest was suspended (start of downtime).
     pub suspended_at: Instant,
+    /// When the final round's last page was written.
+    pub final_round_done: Instant,
     pub total_pages_sent: u64,
     pub hot_pages_final: u64,
 }
@@ -238,6 +240,7 @@ pub fn run_live<P: Pager>(
         total_pages_sent: lp.total_sent,
         rounds: lp.rounds,
         suspended_at,
+        final_round_done: Instant::now(),
         hot_pages_final: hot_final,
     })
 }
@@ -275,6 +278,7 @@ pub fn run_nonlive<P: Pager>(pager: &mut P, p2m_size: u64) -> Result<RoundsOutco
         total_pages_sent: lp.total_sent,
         rounds: lp.rounds,
         suspended_at,
+        final_round_done: Instant::now(),
         hot_pages_final: 0,
     })
 }

@@ -133,39 +133,59 @@ impl Frames<'_> {
 
     /// Walk 4-level page tables from an L4 mfn; returns (frame, leaf pte).
     pub fn walk(&self, l4_mfn: u64, va: u64) -> BootResult<(usize, u64)> {
+        self.leaf(self.l1_of(l4_mfn, va)?, va)
+    }
+
+    /// The frame of the L1 table that maps `va` (a walk that stops there).
+    pub fn l1_of(&self, l4_mfn: u64, va: u64) -> BootResult<usize> {
         let mut mfn = l4_mfn;
-        for level in (1..=4u32).rev() {
-            let table = self.frame_of(mfn).ok_or_else(|| {
-                format!(
-                    "page-table walk of {va:#x}: L{level} table at mfn {mfn:#x} is outside this domain ({}); page tables not localised?",
-                    self.describe()
-                )
-            })?;
-            let slot = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
-            let pte = self
-                .ram
-                .read_u64(table, slot)
-                .ok_or_else(|| format!("frame {table} unreadable"))?;
-            if pte & PTE_PRESENT == 0 {
-                return Err(format!(
-                    "page-table walk of {va:#x}: L{level} slot {slot} not present"
-                ));
-            }
-            if level > 1 && pte & PTE_PSE != 0 {
+        for level in (2..=4u32).rev() {
+            let table = self.table(mfn, level, va)?;
+            let pte = self.entry(table, level, va)?;
+            if pte & PTE_PSE != 0 {
                 return Err(format!("page-table walk of {va:#x}: superpage at L{level}"));
             }
             mfn = pagetable::frame(pte);
-            if level == 1 {
-                let f = self.frame_of(mfn).ok_or_else(|| {
-                    format!(
-                        "page-table walk of {va:#x}: maps mfn {mfn:#x}, outside this domain ({}); page tables not localised?",
-                        self.describe()
-                    )
-                })?;
-                return Ok((f, pte));
-            }
         }
-        unreachable!("the loop returns at level 1")
+        self.table(mfn, 1, va)
+    }
+
+    /// `va`'s entry in L1 table `l1`: (the frame it maps, the entry).
+    pub fn leaf(&self, l1: usize, va: u64) -> BootResult<(usize, u64)> {
+        let pte = self.entry(l1, 1, va)?;
+        let mfn = pagetable::frame(pte);
+        let f = self.frame_of(mfn).ok_or_else(|| {
+            format!(
+                "page-table walk of {va:#x}: maps mfn {mfn:#x}, outside this domain ({}); page tables not localised?",
+                self.describe()
+            )
+        })?;
+        Ok((f, pte))
+    }
+
+    /// The frame of the level-`level` table at `mfn`.
+    fn table(&self, mfn: u64, level: u32, va: u64) -> BootResult<usize> {
+        self.frame_of(mfn).ok_or_else(|| {
+            format!(
+                "page-table walk of {va:#x}: L{level} table at mfn {mfn:#x} is outside this domain ({}); page tables not localised?",
+                self.describe()
+            )
+        })
+    }
+
+    /// `va`'s present entry in the level-`level` table in frame `table`.
+    fn entry(&self, table: usize, level: u32, va: u64) -> BootResult<u64> {
+        let slot = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
+        let pte = self
+            .ram
+            .read_u64(table, slot)
+            .ok_or_else(|| format!("frame {table} unreadable"))?;
+        if pte & PTE_PRESENT == 0 {
+            return Err(format!(
+                "page-table walk of {va:#x}: L{level} slot {slot} not present"
+            ));
+        }
+        Ok(pte)
     }
 }
 
@@ -316,10 +336,17 @@ pub fn boot_pv(fr: Frames, basic0: &[u8]) -> BootResult<Kernel> {
         }
     }
     // The data pages, through the page tables; they must be writable.
+    // One walk per L1 table, then its entries.
     let mut xlat = Vec::with_capacity(desc.data_pages as usize);
+    let mut l1 = None;
     for i in 0..desc.data_pages {
         let va = desc.data_base + i * 4096;
-        let (f, pte) = fr.walk(cr3, va)?;
+        let table = match l1 {
+            Some(t) if (va >> 12) & 511 != 0 => t,
+            _ => fr.l1_of(cr3, va)?,
+        };
+        l1 = Some(table);
+        let (f, pte) = fr.leaf(table, va)?;
         if pte & PTE_RW == 0 {
             return Err(format!("data page at {va:#x} is mapped read-only"));
         }

@@ -9,7 +9,6 @@ use crate::hv::{
 };
 use crate::x86::pagetable::{self, PTE_PSE, PTE_RW};
 use crate::x86::{shared_info, start_info, vcpu};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 impl SimHost {
@@ -25,12 +24,15 @@ impl SimHost {
     ) -> Result<()> {
         let dom = d.meta.domid;
         let fr = d.frames();
-        let mut newtypes: HashMap<usize, u8> = HashMap::new();
+        // Types given in this walk, by frame (0: none), and the frames
+        // typed, in order; the L1s' entries are checked after the walk,
+        // once every table under the root is known.
+        let mut newtypes = vec![0u8; d.pages() as usize];
+        let mut typed: Vec<usize> = Vec::new();
         let mut stack = vec![(root, level)];
-        let mut leaves: Vec<(usize, usize, u64)> = Vec::new();
         while let Some((f, lvl)) = stack.pop() {
             let cur = d.st.page_type(f)? & 0x7;
-            let had = newtypes.get(&f).copied();
+            let had = newtypes.get(f).copied().filter(|&h| h != 0);
             if (cur != 0 && cur != lvl) || had.is_some_and(|h| h != lvl) {
                 return Err(HvError::op(
                     dom,
@@ -42,10 +44,18 @@ impl SimHost {
                     ),
                 ));
             }
-            if had.is_some() {
+            // Validated already (a table typed when cr3 was loaded): Xen
+            // takes another type reference and does not walk it again.
+            if had.is_some() || cur == lvl {
                 continue;
             }
-            newtypes.insert(f, lvl);
+            if let Some(n) = newtypes.get_mut(f) {
+                *n = lvl;
+            }
+            typed.push(f);
+            if lvl == 1 {
+                continue;
+            }
             for slot in 0..512usize {
                 if lvl == 4 && pagetable::XEN_L4_SLOTS.contains(&slot) {
                     continue;
@@ -54,7 +64,7 @@ impl SimHost {
                 if pte & 1 == 0 {
                     continue;
                 }
-                if lvl > 1 && pte & PTE_PSE != 0 {
+                if pte & PTE_PSE != 0 {
                     return Err(HvError::op(
                         dom,
                         op,
@@ -64,36 +74,60 @@ impl SimHost {
                         ),
                     ));
                 }
-                let mfn = pagetable::frame(pte);
-                let t = fr.frame_of(mfn).ok_or_else(|| HvError::op(dom, op, format!("L{lvl} table {:#x} slot {slot} maps mfn {mfn:#x}, which is not this domain's", d.meta.mfn_base + f as u64)))?;
-                if lvl > 1 {
-                    stack.push((t, lvl - 1));
-                } else {
-                    leaves.push((f, slot, pte));
+                let t = Self::mapped_frame(d, &fr, f, lvl, slot, pte, op)?;
+                stack.push((t, lvl - 1));
+            }
+        }
+        for &f in typed.iter().filter(|&&f| newtypes[f] == 1) {
+            for slot in 0..512usize {
+                let pte = d.view.read_u64(f, slot).unwrap_or(0);
+                if pte & 1 == 0 {
+                    continue;
+                }
+                let t = Self::mapped_frame(d, &fr, f, 1, slot, pte, op)?;
+                let is_table = newtypes.get(t).is_some_and(|&n| n != 0)
+                    || d.st.page_type(t).map(|x| x & 7 != 0).unwrap_or(false);
+                if pte & PTE_RW != 0 && is_table {
+                    return Err(HvError::op(
+                        dom,
+                        op,
+                        format!(
+                            "L1 table {:#x} slot {slot} maps page table {:#x} writable",
+                            d.meta.mfn_base + f as u64,
+                            d.meta.mfn_base + t as u64
+                        ),
+                    ));
                 }
             }
         }
-        for (f, slot, pte) in leaves {
-            let t = fr.frame_of(pagetable::frame(pte)).unwrap_or(usize::MAX);
-            let is_table =
-                newtypes.contains_key(&t) || d.st.page_type(t).map(|x| x & 7 != 0).unwrap_or(false);
-            if pte & PTE_RW != 0 && is_table {
-                return Err(HvError::op(
-                    dom,
-                    op,
-                    format!(
-                        "L1 table {:#x} slot {slot} maps page table {:#x} writable",
-                        d.meta.mfn_base + f as u64,
-                        d.meta.mfn_base + t as u64
-                    ),
-                ));
-            }
-        }
-        for (f, lvl) in newtypes {
+        for f in typed {
             let pinned = d.st.page_type(f)? & PageType::PINNED;
-            d.st.set_page_type(f, lvl | pinned)?;
+            d.st.set_page_type(f, newtypes[f] | pinned)?;
         }
         Ok(())
+    }
+
+    /// The frame an entry of table `f` maps, which must be this domain's.
+    fn mapped_frame(
+        d: &Dom,
+        fr: &super::machine::Frames<'_>,
+        f: usize,
+        lvl: u8,
+        slot: usize,
+        pte: u64,
+        op: &'static str,
+    ) -> Result<usize> {
+        let mfn = pagetable::frame(pte);
+        fr.frame_of(mfn).ok_or_else(|| {
+            HvError::op(
+                d.meta.domid,
+                op,
+                format!(
+                    "L{lvl} table {:#x} slot {slot} maps mfn {mfn:#x}, which is not this domain's",
+                    d.meta.mfn_base + f as u64
+                ),
+            )
+        })
     }
 
     /// Put mfns back into start_info's store/console fields after a suspend
