@@ -210,7 +210,7 @@ fn helper_verdict(helper: &Path, conf: &Path) -> Result<String, String> {
 fn config(opts: &Options, f: &Facts) -> Check {
     let conf = opts.conf_path();
     let fix = format!(
-        "edit {} (keys: man rxmigrate-save-helper or xl-plugin/README.md)",
+        "edit {} (its keys: /usr/share/doc/rxmigrate-xl-plugin/README.md)",
         conf.display()
     );
     if !conf.exists() {
