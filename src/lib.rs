@@ -18,6 +18,7 @@ pub mod bitmap;
 pub mod cancel;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod doctor;
 pub mod hv;
 pub mod image;
 pub mod inspect;
@@ -29,4 +30,5 @@ pub mod stats;
 pub mod stream;
 pub mod transport;
 pub mod trust;
+pub mod version;
 pub mod x86;

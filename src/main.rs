@@ -1,80 +1,14 @@
 //! The rxmigrate command line.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use rxmigrate::cli::args::{Cli, Cmd};
 use rxmigrate::cli::{self, ops};
 use rxmigrate::hv::open_hv;
 use rxmigrate::inspect::{self, InspectError};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(
-    name = "rxmigrate",
-    version,
-    about = "Xen save / restore / live migration, byte-compatible with Xen's stream"
-)]
-struct Cli {
-    /// Hypervisor: sim:DIR (simulated host in DIR) or xen. Default: env
-    /// RXMIGRATE_HV, else xen where /dev/xen/privcmd exists, else the
-    /// simulated host in ~/.local/state/rxmigrate/sim.
-    #[arg(long, global = true)]
-    hv: Option<String>,
-    /// More logging (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Save a domain to an xl save image (non-live unless --live), as `xl save`.
-    Save(ops::SaveArgs),
-    /// Restore a domain from an xl save image (or a bare libxc stream).
-    Restore(ops::RestoreArgs),
-    /// Live-migrate a domain to `rxmigrate receive` (xl's handshake).
-    Migrate(ops::MigrateArgs),
-    /// Receive one migration (TCP with --listen, else stdin/stdout).
-    Receive(ops::ReceiveArgs),
-    /// Create this host's key for encrypted, authenticated migrations over
-    /// TCP (key 0600, key.pub), and print the public key.
-    Keygen(cli::keys::KeygenArgs),
-    /// Print the layers and records of a save file or stream, and a summary.
-    Inspect {
-        /// Print JSON lines instead of text.
-        #[arg(long)]
-        json: bool,
-        /// xl save file, libxl stream or bare libxc stream; `-` for stdin.
-        file: String,
-    },
-    /// Check a save file or stream structurally, as Xen's verify-stream-v2
-    /// does: exit 0 on a good stream, 1 with the first error otherwise.
-    Verify {
-        /// Print a JSON verdict instead of text.
-        #[arg(long)]
-        json: bool,
-        /// xl save file, libxl stream or bare libxc stream; `-` for stdin.
-        file: String,
-    },
-    /// Benchmark the pre-copy policies side by side: live migrations between
-    /// two simulated hosts over a rate-limited link; writes a table, CSV,
-    /// JSON and SVG plots.
-    Bench(cli::bench::BenchArgs),
-    /// Manage simulated Xen hosts and guests.
-    #[command(subcommand)]
-    Sim(cli::sim::SimCmd),
-    /// Run one simulated guest (started by the simulated host).
-    #[command(hide = true)]
-    SimGuest {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        dom: u32,
-    },
-}
 
 fn open_input(path: &str) -> io::Result<Box<dyn Read>> {
     if path == "-" {
@@ -124,6 +58,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Receive(a) => ops::receive(open_hv(spec)?.host(), &a),
         Cmd::Keygen(a) => cli::keys::run(&a),
+        Cmd::Doctor(_) => unreachable!("handled in main"),
         Cmd::Bench(a) => cli::bench::run(spec, &a),
         Cmd::Sim(c) => cli::sim::run(spec, c),
         Cmd::SimGuest { dir, dom } => cli::sim::guest_main(&dir, dom),
@@ -160,6 +95,7 @@ fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Inspect { json, file } => return stream_command(file, *json, inspect::inspect),
         Cmd::Verify { json, file } => return stream_command(file, *json, inspect::verify),
+        Cmd::Doctor(a) => return cli::doctor::run(cli.hv.as_deref(), a),
         // SIGINT/SIGTERM/SIGHUP stop these at a safe point, where their
         // failure path cleans up (source resumed, half-built domain gone).
         Cmd::Save(_) | Cmd::Restore(_) | Cmd::Migrate(_) | Cmd::Receive(_) => {

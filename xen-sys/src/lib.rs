@@ -73,7 +73,7 @@ release_modules! {
 mod load;
 
 pub use load::{
-    LoadError, Missing, Probe, ReleaseLib, XenLibs, XenRelease, PRIVCMD, STABLE_LIBRARIES,
-    SUPPORTED,
+    installed_release, LoadError, Missing, Probe, ReleaseLib, XenLibs, XenRelease, PRIVCMD,
+    STABLE_LIBRARIES, SUPPORTED,
 };
 pub use types::*;

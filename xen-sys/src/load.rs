@@ -289,6 +289,12 @@ fn load(probe: &Probe, soname: &str) -> Result<libloading::Library, libloading::
     unsafe { libloading::Library::new(probe.path(soname)) }
 }
 
+/// The newest supported release whose libxenctrl loads at the default
+/// places, if any: what [`XenLibs::open`] would bind to.
+pub fn installed_release() -> Option<XenRelease> {
+    XenLibs::find_release(&Probe::default()).ok()
+}
+
 impl XenLibs {
     /// Open everything at the default places.
     pub fn open() -> Result<XenLibs, LoadError> {

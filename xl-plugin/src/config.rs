@@ -204,6 +204,21 @@ impl Config {
         Ok(c)
     }
 
+    /// The settings `path` holds, over the defaults, as the helper would
+    /// read them (a missing file means the defaults), without the
+    /// environment: `rxmigrate-save-helper --check-config`, which `rxmigrate
+    /// doctor` runs.
+    pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(text) = read_conf(path, false)? {
+            c.apply_file(path, &text)?;
+        }
+        let (hv, _) = hv_choice(c.hv.take(), SIM_ENV);
+        c.hv = hv;
+        c.check()?;
+        Ok(c)
+    }
+
     /// Apply `key = value` lines.
     pub fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
         for (n, line) in text.lines().enumerate() {

@@ -164,8 +164,33 @@ pub fn run(argv: Vec<OsString>) -> i32 {
     let argv0 = PathBuf::from(argv.first().cloned().unwrap_or_default());
     let rest: Vec<OsString> = argv.into_iter().skip(1).collect();
     if rest.first().is_some_and(|a| a == "--version") {
-        println!("rxmigrate-save-helper {}", env!("CARGO_PKG_VERSION"));
+        println!("rxmigrate-save-helper {}", *rxmigrate::version::LONG);
         return 0;
+    }
+    if rest.first().is_some_and(|a| a == "--check-config") {
+        let path = rest
+            .get(1)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONF));
+        return match config::Config::check_file(&path) {
+            Ok(c) => {
+                println!(
+                    "{}: valid (policy {}, fallback {})",
+                    path.display(),
+                    c.policy,
+                    if c.fallback == config::Fallback::Stock {
+                        "stock"
+                    } else {
+                        "fail"
+                    }
+                );
+                0
+            }
+            Err(e) => {
+                println!("{e}");
+                1
+            }
+        };
     }
     let strings: Result<Vec<String>, PluginError> = rest
         .iter()
@@ -188,6 +213,7 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         }
     };
     logger::init(libxl.clone());
+    log::info!("rxmigrate-save-helper {}", *rxmigrate::version::LONG);
     log::debug!("starting: {mode:?}");
 
     let cfg = match config::Config::load() {

@@ -33,6 +33,10 @@ for s in "$@"; do
     fi
     # an installed rxmigrate-save-helper left behind (a scenario killed in
     # the middle) must not quietly serve the scenarios after it
+    if dpkg -s rxmigrate-xl-plugin >/dev/null 2>&1 || dpkg -s rxmigrate >/dev/null 2>&1; then
+        echo "LAB-WARN $s left the rxmigrate packages installed: purging them"
+        dpkg --purge rxmigrate-xl-plugin rxmigrate
+    fi
     if [ -e /usr/lib/xen-4.17/bin/libxl-save-helper.stock ] && [ -x "$BIN/install.sh" ]; then
         echo "LAB-WARN $s left rxmigrate-save-helper installed: uninstalling it"
         "$BIN/install.sh" uninstall

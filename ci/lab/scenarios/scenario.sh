@@ -15,6 +15,8 @@
 #                            our helper (xen4, hotpage) and rxmigrate migrate, K times
 #   installed-TYPE           xl-plugin/install.sh, then plain xl save, xl restore and
 #                            xl migrate NAME localhost (ssh), uninstall, xl save + restore
+#   package-TYPE             the .debs of ci/package by dpkg -i, rxmigrate doctor, the
+#                            installed sequence, apt-get remove (package.sh)
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -204,6 +206,12 @@ case $FAMILY in
         . "$SCEN_DIR/installed.sh"
         trap 'installed_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
         installed_sequence
+        ;;
+    package)
+        . "$SCEN_DIR/installed.sh"
+        . "$SCEN_DIR/package.sh"
+        trap 'package_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
+        package_sequence
         ;;
     *)
         echo "unknown scenario $SCENARIO" >&2

@@ -1,0 +1,132 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2153 # NAME, TYPE, FILE, BIN come from scenario.sh and run.sh
+# The `package` family (sourced by scenario.sh after installed.sh, whose
+# checks it shares): the Debian packages from ci/package, installed with
+# dpkg -i as a user would, and nothing else. `rxmigrate doctor` must say
+# "not ready" with the CLI alone (Xen's helper in place) and "ready" with
+# the plugin; then plain xl save, xl restore and xl migrate NAME localhost
+# (ssh) through our helper; `apt-get remove rxmigrate-xl-plugin` must give
+# back Xen's helper byte for byte, doctor say "not ready" again, and Xen's
+# helper do the next save and restore.
+
+DEBS=$BIN/debs
+PKG_RX=$(ls "$DEBS"/rxmigrate_*.deb 2>/dev/null | head -1)
+PKG_PLUGIN=$(ls "$DEBS"/rxmigrate-xl-plugin_*.deb 2>/dev/null | head -1)
+PLUGIN_HELPER=/usr/lib/rxmigrate/rxmigrate-save-helper
+
+package_cleanup() {
+    dpkg --purge rxmigrate-xl-plugin rxmigrate >>"$OUT/$SCENARIO.cleanup.log" 2>&1
+    rm -f "$CONF_AS_INSTALLED"
+}
+
+# rxmigrate doctor, expected to exit WANT (0 ready, 1 not); its table kept
+# in OUT/SCENARIO.doctor-WHEN.log. Extra checks: the line of CHECK must
+# start with MARK (✓ or ✗).
+doctor() {
+    local when=$1 want=$2 rc ok=no
+    shift 2
+    op "doctor-$when" -- bash -c 'rxmigrate doctor; echo "exit=$?"' >/dev/null
+    rc=$(sed -n 's/^exit=//p' "$OUT/$SCENARIO.doctor-$when.log")
+    [ "$rc" = "$want" ] && ok=yes
+    check "doctor-$when" $ok "want exit $want, got $rc: $(grep -a -E '^(ready|not ready)' "$OUT/$SCENARIO.doctor-$when.log")"
+    while [ $# -ge 2 ]; do
+        local name=$1 mark=$2 line
+        shift 2
+        # (the marks are UTF-8, dom0's locale may be C: no single-character match)
+        line=$(grep -a -m1 -E "^[^ ]+ $name:" "$OUT/$SCENARIO.doctor-$when.log")
+        if [[ $line == "$mark $name:"* ]]; then
+            check "doctor-$when-$name" yes "$line"
+        else
+            check "doctor-$when-$name" no "want $mark, got: ${line:-no line}"
+        fi
+    done
+}
+
+# Our helper at libxl's path, Xen's (unchanged: SHA) diverted beside it by
+# the package.
+package_layout() {
+    [ "$(sha256 "$STOCK_PATH.stock")" = "$1" ] &&
+        [ "$(dpkg-divert --listpackage "$STOCK_PATH")" = rxmigrate-xl-plugin ] &&
+        [ "$(readlink "$STOCK_PATH")" = "$PLUGIN_HELPER" ]
+}
+# Xen's helper back, the diversion and our files gone (the CLI package and
+# its conffile stay).
+package_removed() {
+    [ -z "$(diversions)" ] && [ ! -e "$STOCK_PATH.stock" ] && [ -f "$STOCK_PATH" ] &&
+        [ ! -L "$STOCK_PATH" ] && [ ! -e "$PLUGIN_HELPER" ]
+}
+
+package_sequence() {
+    local stock_sha hb0 domid_before domid_after v
+    [ -f "$PKG_RX" ] && [ -f "$PKG_PLUGIN" ] ||
+        not_available "no .debs brought in (ci/package builds them into target/debian)"
+    unset LIBXL_SAVE_HELPER
+    for v in $(compgen -e | grep '^RXMIGRATE_'); do unset "$v"; done
+    need_sshd || return 1
+
+    stock_sha=$(sha256 "$STOCK_PATH")
+    rec meta "stock_helper_sha256=$stock_sha" "packages=${PKG_RX##*/} ${PKG_PLUGIN##*/}"
+    check_that clean-before "Xen's helper, sha256 $stock_sha; no diversion, .stock, $CONF" -- \
+        stock_only || return 1
+
+    # the CLI alone: doctor runs and says what is missing
+    op dpkg-i-rxmigrate -- dpkg -i "$PKG_RX" || return 1
+    doctor cli-only 1 xen ✓ privcmd ✓ libxenctrl ✓ shadow ✓ key ✓ config ✓ save-helper ✗
+    check_that man-page "man -w rxmigrate-doctor: $(man -w rxmigrate-doctor 2>&1)" -- \
+        test -f /usr/share/man/man1/rxmigrate-doctor.1.gz
+
+    op dpkg-i-plugin -- dpkg -i "$PKG_PLUGIN" || return 1
+    cp "$CONF" "$CONF_AS_INSTALLED"
+    check_that installed-layout "$STOCK_PATH -> $(readlink "$STOCK_PATH"); .stock sha256 $(sha256 "$STOCK_PATH.stock"); $(diversions)" -- \
+        package_layout "$stock_sha" || return 1
+    doctor installed 0 save-helper ✓ config ✓ memory ✓
+    rec meta "save_helper=$(readlink -f "$STOCK_PATH")" "version=$(rxmigrate --version)"
+
+    guest_create "$NAME" "$TYPE" || return 1
+
+    conf_for save
+    installed_save save rxmigrate-save-helper-package || return 1
+    helper_line save version '^rxmigrate: info: rxmigrate-save-helper [0-9.]+ \(git [0-9a-f]+; Xen [0-9.]+'
+    helper_line save ran '^rxmigrate: info: non-live save of domain [0-9]+'
+    helper_line save summary '^rxmigrate: info: save done, non-live: [0-9]+ rounds'
+    no_handover save
+    # shellcheck disable=SC2046
+    rec stats "op=save" $(stats_fields "$OUT/$SCENARIO.save.stats.jsonl")
+
+    installed_restore restore || return 1
+    helper_line restore summary '^rxmigrate: info: restore done: [0-9]+ pages into domain [0-9]+'
+    no_handover restore
+
+    conf_for migrate
+    hb0=$(heartbeat "$NAME")
+    domid_before=$(xl domid "$NAME")
+    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+    op migrate -- xl migrate "$NAME" localhost || return 1
+    hb0=$(heartbeat "$NAME")
+    domid_after=$(xl domid "$NAME")
+    helper_line migrate sender-policy "^rxmigrate: info: live save of domain $domid_before with policy hotpage "
+    helper_line migrate sender-summary '^rxmigrate: info: save done, hotpage: [0-9]+ rounds'
+    helper_line migrate receiver "^rxmigrate: info: restore done: [0-9]+ pages into domain $domid_after "
+    no_handover migrate
+    # shellcheck disable=SC2046
+    rec stats "op=migrate" $(stats_fields "$OUT/$SCENARIO.migrate.stats.jsonl")
+    check_alive "$NAME" "$hb0" migrate || return 1
+
+    # apt remove: Xen's helper back, byte for byte
+    cp "$CONF_AS_INSTALLED" "$CONF"
+    op apt-remove -- apt-get remove -y rxmigrate-xl-plugin || return 1
+    check_that stock-helper-restored "$STOCK_PATH sha256 $(sha256 "$STOCK_PATH") (was $stock_sha)" -- \
+        [ "$(sha256 "$STOCK_PATH")" = "$stock_sha" ]
+    check_that plugin-gone "dpkg-divert --list: '$(diversions)'; no .stock, no $PLUGIN_HELPER" -- \
+        package_removed
+    doctor removed 1 save-helper ✗
+
+    installed_save save-stock xl || return 1
+    no_rxmigrate save-stock
+    installed_restore restore-stock || return 1
+    no_rxmigrate restore-stock
+
+    op dpkg-purge -- dpkg --purge rxmigrate || return 1
+    check_that purged "no $CONF, /etc/rxmigrate, /usr/bin/rxmigrate" -- \
+        [ ! -e "$CONF" ] && [ ! -e /etc/rxmigrate ] && [ ! -e /usr/bin/rxmigrate ]
+}
