@@ -73,6 +73,13 @@ xl_migrate() {
     # localhost without ssh: with -s "" xl runs the host argument itself as
     # the receiving command
     plugin_stats migrate
+    if live_pv_unsupported; then
+        # stock xl's libxc, or our helper, must refuse log-dirty mode
+        local pattern=$REFUSAL_STOCK
+        [ "$FAMILY" = plugin ] && pattern=$REFUSAL_RX
+        op_refused migrate "$pattern" -- xl migrate -s "" "$NAME" "xl migrate-receive"
+        return
+    fi
     op migrate -- xl migrate -s "" "$NAME" "xl migrate-receive" || return 1
     # the source is gone now: only the destination can move the heartbeat
     hb0=$(heartbeat "$NAME")
@@ -138,7 +145,10 @@ case $FAMILY in
         ;;
     rx-migrate)
         need_rxmigrate
-        if guest_create "$NAME" "$TYPE"; then
+        if guest_create "$NAME" "$TYPE" && live_pv_unsupported; then
+            op_refused rx-migrate "$REFUSAL_RX" -- "$RX" --hv xen migrate "$NAME" \
+                "$RX --hv xen receive" -s "" --stats "$STATS"
+        elif domain_exists "$NAME"; then
             hb0=$(heartbeat "$NAME")
             [ "$TYPE" = hvm ] && keep_serial "$NAME"
             if op rx-migrate -- "$RX" --hv xen migrate "$NAME" "$RX --hv xen receive" -s "" \
@@ -175,7 +185,11 @@ case $FAMILY in
         ;;
     rx-migrate-cancel)
         need_rxmigrate
-        if guest_create "$NAME" "$TYPE"; then
+        if guest_create "$NAME" "$TYPE" && live_pv_unsupported; then
+            # refused before anything reaches the receiver
+            op_refused rx-migrate-fails "$REFUSAL_RX" -- "$RX" --hv xen migrate "$NAME" \
+                "$RX --hv xen receive" -s ""
+        elif domain_exists "$NAME"; then
             src=$(xl domid "$NAME")
             [ "$TYPE" = hvm ] && keep_serial "$NAME"
             # The receiver gets the whole stream and restores the guest, but
