@@ -15,6 +15,12 @@
 #                            our helper (xen4, hotpage) and rxmigrate migrate, K times
 #   installed-TYPE           xl-plugin/install.sh, then plain xl save, xl restore and
 #                            xl migrate NAME localhost (ssh), uninstall, xl save + restore
+#   export-TYPE              for another lab (the upgrade path): xl save to
+#                            OUT/export/xl-TYPE.save, xl restore, rxmigrate save
+#                            (non-live) to OUT/export/rx-TYPE.save
+#   upgrade-xl-xl-TYPE       xl restore of an imported xl-TYPE.save (IMPORT dir)
+#   upgrade-xl-rx-TYPE       rxmigrate restore of an imported xl-TYPE.save
+#   upgrade-rx-xl-TYPE       xl restore of an imported rx-TYPE.save
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -212,6 +218,61 @@ case $FAMILY in
                 [ -z "$dms" ] || fail "a device model besides the source's runs: ${dms:0:120}"
                 destroy_checked "$NAME"
             fi
+        fi
+        ;;
+    export)
+        # Save files for a lab of another Xen release. Each file's heartbeat
+        # at the save goes beside it (WRITER-TYPE.hb): the importing lab's
+        # guest must go on from there.
+        mkdir -p "$OUT/export"
+        xl info | awk -F' *: ' '$1 == "xen_version" { print $2 }' >"$OUT/export/xen_version"
+        if guest_create "$NAME" "$TYPE"; then
+            hb0=$(heartbeat "$NAME")
+            [ "$TYPE" = hvm ] && keep_serial "$NAME"
+            if op save -- xl save "$NAME" "$OUT/export/xl-$TYPE.save"; then
+                heartbeat "$NAME" >"$OUT/export/xl-$TYPE.hb"
+                rec file "op=save" "bytes=$(file_bytes "$OUT/export/xl-$TYPE.save")" "writer=xl"
+                verify_file save "$OUT/export/xl-$TYPE.save"
+                hb0=$(heartbeat "$NAME")
+                if op restore -- xl restore "$OUT/export/xl-$TYPE.save" &&
+                    check_alive "$NAME" "$hb0" restore; then
+                    need_rxmigrate
+                    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+                    if op rx-save -- "$RX" --hv xen save "$NAME" "$OUT/export/rx-$TYPE.save" \
+                        --stats "$STATS"; then
+                        heartbeat "$NAME" >"$OUT/export/rx-$TYPE.hb"
+                        rec file "op=rx-save" "bytes=$(file_bytes "$OUT/export/rx-$TYPE.save")" \
+                            "writer=rxmigrate"
+                        verify_file rx-save "$OUT/export/rx-$TYPE.save"
+                    fi
+                fi
+            fi
+        fi
+        ;;
+    upgrade-xl-xl | upgrade-xl-rx | upgrade-rx-xl)
+        # A save file from a lab of another Xen release (run --import), restored
+        # here; the guest goes on from its heartbeat at the save and never
+        # boots on this host.
+        writer=${FAMILY#upgrade-} restorer=${writer#*-} writer=${writer%-*}
+        src=${IMPORT:-/mnt/xfer/import}/$writer-$TYPE.save
+        [ -s "$src" ] || not_available "no $writer-$TYPE.save imported (ci/lab/run --import DIR, from an export-$TYPE run)"
+        [ "$restorer" = rx ] && need_rxmigrate
+        CHECK_BOOTS=0
+        hb0=$(cat "${src%.save}.hb" 2>/dev/null)
+        rec meta "imported=$writer-$TYPE.save" "imported_heartbeat=$hb0" \
+            "imported_from=$(cat "${IMPORT:-/mnt/xfer/import}/xen_version" 2>/dev/null)"
+        rec file "op=import" "bytes=$(file_bytes "$src")" "writer=$writer"
+        xl destroy "$NAME" >/dev/null 2>&1
+        rm -f "$CONSOLE_DIR"/guest-"$NAME"*.log*
+        # this release's verifiers on the other release's file
+        verify_file import "$src"
+        if [ "$restorer" = rx ]; then
+            op rx-restore -- "$RX" -v --hv xen restore "$src" &&
+                check_alive "$NAME" "${hb0:-0}" rx-restore && capture_domain "$NAME" rx-restored &&
+                destroy_checked "$NAME"
+        else
+            op restore -- xl restore "$src" && check_alive "$NAME" "${hb0:-0}" restore &&
+                capture_domain "$NAME" restored
         fi
         ;;
     installed)
