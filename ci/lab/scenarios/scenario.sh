@@ -102,6 +102,12 @@ stock_sequence() {
 
 case $FAMILY in
     perf)
+        if live_pv_unsupported; then
+            # (the refusal itself is checked by stock-pv, rx-migrate-pv, plugin-pv)
+            NOT_SUPPORTED="PV live migration needs shadow paging (virt_caps: $VIRT_CAPS)"
+            finish
+            exit 0
+        fi
         . "$SCEN_DIR/perf.sh"
         perf_family
         ;;
