@@ -2,6 +2,7 @@
 //! build does for a guest without devices).
 
 use super::bare_domain;
+use super::release;
 use super::{Created, XenHost};
 use crate::hv::{DomId, DomainSpec, Hypervisor, Result};
 use xen_sys::*;
@@ -22,34 +23,29 @@ fn random_handle() -> [u8; 16] {
 pub fn create(host: &XenHost, spec: &DomainSpec) -> Result<DomId> {
     let p = bare_domain::create_params(spec.guest_type, spec.max_pfn, spec.max_vcpu_id);
     let handle = random_handle();
-    // SAFETY: plain data, zero is its empty value.
-    let mut cfg: xen_domctl_createdomain = unsafe { std::mem::zeroed() };
-    cfg.handle = handle;
-    cfg.flags = if p.hvm {
-        XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap
-    } else {
-        0
-    };
-    cfg.max_vcpus = p.max_vcpus;
-    cfg.max_evtchn_port = 1023;
-    // -1: the hypervisor's defaults for grant and maptrack frames.
-    cfg.max_grant_frames = -1;
-    cfg.max_maptrack_frames = -1;
-    cfg.grant_opts = 1; // grant table version 1 at most, what Linux uses
-    if p.hvm {
-        cfg.arch.emulation_flags = if spec.pvh {
-            // PVH: a local APIC and nothing else, as libxl asks.
-            XEN_X86_EMU_LAPIC
+    let cfg = release::CreateConfig {
+        handle,
+        flags: if p.hvm {
+            XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap
         } else {
+            0
+        },
+        max_vcpus: p.max_vcpus,
+        max_evtchn_port: 1023,
+        // -1: the hypervisor's defaults for grant and maptrack frames.
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
+        grant_opts: 1, // grant table version 1 at most, what Linux uses
+        emulation_flags: match (p.hvm, spec.pvh) {
+            // PVH: a local APIC and nothing else, as libxl asks.
+            (true, true) => XEN_X86_EMU_LAPIC,
             // Everything but vPCI, as libxl sets for HVM guests.
-            XEN_X86_EMU_ALL & !(1 << 10)
-        };
-    }
-    let mut dom: u32 = 0;
-    // SAFETY: cfg is complete; dom 0 asks Xen to pick the id.
-    host.h.call(0, "create_domain", |x| unsafe {
-        x.lib.xc_domain_create(x.xch, &mut dom, &mut cfg) as i64
-    })?;
+            (true, false) => XEN_X86_EMU_ALL & !(1 << 10),
+            (false, _) => 0,
+        },
+    };
+    // The release's own xen_domctl_createdomain layout (release/).
+    let dom = release::create_domain(host.h, &cfg)?;
     let built = (|| -> Result<Created> {
         // The vCPUs themselves (createdomain only sizes the array).
         // SAFETY: integer arguments only.

@@ -38,6 +38,8 @@ impl Drop for Handles {
 pub struct Xc<'a> {
     pub lib: &'a xen_sys::xenctrl::XenCtrl,
     pub guest: &'a xen_sys::xenguest::XenGuest,
+    /// The installed release's own functions (used through `release`).
+    pub rel: &'a xen_sys::ReleaseLib,
     pub xch: *mut xc_interface,
     _g: MutexGuard<'a, ()>,
 }
@@ -91,6 +93,7 @@ impl Handles {
         Xc {
             lib: &self.libs.ctrl,
             guest: &self.libs.guest,
+            rel: &self.libs.rel,
             xch: self.xch,
             _g: self.xc_lock.lock().unwrap_or_else(|e| e.into_inner()),
         }

@@ -14,6 +14,7 @@ mod kept_config;
 mod p2m;
 mod physinfo;
 mod qmp;
+mod release;
 mod suspend;
 mod toolstack;
 mod vcpu;
@@ -76,11 +77,15 @@ impl XenHost {
     pub fn open() -> Result<XenHost> {
         let libs = XenLibs::open().map_err(|e| HvError::Unavailable(e.to_string()))?;
         let h = Box::leak(Box::new(Handles::open(libs)?));
-        Ok(XenHost {
+        let host = XenHost {
             dirty: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
             h,
-        })
+        };
+        // The libraries name a release; the hypervisor must be that one.
+        release::confirm(host.h.libs.release, host.xen_version())?;
+        log::debug!("Xen {} (libxenctrl and hypervisor)", host.h.libs.release);
+        Ok(host)
     }
 
     /// Is this a Xen dom0 (the auto-detection of `open_hv`)?
@@ -89,15 +94,7 @@ impl XenHost {
     }
 
     fn raw_info(&self, dom: DomId) -> Result<xc_domaininfo_t> {
-        let mut info = xc_domaininfo_t::default();
-        // SAFETY: info has room for the one entry asked for.
-        let n = self.h.call(dom, "domain_info", |x| unsafe {
-            x.lib.xc_domain_getinfolist(x.xch, dom, 1, &mut info) as i64
-        })?;
-        if n < 1 || info.domain as DomId != dom {
-            return Err(HvError::NoSuchDomain(dom.to_string()));
-        }
-        Ok(info)
+        release::domain_info(self.h, dom)?.ok_or_else(|| HvError::NoSuchDomain(dom.to_string()))
     }
 
     fn is_hvm(info: &xc_domaininfo_t) -> bool {
@@ -248,7 +245,9 @@ impl Hypervisor for XenHost {
                 .xc_version(xc.xch, XENVER_version as i32, std::ptr::null_mut())
         };
         if v < 0 {
-            return (4, 17);
+            // Not expected of a working dom0; the libraries' release then.
+            let r = self.h.libs.release;
+            return (r.major, r.minor);
         }
         ((v as u32) >> 16, (v as u32) & 0xffff)
     }
@@ -703,6 +702,9 @@ impl Hypervisor for XenHost {
         store_gfn: u64,
         store_domid: u32,
     ) -> Result<()> {
+        // The console ring as this release's xenconsoled expects it; the
+        // restore is done with it, as libxenguest is when it seeds.
+        release::console_restored(self.h, dom, console_gfn)?;
         toolstack::seed_grant_table(
             self,
             dom,
