@@ -53,6 +53,15 @@ pub enum HvError {
     Invalid { op: &'static str, msg: String },
     #[error("hypervisor not available: {0}")]
     Unavailable(String),
+    /// A live save of a PV guest needs log-dirty on its shadow page
+    /// tables, and the hypervisor was built without shadow paging.
+    #[error(
+        "live migration of PV guest {dom} needs shadow paging, which this hypervisor was \
+         built without (CONFIG_SHADOW_PAGING=n, e.g. Debian 13's Xen 4.20); a non-live save \
+         (rxmigrate save without --live / xl save) works, as does a hypervisor built with \
+         CONFIG_SHADOW_PAGING=y"
+    )]
+    NoShadowPaging { dom: DomId },
     /// An OS call failed. The cause is printed here, so it is not also
     /// this error's `source` (a chain would print it twice); it is kept
     /// typed for [`HvError::errno`].
@@ -113,7 +122,7 @@ impl HvError {
             HvError::Op { errno, .. } => *errno,
             HvError::Io { cause, .. } => cause.raw_os_error().map(Errno::from_raw),
             HvError::NoSuchDomain(_) => Some(Errno::ESRCH),
-            HvError::Unsupported { .. } => Some(Errno::EOPNOTSUPP),
+            HvError::Unsupported { .. } | HvError::NoShadowPaging { .. } => Some(Errno::EOPNOTSUPP),
             HvError::Invalid { .. } => Some(Errno::EINVAL),
             HvError::Refused(_) | HvError::Unavailable(_) => None,
         }
@@ -321,6 +330,11 @@ pub trait Hypervisor: Send + Sync {
     /// guest it restores. `None`: this host cannot tell.
     fn host_free_memory(&self) -> Result<Option<u64>> {
         Ok(None)
+    }
+    /// Whether the hypervisor has shadow paging (Xen: physinfo's
+    /// `virt_caps` has `shadow`), which PV guests' log-dirty needs.
+    fn shadow_paging(&self) -> Result<bool> {
+        Ok(true)
     }
     /// Most memory the domain may hold, in bytes: what the toolstack granted
     /// it (Xen: `max_pages`; sim: its RAM). A restore into a domain the

@@ -106,6 +106,11 @@ pub fn save<W: Write>(
 ) -> Result<(SaveOutcome, W), SaveError> {
     let started = Instant::now();
     let mut info = hv.domain_info(dom)?;
+    // A live PV save needs shadow paging: refused before the guest is
+    // touched (no log-dirty, no suspend), not halfway through.
+    if opts.live && info.guest_type == GuestType::Pv && !hv.shadow_paging()? {
+        return Err(crate::hv::HvError::NoShadowPaging { dom }.into());
+    }
     let ops = ops::for_domain(hv, dom, &info)?;
     // The save covers the pfns the guest type says (a PV guest's P2M).
     info.max_pfn = ops.p2m_size() - 1;

@@ -355,8 +355,8 @@ impl XenLibs {
         let fmem = open(
             probe,
             STABLE_LIBRARIES[0],
-            // SAFETY: as above.
             |l| {
+                // SAFETY: as above.
                 unsafe { xenforeignmemory::XenForeignMemory::from_library(l) }
                     .map_err(|e| e.to_string())
             },

@@ -109,6 +109,7 @@ impl SimHost {
                     let h = HostState {
                         tag: host_tag(seed),
                         next_domid: 1,
+                        no_shadow: false,
                     };
                     hd.write_host(&h)?;
                     h
@@ -125,6 +126,15 @@ impl SimHost {
 
     pub fn dir(&self) -> &Path {
         &self.dir.dir
+    }
+
+    /// Makes this host model a hypervisor with or without shadow paging
+    /// (kept in the host's state, so every process using it sees it).
+    pub fn set_shadow_paging(&self, on: bool) -> Result<()> {
+        let _l = self.dir.lock()?;
+        let mut h = self.dir.read_host()?;
+        h.no_shadow = !on;
+        self.dir.write_host(&h)
     }
     pub fn tag(&self) -> u32 {
         self.tag
@@ -418,7 +428,16 @@ impl Hypervisor for SimHost {
         Ok(())
     }
 
+    fn shadow_paging(&self) -> Result<bool> {
+        Ok(!self.dir.read_host()?.no_shadow)
+    }
+
     fn logdirty_enable(&self, dom: DomId) -> Result<()> {
+        // As Xen without shadow paging: PV log-dirty fails (EOPNOTSUPP),
+        // which XenHost reports as this.
+        if self.domain_info(dom)?.guest_type == GuestType::Pv && !self.shadow_paging()? {
+            return Err(HvError::NoShadowPaging { dom });
+        }
         let d = self.dom(dom)?;
         let w = d.st.logdirty()?;
         if w.load(Ordering::Acquire) != 0 {

@@ -16,6 +16,10 @@ pub struct HostState {
     /// Distinguishes hosts: mfn bases and shm file names derive from it.
     pub tag: u32,
     pub next_domid: DomId,
+    /// Model a hypervisor built without shadow paging (CONFIG_SHADOW_PAGING=n):
+    /// PV guests' log-dirty cannot be enabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_shadow: bool,
 }
 
 /// What the toolstack keeps about a domain (Xen's domain struct, roughly).

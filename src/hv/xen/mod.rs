@@ -382,7 +382,7 @@ impl Hypervisor for XenHost {
 
     fn logdirty_enable(&self, dom: DomId) -> Result<()> {
         // SAFETY: no bitmap for ENABLE_LOGDIRTY.
-        self.h.call(dom, "logdirty_enable", |x| unsafe {
+        let r = self.h.call(dom, "logdirty_enable", |x| unsafe {
             x.lib.xc_shadow_control(
                 x.xch,
                 dom,
@@ -390,8 +390,18 @@ impl Hypervisor for XenHost {
                 std::ptr::null_mut(),
                 0,
             ) as i64
-        })?;
-        Ok(())
+        });
+        match r {
+            // A PV guest's log-dirty is shadow paging's; a hypervisor
+            // built without it answers EOPNOTSUPP.
+            Err(HvError::Op {
+                errno: Some(Errno::EOPNOTSUPP),
+                ..
+            }) if self.raw_info(dom).is_ok_and(|i| !Self::is_hvm(&i)) => {
+                Err(HvError::NoShadowPaging { dom })
+            }
+            r => r.map(|_| ()),
+        }
     }
 
     fn logdirty_disable(&self, dom: DomId) -> Result<()> {
@@ -680,6 +690,10 @@ impl Hypervisor for XenHost {
 
     fn host_free_memory(&self) -> Result<Option<u64>> {
         Ok(Some(self.physinfo()?.free_bytes()))
+    }
+
+    fn shadow_paging(&self) -> Result<bool> {
+        Ok(self.physinfo()?.has_shadow())
     }
 
     fn domain_max_memory(&self, dom: DomId) -> Result<u64> {

@@ -48,9 +48,12 @@ pub struct Facts {
     /// sets to XENCONSOLE_DISCONNECTED for xenconsoled to flip (4.21 on);
     /// None where the ring has no such byte.
     pub console_connection: Option<usize>,
-    /// Bytes of the HVM LAPIC save record (`struct hvm_hw_lapic`) this
-    /// release writes; it grew by `pending_esr` in 4.21. Records pass
-    /// through rxmigrate opaquely, so both sizes are accepted.
+    /// Bytes of the HVM LAPIC save record (`struct hvm_hw_lapic`) in the
+    /// headers bound: it grew by `pending_esr` (24 -> 32) in 4.21, and the
+    /// fix was backported to 4.18.6, 4.19.6 and 4.20.2 (so Debian 13's
+    /// 4.20.4 writes 32, 4.18.0/4.19.0 write 24). The record passes through
+    /// rxmigrate opaquely, so both sizes are accepted; Xen loads a shorter
+    /// one zero-extended.
     pub hvm_lapic_record: usize,
 }
 
@@ -64,8 +67,8 @@ pub const FACTS: [Facts; 6] = [
         release: r(17),
         domctl_interface: 0x15,
         sysctl_interface: 0x15,
-        createdomain_size: 68,
-        createdomain_arch: 60,
+        createdomain_size: 64,
+        createdomain_arch: 56,
         altp2m: Altp2m::None,
         getinfo: GetInfo::List,
         cpuid_apply_policy_msr_arg: false,
@@ -76,8 +79,8 @@ pub const FACTS: [Facts; 6] = [
         release: r(18),
         domctl_interface: 0x16,
         sysctl_interface: 0x15,
-        createdomain_size: 68,
-        createdomain_arch: 60,
+        createdomain_size: 64,
+        createdomain_arch: 56,
         altp2m: Altp2m::None,
         getinfo: GetInfo::Single,
         cpuid_apply_policy_msr_arg: true,
@@ -88,9 +91,9 @@ pub const FACTS: [Facts; 6] = [
         release: r(19),
         domctl_interface: 0x17,
         sysctl_interface: 0x15,
-        createdomain_size: 72,
-        createdomain_arch: 64,
-        altp2m: Altp2m::Opts32 { offset: 52 },
+        createdomain_size: 68,
+        createdomain_arch: 60,
+        altp2m: Altp2m::Opts32 { offset: 48 },
         getinfo: GetInfo::Single,
         cpuid_apply_policy_msr_arg: true,
         console_connection: None,
@@ -100,21 +103,21 @@ pub const FACTS: [Facts; 6] = [
         release: r(20),
         domctl_interface: 0x17,
         sysctl_interface: 0x15,
-        createdomain_size: 72,
-        createdomain_arch: 64,
-        altp2m: Altp2m::Opts32 { offset: 52 },
+        createdomain_size: 68,
+        createdomain_arch: 60,
+        altp2m: Altp2m::Opts32 { offset: 48 },
         getinfo: GetInfo::Single,
         cpuid_apply_policy_msr_arg: true,
         console_connection: None,
-        hvm_lapic_record: 24,
+        hvm_lapic_record: 32,
     },
     Facts {
         release: r(21),
         domctl_interface: 0x17,
         sysctl_interface: 0x16,
-        createdomain_size: 72,
-        createdomain_arch: 64,
-        altp2m: Altp2m::OptsNr16 { offset: 52 },
+        createdomain_size: 68,
+        createdomain_arch: 60,
+        altp2m: Altp2m::OptsNr16 { offset: 48 },
         getinfo: GetInfo::Single,
         cpuid_apply_policy_msr_arg: true,
         console_connection: Some(3088),
@@ -124,9 +127,9 @@ pub const FACTS: [Facts; 6] = [
         release: r(22),
         domctl_interface: 0x18,
         sysctl_interface: 0x16,
-        createdomain_size: 72,
-        createdomain_arch: 64,
-        altp2m: Altp2m::OptsNr16 { offset: 52 },
+        createdomain_size: 68,
+        createdomain_arch: 60,
+        altp2m: Altp2m::OptsNr16 { offset: 48 },
         getinfo: GetInfo::Single,
         cpuid_apply_policy_msr_arg: true,
         console_connection: Some(3088),
