@@ -41,7 +41,7 @@ fn debian_helpers(libs: &Path) -> Vec<PathBuf> {
             Some((release, e.path().join("bin").join(HELPER_NAME)))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, p)| p).collect()
 }
 
