@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Prints the results table of a lab run and writes results.json beside it.
 
-    table.py OUT_DIR RUN_SECONDS SCENARIO...
+    table.py [--xen RELEASE] OUT_DIR RUN_SECONDS SCENARIO...
 
-Exit status 1 when a scenario failed ("not available" is not a failure).
+Exit status 1 when a scenario failed ("not available" and "not supported",
+a PV live migration on a hypervisor without shadow paging refused as
+expected, are not failures).
 """
 import json
 import os
@@ -37,9 +39,13 @@ def row(r):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit("usage: table.py OUT_DIR RUN_SECONDS SCENARIO...")
-    out, run_secs, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+    args = sys.argv[1:]
+    xen = None
+    if args[:1] == ["--xen"] and len(args) > 1:
+        xen, args = args[1], args[2:]
+    if len(args) < 2:
+        sys.exit("usage: table.py [--xen RELEASE] OUT_DIR RUN_SECONDS SCENARIO...")
+    out, run_secs, names = args[0], args[1], args[2:]
     results = []
     for name in names:
         path = os.path.join(out, name + ".json")
@@ -49,7 +55,7 @@ def main():
         except (OSError, ValueError) as e:
             results.append({"scenario": name, "status": "fail", "reason": f"{path}: {e}"})
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"run_seconds": int(run_secs), "scenarios": results}, f, indent=2)
+        json.dump({"xen": xen, "run_seconds": int(run_secs), "scenarios": results}, f, indent=2)
 
     head = ["scenario", "status", "try", "secs", "MiB", "rounds", "downtime_ms",
             "verify", "alive", "note"]
@@ -60,8 +66,11 @@ def main():
         print("  ".join(cells + [str(r[-1])[:100]]).rstrip())
     failed = sum(r["status"] == "fail" for r in results)
     passed = sum(r["status"] == "pass" for r in results)
-    print(f"\n{passed} passed, {failed} failed, {len(results) - passed - failed} not available"
-          f" ({run_secs} s); details in {out}")
+    unsupported = sum(r["status"] == "not supported" for r in results)
+    other = len(results) - passed - failed - unsupported
+    print(f"\n{passed} passed, {failed} failed, {unsupported} not supported by this hypervisor,"
+          f" {other} not available ({run_secs} s{', Xen ' + xen if xen else ''});"
+          f" details in {out}")
     return 1 if failed else 0
 
 

@@ -10,8 +10,40 @@ use std::path::{Path, PathBuf};
 
 /// Name install.sh gives the diverted stock helper, beside the original.
 pub const DIVERTED_NAME: &str = "libxl-save-helper.stock";
-/// Debian 12's stock helper.
-pub const DEBIAN_STOCK: &str = "/usr/lib/xen-4.17/bin/libxl-save-helper";
+/// Where Debian puts each Xen release's tools: `/usr/lib/xen-4.17/bin`
+/// (Debian 12), `/usr/lib/xen-4.20/bin` (Debian 13), one per release.
+pub const DEBIAN_XEN_LIBS: &str = "/usr/lib";
+const HELPER_NAME: &str = "libxl-save-helper";
+
+/// Xen's helper of the release whose xl started us: libxl runs the save
+/// helper as a child of xl, which Debian keeps beside the helper
+/// (`/usr/lib/xen-4.20/bin/xl`).
+fn beside_parent_xl() -> Option<PathBuf> {
+    let ppid = std::os::unix::process::parent_id();
+    let xl = std::fs::read_link(format!("/proc/{ppid}/exe")).ok()?;
+    (xl.file_name()? == "xl").then(|| xl.with_file_name(HELPER_NAME))
+}
+
+/// `(major, minor)` of a Debian Xen tools directory name, `xen-4.20`.
+fn release_of(dir_name: &str) -> Option<(u32, u32)> {
+    let (major, minor) = dir_name.strip_prefix("xen-")?.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Debian's helpers under `libs`, newest release first.
+fn debian_helpers(libs: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<((u32, u32), PathBuf)> = std::fs::read_dir(libs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let release = release_of(e.file_name().to_str()?)?;
+            Some((release, e.path().join("bin").join(HELPER_NAME)))
+        })
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found.into_iter().map(|(_, p)| p).collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StockError {
@@ -43,8 +75,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The stock helper: the configured one, else `libxl-save-helper.stock`
-/// beside the path libxl ran us by (install.sh's diversion), else Debian's
-/// path. Never this program itself, and only a trusted file (root's,
+/// beside the path libxl ran us by (install.sh's diversion), else the one
+/// beside the xl that started us, else Debian's, newest release first. Never this program itself, and only a trusted file (root's,
 /// writable by no one else, in directories likewise: we run as root): a
 /// configured helper that is not is refused, a found one skipped. Returns
 /// the path checked, links resolved.
@@ -60,7 +92,8 @@ pub fn locate(configured: Option<&Path>, argv0: &Path) -> Result<PathBuf, StockE
         {
             candidates.push(dir.join(DIVERTED_NAME));
         }
-        candidates.push(PathBuf::from(DEBIAN_STOCK));
+        candidates.extend(beside_parent_xl());
+        candidates.extend(debian_helpers(Path::new(DEBIAN_XEN_LIBS)));
     }
     for c in &candidates {
         if !c.is_file() {
@@ -134,6 +167,22 @@ mod tests {
         std::fs::set_permissions(&stock, std::fs::Permissions::from_mode(0o777)).unwrap();
         let found = locate(None, &d.path().join("libxl-save-helper"));
         assert!(found.map_or(true, |p| p != stock));
+    }
+
+    #[test]
+    fn debian_helpers_newest_release_first() {
+        let d = tempfile::tempdir().unwrap();
+        for dir in ["xen-4.17", "xen-4.20", "xen-4.9", "xen-common", "xen-4.x"] {
+            std::fs::create_dir_all(d.path().join(dir).join("bin")).unwrap();
+        }
+        let found = debian_helpers(d.path());
+        let want: Vec<_> = ["xen-4.20", "xen-4.17", "xen-4.9"]
+            .iter()
+            .map(|r| d.path().join(r).join("bin/libxl-save-helper"))
+            .collect();
+        assert_eq!(found, want);
+        assert_eq!(release_of("xen-4.20"), Some((4, 20)));
+        assert_eq!(release_of("xen-common"), None);
     }
 
     #[test]

@@ -61,6 +61,19 @@ fn snapshot(root: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn install_diverts_the_stock_helper_and_uninstall_restores_it() {
+    // Debian 12 (bookworm)
+    install_roundtrip("4.17");
+}
+
+#[test]
+fn install_finds_the_helper_of_xen_4_20() {
+    // Debian 13 (trixie): libxl runs /usr/lib/xen-4.20/bin/libxl-save-helper
+    install_roundtrip("4.20");
+}
+
+/// install, status, the hand-over to the diverted helper, uninstall, on a
+/// system image with Xen `release`'s tools in /usr/lib/xen-RELEASE/bin.
+fn install_roundtrip(release: &str) {
     assert!(
         Command::new("dpkg-divert")
             .arg("--version")
@@ -70,7 +83,7 @@ fn install_diverts_the_stock_helper_and_uninstall_restores_it() {
     );
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
-    let bin = root.join("usr/lib/xen-4.17/bin");
+    let bin = root.join(format!("usr/lib/xen-{release}/bin"));
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
@@ -103,6 +116,10 @@ fn install_diverts_the_stock_helper_and_uninstall_restores_it() {
     assert_eq!(c.policy, "hotpage");
     let (ok, out) = sh(&["status", "--root", &r]);
     assert!(ok && out.contains("rxmigrate"), "{out}");
+    assert!(
+        out.contains(&format!("/usr/lib/xen-{release}/bin/libxl-save-helper")),
+        "{out}"
+    );
     // Installing twice changes nothing.
     let once = snapshot(root);
     let (ok, out) = sh(&["install", "--root", &r, "--binary", HELPER]);

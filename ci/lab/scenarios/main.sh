@@ -11,7 +11,7 @@ mkdir -p "$OUT"
     echo
     cat /proc/cmdline
     echo
-    ls -l /usr/lib/x86_64-linux-gnu/libxen*.so* /usr/lib/xen-4.17/bin/
+    ls -l /usr/lib/x86_64-linux-gnu/libxen*.so* /usr/lib/xen-*/bin/
     echo
     [ -x "$BIN/rxmigrate" ] && ldd "$BIN/rxmigrate"
 } >"$OUT/dom0-facts.txt" 2>&1
@@ -37,7 +37,7 @@ for s in "$@"; do
         echo "LAB-WARN $s left the rxmigrate packages installed: purging them"
         dpkg --purge rxmigrate-xl-plugin rxmigrate
     fi
-    if [ -e /usr/lib/xen-4.17/bin/libxl-save-helper.stock ] && [ -x "$BIN/install.sh" ]; then
+    if ls /usr/lib/xen-*/bin/libxl-save-helper.stock >/dev/null 2>&1 && [ -x "$BIN/install.sh" ]; then
         echo "LAB-WARN $s left rxmigrate-save-helper installed: uninstalling it"
         "$BIN/install.sh" uninstall
         rm -f /etc/rxmigrate.conf

@@ -11,12 +11,19 @@
 #   rx-migrate-cancel-TYPE   rxmigrate migrate to a receiver whose answers stop after
 #                            the banner: the migration fails after the suspend, the
 #                            source must run on and the receiver leave nothing
+#   conformance-TYPE         tests/hv_conformance.rs against this Xen (RXMIGRATE_HV=xen)
 #   perf-TYPE                the side-by-side benchmark (perf.sh): stock xl, xl with
 #                            our helper (xen4, hotpage) and rxmigrate migrate, K times
 #   installed-TYPE           xl-plugin/install.sh, then plain xl save, xl restore and
 #                            xl migrate NAME localhost (ssh), uninstall, xl save + restore
 #   package-TYPE             the .debs of ci/package by dpkg -i, rxmigrate doctor, the
 #                            installed sequence, apt-get remove (package.sh)
+#   export-TYPE              for another lab (the upgrade path): xl save to
+#                            OUT/export/xl-TYPE.save, xl restore, rxmigrate save
+#                            (non-live) to OUT/export/rx-TYPE.save
+#   upgrade-xl-xl-TYPE       xl restore of an imported xl-TYPE.save (IMPORT dir)
+#   upgrade-xl-rx-TYPE       rxmigrate restore of an imported xl-TYPE.save
+#   upgrade-rx-xl-TYPE       xl restore of an imported rx-TYPE.save
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -75,6 +82,13 @@ xl_migrate() {
     # localhost without ssh: with -s "" xl runs the host argument itself as
     # the receiving command
     plugin_stats migrate
+    if live_pv_unsupported; then
+        # stock xl's libxc, or our helper, must refuse log-dirty mode
+        local pattern=$REFUSAL_STOCK
+        [ "$FAMILY" = plugin ] && pattern=$REFUSAL_RX
+        op_refused migrate "$pattern" -- xl migrate -s "" "$NAME" "xl migrate-receive"
+        return
+    fi
     op migrate -- xl migrate -s "" "$NAME" "xl migrate-receive" || return 1
     # the source is gone now: only the destination can move the heartbeat
     hb0=$(heartbeat "$NAME")
@@ -91,6 +105,12 @@ stock_sequence() {
 
 case $FAMILY in
     perf)
+        if live_pv_unsupported; then
+            # (the refusal itself is checked by stock-pv, rx-migrate-pv, plugin-pv)
+            NOT_SUPPORTED="PV live migration needs shadow paging (virt_caps: $VIRT_CAPS)"
+            finish
+            exit 0
+        fi
         . "$SCEN_DIR/perf.sh"
         perf_family
         ;;
@@ -140,7 +160,10 @@ case $FAMILY in
         ;;
     rx-migrate)
         need_rxmigrate
-        if guest_create "$NAME" "$TYPE"; then
+        if guest_create "$NAME" "$TYPE" && live_pv_unsupported; then
+            op_refused rx-migrate "$REFUSAL_RX" -- "$RX" --hv xen migrate "$NAME" \
+                "$RX --hv xen receive" -s "" --stats "$STATS"
+        elif domain_exists "$NAME"; then
             hb0=$(heartbeat "$NAME")
             [ "$TYPE" = hvm ] && keep_serial "$NAME"
             if op rx-migrate -- "$RX" --hv xen migrate "$NAME" "$RX --hv xen receive" -s "" \
@@ -177,7 +200,11 @@ case $FAMILY in
         ;;
     rx-migrate-cancel)
         need_rxmigrate
-        if guest_create "$NAME" "$TYPE"; then
+        if guest_create "$NAME" "$TYPE" && live_pv_unsupported; then
+            # refused before anything reaches the receiver
+            op_refused rx-migrate-fails "$REFUSAL_RX" -- "$RX" --hv xen migrate "$NAME" \
+                "$RX --hv xen receive" -s ""
+        elif domain_exists "$NAME"; then
             src=$(xl domid "$NAME")
             [ "$TYPE" = hvm ] && keep_serial "$NAME"
             # The receiver gets the whole stream and restores the guest, but
@@ -201,6 +228,75 @@ case $FAMILY in
                 destroy_checked "$NAME"
             fi
         fi
+        ;;
+    export)
+        # Save files for a lab of another Xen release. Each file's heartbeat
+        # at the save goes beside it (WRITER-TYPE.hb): the importing lab's
+        # guest must go on from there.
+        mkdir -p "$OUT/export"
+        xl info | awk -F' *: ' '$1 == "xen_version" { print $2 }' >"$OUT/export/xen_version"
+        if guest_create "$NAME" "$TYPE"; then
+            hb0=$(heartbeat "$NAME")
+            [ "$TYPE" = hvm ] && keep_serial "$NAME"
+            if op save -- xl save "$NAME" "$OUT/export/xl-$TYPE.save"; then
+                heartbeat "$NAME" >"$OUT/export/xl-$TYPE.hb"
+                rec file "op=save" "bytes=$(file_bytes "$OUT/export/xl-$TYPE.save")" "writer=xl"
+                verify_file save "$OUT/export/xl-$TYPE.save"
+                hb0=$(heartbeat "$NAME")
+                if op restore -- xl restore "$OUT/export/xl-$TYPE.save" &&
+                    check_alive "$NAME" "$hb0" restore; then
+                    need_rxmigrate
+                    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+                    if op rx-save -- "$RX" --hv xen save "$NAME" "$OUT/export/rx-$TYPE.save" \
+                        --stats "$STATS"; then
+                        heartbeat "$NAME" >"$OUT/export/rx-$TYPE.hb"
+                        rec file "op=rx-save" "bytes=$(file_bytes "$OUT/export/rx-$TYPE.save")" \
+                            "writer=rxmigrate"
+                        verify_file rx-save "$OUT/export/rx-$TYPE.save"
+                    fi
+                fi
+            fi
+        fi
+        ;;
+    upgrade-xl-xl | upgrade-xl-rx | upgrade-rx-xl)
+        # A save file from a lab of another Xen release (run --import), restored
+        # here; the guest goes on from its heartbeat at the save and never
+        # boots on this host.
+        writer=${FAMILY#upgrade-} restorer=${writer#*-} writer=${writer%-*}
+        src=${IMPORT:-/mnt/xfer/import}/$writer-$TYPE.save
+        [ -s "$src" ] || not_available "no $writer-$TYPE.save imported (ci/lab/run --import DIR, from an export-$TYPE run)"
+        [ "$restorer" = rx ] && need_rxmigrate
+        CHECK_BOOTS=0
+        hb0=$(cat "${src%.save}.hb" 2>/dev/null)
+        rec meta "imported=$writer-$TYPE.save" "imported_heartbeat=$hb0" \
+            "imported_from=$(cat "${IMPORT:-/mnt/xfer/import}/xen_version" 2>/dev/null)"
+        rec file "op=import" "bytes=$(file_bytes "$src")" "writer=$writer"
+        xl destroy "$NAME" >/dev/null 2>&1
+        rm -f "$CONSOLE_DIR"/guest-"$NAME"*.log*
+        # this release's verifiers on the other release's file
+        verify_file import "$src"
+        if [ "$restorer" = rx ]; then
+            op rx-restore -- "$RX" -v --hv xen restore "$src" &&
+                check_alive "$NAME" "${hb0:-0}" rx-restore && capture_domain "$NAME" rx-restored &&
+                destroy_checked "$NAME"
+        else
+            op restore -- xl restore "$src" && check_alive "$NAME" "${hb0:-0}" restore &&
+                capture_domain "$NAME" restored
+        fi
+        ;;
+    conformance)
+        # The contract every backend meets (tests/hv_conformance.rs): the
+        # sim passes it in ci/test, Xen here. It builds and destroys its own
+        # PV and HVM domains; none may be left.
+        [ -x "$BIN/hv_conformance" ] || { fail "no hv_conformance binary in $BIN"; finish; exit 0; }
+        if op conformance -- env RXMIGRATE_HV=xen "$BIN/hv_conformance" --test-threads=1 --nocapture xen; then
+            ran=no
+            grep -q "test xen_conforms ... ok" "$OUT/$SCENARIO.conformance.log" &&
+                ! grep -q "skipped" "$OUT/$SCENARIO.conformance.log" && ran=yes
+            check ran_on_xen $ran "xen_conforms passed against this hypervisor (not skipped)"
+        fi
+        left=$(xl list | awk 'NR > 2 { print $1 }' | tr '\n' ' ')
+        [ -z "$left" ] || fail "domains left behind: $left"
         ;;
     installed)
         . "$SCEN_DIR/installed.sh"
