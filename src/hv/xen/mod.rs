@@ -672,7 +672,7 @@ impl Hypervisor for XenHost {
         let mut arr: Vec<xen_pfn_t> = pfns.iter().map(|&p| p as xen_pfn_t).collect();
         // SAFETY: arr holds arr.len() extents of order 0, rewritten in place
         // (PV: with the new mfns).
-        self.h.call(dom, "populate", |x| unsafe {
+        let done = self.h.call(dom, "populate", |x| unsafe {
             x.lib.xc_domain_populate_physmap_exact(
                 x.xch,
                 dom,
@@ -681,7 +681,13 @@ impl Hypervisor for XenHost {
                 0,
                 arr.as_mut_ptr(),
             ) as i64
-        })?;
+        });
+        if let Err(e) = done {
+            // Xen populates nothing for a domain that does not exist and
+            // libxc calls a short populate EBUSY: name the real cause.
+            self.raw_info(dom)?;
+            return Err(e);
+        }
         Ok(arr)
     }
 
