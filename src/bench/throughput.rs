@@ -76,6 +76,9 @@ pub struct ThroughputRun {
     /// CPU seconds (user + system) of the saving and the restoring thread.
     pub save_cpu_s: f64,
     pub restore_cpu_s: f64,
+    /// CPU seconds of the plain copy's writer and reader threads together:
+    /// what moving `stream_bytes` costs with no engine at all.
+    pub copy_cpu_s: f64,
     pub rounds: u32,
 }
 
@@ -101,6 +104,13 @@ impl ThroughputRun {
     }
     pub fn restore_cpu_s_per_gib(&self) -> f64 {
         self.restore_cpu_s / self.gib()
+    }
+    /// The plain copy's CPU seconds over the engine's (sender and receiver)
+    /// for the same bytes: 1.0 means the engine costs no more CPU than the
+    /// bare socket copy. Unlike the MiB/s ratio it does not depend on how
+    /// the scheduler shares a busy machine between the two runs.
+    pub fn cpu_ratio(&self) -> f64 {
+        self.copy_cpu_s / (self.save_cpu_s + self.restore_cpu_s).max(1e-9)
     }
 }
 
@@ -156,17 +166,25 @@ fn fill(host: &SimHost, dom: DomId, guest_type: GuestType, pages: u64) -> Result
     Ok(())
 }
 
-/// `bytes` through a plain loopback TCP connection; seconds taken.
-fn plain_copy(bytes: u64) -> Result<f64, String> {
+/// What the plain copy took: wall seconds, and the CPU seconds of its
+/// writer and reader threads together.
+struct Copied {
+    secs: f64,
+    cpu: Duration,
+}
+
+/// `bytes` through a plain loopback TCP connection.
+fn plain_copy(bytes: u64) -> Result<Copied, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let reader = thread::spawn(move || -> Result<u64, String> {
+    let reader = thread::spawn(move || -> Result<(u64, Duration), String> {
         let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        let cpu0 = thread_cpu();
         let mut buf = vec![0u8; BUF];
         let mut got = 0u64;
         loop {
             match s.read(&mut buf) {
-                Ok(0) => return Ok(got),
+                Ok(0) => return Ok((got, thread_cpu() - cpu0)),
                 Ok(n) => got += n as u64,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read: {e}")),
@@ -174,6 +192,7 @@ fn plain_copy(bytes: u64) -> Result<f64, String> {
         }
     });
     let started = Instant::now();
+    let cpu0 = thread_cpu();
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     let buf = vec![0x5au8; BUF];
     let mut left = bytes;
@@ -184,14 +203,18 @@ fn plain_copy(bytes: u64) -> Result<f64, String> {
     }
     s.shutdown(std::net::Shutdown::Write)
         .map_err(|e| format!("shutdown: {e}"))?;
-    let got = reader
+    let writer_cpu = thread_cpu() - cpu0;
+    let (got, reader_cpu) = reader
         .join()
         .map_err(|_| "the copy's reader panicked".to_string())??;
     let secs = started.elapsed().as_secs_f64();
     if got != bytes {
         return Err(format!("plain copy: {got} bytes arrived of {bytes}"));
     }
-    Ok(secs)
+    Ok(Copied {
+        secs,
+        cpu: writer_cpu + reader_cpu,
+    })
 }
 
 struct Migrated {
@@ -287,16 +310,17 @@ fn run_one(
         }
     };
     dst.destroy(m.dst_dom).map_err(|e| e.to_string())?;
-    let copy_s = plain_copy(m.stream_bytes)?;
+    let copy = plain_copy(m.stream_bytes)?;
     Ok(ThroughputRun {
         size_mib,
         contents,
         repeat,
         stream_bytes: m.stream_bytes,
         migrate_s: m.secs,
-        copy_s,
+        copy_s: copy.secs,
         save_cpu_s: m.save_cpu.as_secs_f64(),
         restore_cpu_s: m.restore_cpu.as_secs_f64(),
+        copy_cpu_s: copy.cpu.as_secs_f64(),
         rounds: m.rounds,
     })
 }
@@ -374,8 +398,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn table_md(r: &ThroughputResults) -> String {
     let mut s = format!(
         "Throughput, {} guests, {}; load average before: {}\n\n\
-         | size | guest | runs | stream MiB | migrate MiB/s | plain copy MiB/s | ratio | guest MiB/s | save CPU-s/GiB | restore CPU-s/GiB |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | size | guest | runs | stream MiB | migrate MiB/s | plain copy MiB/s | ratio | guest MiB/s | save CPU-s/GiB | restore CPU-s/GiB | copy CPU-s/GiB | CPU ratio |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         r.guest_type, r.link, r.load_before
     );
     let mut keys: Vec<(u64, Contents)> = Vec::new();
@@ -392,7 +416,7 @@ pub fn table_md(r: &ThroughputResults) -> String {
             .collect();
         let m = |f: fn(&ThroughputRun) -> f64| median(rs.iter().map(|x| f(x)).collect());
         s.push_str(&format!(
-            "| {size} MiB | {} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |\n",
+            "| {size} MiB | {} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             contents.name(),
             rs.len(),
             m(|x| x.stream_bytes as f64 / 1048576.0),
@@ -402,6 +426,8 @@ pub fn table_md(r: &ThroughputResults) -> String {
             m(ThroughputRun::guest_mib_s),
             m(ThroughputRun::save_cpu_s_per_gib),
             m(ThroughputRun::restore_cpu_s_per_gib),
+            m(|x| x.copy_cpu_s / x.gib()),
+            m(ThroughputRun::cpu_ratio),
         ));
     }
     for f in &r.failures {
@@ -417,8 +443,8 @@ mod tests {
     #[test]
     fn plain_copy_moves_every_byte() {
         // Not a timing test: the copy must report the bytes it was given.
-        let secs = plain_copy(3 * BUF as u64 + 17).unwrap();
-        assert!(secs > 0.0);
+        let c = plain_copy(3 * BUF as u64 + 17).unwrap();
+        assert!(c.secs > 0.0);
     }
 
     #[test]

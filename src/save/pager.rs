@@ -181,15 +181,20 @@ impl<W: Write> Pager for HvPager<'_, W> {
         // One pass over the batch: each entry's type and body.
         s.entries.clear();
         s.bodies.clear();
-        s.copies.clear();
+        // `copies` keeps its length from batch to batch (bytes written
+        // before are overwritten, never zeroed again): `used` is this
+        // batch's end.
+        let mut used = 0;
         let mut k = 0;
         let mut zero = 0;
         for (&pfn, &ty) in pfns.iter().zip(&s.types) {
             let mut ty = ty;
             if let (true, Some(m)) = (ty.has_data(), &map) {
-                let start = s.copies.len();
-                s.copies.resize(start + PAGE_SIZE, 0);
-                let copy = &mut s.copies[start..];
+                let start = used;
+                if s.copies.len() < start + PAGE_SIZE {
+                    s.copies.resize(start + PAGE_SIZE, 0);
+                }
+                let copy = &mut s.copies[start..start + PAGE_SIZE];
                 m.page(k).copy_to(copy);
                 k += 1;
                 let level = ty.pt_level();
@@ -214,8 +219,7 @@ impl<W: Write> Pager for HvPager<'_, W> {
                 };
                 if keep {
                     s.bodies.push(start);
-                } else {
-                    s.copies.truncate(start);
+                    used += PAGE_SIZE;
                 }
             }
             if ty.populates() {

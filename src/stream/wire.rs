@@ -68,15 +68,17 @@ pub(crate) fn read_vec<R: Read + ?Sized>(
     Ok(v)
 }
 
-/// As [`read_vec`] into `v` (cleared first): the room `v` already has is
-/// used at once, beyond it the buffer doubles as the bytes arrive.
+/// As [`read_vec`] into `v`: the bytes `v` already holds (from an earlier
+/// record) are overwritten without being zeroed again, beyond them the
+/// buffer doubles as the bytes arrive. On success `v` is exactly `len`
+/// bytes long.
 pub(crate) fn read_vec_into<R: Read + ?Sized>(
     r: &mut R,
     v: &mut Vec<u8>,
     len: usize,
     at: u64,
 ) -> Result<(), ErrorKind> {
-    v.clear();
+    v.truncate(len);
     let mut filled = 0usize;
     while filled < len {
         if filled == v.len() {
