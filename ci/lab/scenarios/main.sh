@@ -17,7 +17,29 @@ mkdir -p "$OUT"
 } >"$OUT/dom0-facts.txt" 2>&1
 echo "LAB-FACTS $(xl info | awk -F' *: ' '/^(xen_version|virt_caps|nr_cpus) / { gsub(" ", ",", $2); printf "%s=%s ", $1, $2 }')"
 
+# A line on the console every 60 s while the payload runs: the host stops a
+# boot whose console stays silent (ci/lab/run --stall), and a long, quiet
+# migration must not look like a hung lab.
+tick() {
+    # (sleep not on the pipe: a killed tick must not hold the console open)
+    while sleep 60 </dev/null >/dev/null 2>&1; do
+        echo "LAB-TICK $(cat /run/lab-scenario 2>/dev/null) up $(cut -d' ' -f1 /proc/uptime)s"
+    done
+}
+tick &
+ticker=$!
+# Test of the host's watchdog (LAB_STALL_TEST=SECS in ci/lab/run's
+# environment): the first boot goes silent, no tick, for SECS seconds.
+if [ -n "${LAB_STALL_TEST:-}" ] && [ "${LAB_ATTEMPT:-1}" = 1 ]; then
+    echo "LAB-STALL-TEST silent for $LAB_STALL_TEST s"
+    kill $ticker
+    sleep "$LAB_STALL_TEST"
+    tick &
+    ticker=$!
+fi
+
 for s in "$@"; do
+    echo "$s" >/run/lab-scenario
     echo "LAB-SCENARIO start $s"
     t=$(date +%s)
     SCENARIO=$s timeout -k 30 "$LAB_TIMEOUT" bash "$SCEN_DIR/scenario.sh" "$s"
@@ -44,6 +66,7 @@ for s in "$@"; do
     fi
     echo "LAB-SCENARIO end $s status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$OUT/$s.json" | tr ' ' _) secs=$(($(date +%s) - t))"
 done
+kill $ticker
 xl dmesg >"$OUT/xen-dmesg.txt" 2>&1
 cp /var/log/xen/console/*.log* /var/log/xen/*.log "$OUT/" 2>/dev/null
 mkdir -p "$OUT/consoles"
