@@ -16,7 +16,9 @@ PEER=${LAB_PEER_ADDR:-}
 PEER_BIN=/mnt/xfer/bin
 RX_PORT=8002
 RX_KEYS=$SAVE_DIR/rxkeys
-peer() { ssh -o ConnectTimeout=10 "$PEER" "$@"; }
+# (a new login takes 20-45 s in two emulated dom0s on a busy host: the
+# sender shares one connection, peer.sh; the limit is for a lost master)
+peer() { ssh -o ConnectTimeout=60 "$PEER" "$@"; }
 
 # console_scan (lib.sh) of guest $1 on B, heartbeats above $2
 peer_scan() {
@@ -104,8 +106,14 @@ cross_rx() {
     rpid=$!
     for ((i = 0; i < 30; i++)); do
         peer "ss -ltn | grep -q ':$RX_PORT '" && break
+        if ! kill -0 "$rpid" 2>/dev/null; then
+            sed 's/^/    | /' "$OUT/$SCENARIO.rx-receive.log" | tail -5
+            fail "rxmigrate receive on $PEER exited before listening: $(tail -1 "$OUT/$SCENARIO.rx-receive.log")"
+            return 1
+        fi
         sleep 1
     done
+    say "rxmigrate receive listens on $PEER:$RX_PORT"
     [ "$TYPE" = hvm ] && keep_serial "$NAME"
     if ! op rx-migrate -- "$RX" --hv xen migrate "$NAME" "$PEER:$RX_PORT" --key-dir "$RX_KEYS" \
         --stats "$STATS"; then

@@ -65,6 +65,11 @@ case $role in
         ;;
     sender)
         [ -s "$PEER_IN/known_hosts" ] && cat "$PEER_IN/known_hosts" >>/root/.ssh/known_hosts
+        # One ssh connection to B, shared by every later ssh (the scenarios'
+        # checks, xl migrate's): a new login costs 20-30 s of key exchange
+        # in two emulated dom0s on a busy host.
+        printf 'Host %s\n    ControlMaster auto\n    ControlPath /run/ssh-peer-%%C\n    ControlPersist 3600\n' \
+            "$LAB_PEER_ADDR" >>/root/.ssh/config
         link_up || exit 1
         t=$SECONDS
         until ssh -o ConnectTimeout=5 "$LAB_PEER_ADDR" true 2>"$OUT/peer-ssh.log"; do
