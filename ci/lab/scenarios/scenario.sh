@@ -24,6 +24,7 @@
 #   upgrade-xl-xl-TYPE       xl restore of an imported xl-TYPE.save (IMPORT dir)
 #   upgrade-xl-rx-TYPE       rxmigrate restore of an imported xl-TYPE.save
 #   upgrade-rx-xl-TYPE       xl restore of an imported rx-TYPE.save
+#   cross-xl|rx|plugin-TYPE  live to the other machine of ci/lab/pair (cross.sh)
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -302,6 +303,12 @@ case $FAMILY in
         fi
         left=$(xl list | awk 'NR > 2 { print $1 }' | tr '\n' ' ')
         [ -z "$left" ] || fail "domains left behind: $left"
+        ;;
+    cross-xl | cross-rx | cross-plugin)
+        # on machine A of ci/lab/pair: live to machine B (cross.sh)
+        . "$SCEN_DIR/cross.sh"
+        trap 'cross_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
+        cross_family
         ;;
     installed)
         . "$SCEN_DIR/installed.sh"
