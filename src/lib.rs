@@ -19,6 +19,7 @@ pub mod cancel;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod doctor;
+pub mod helper_settings;
 pub mod hv;
 pub mod image;
 pub mod inspect;

@@ -353,6 +353,16 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The man page (rxmigrate-docgen) documents exactly the keys read here.
+    #[test]
+    fn keys_are_the_documented_ones() {
+        let documented: Vec<(&str, &str)> = rxmigrate::helper_settings::HELPER_SETTINGS
+            .iter()
+            .map(|s| (s.key, s.env))
+            .collect();
+        assert_eq!(KEYS, documented.as_slice());
+    }
+
     #[test]
     fn file_then_environment() {
         let mut c = Config::default();

@@ -1,6 +1,7 @@
 //! `rxmigrate-docgen OUTDIR`: the man pages (`man1/rxmigrate.1` and one
 //! `rxmigrate-SUBCOMMAND.1` per subcommand) and the bash and zsh
-//! completions of `rxmigrate`, generated from its clap definition. Run by
+//! completions of `rxmigrate`, generated from its clap definition, and the
+//! save helper's page, `man1/rxmigrate-save-helper.1` (`helper_page`). Run by
 //! `ci/package`; built only with the `docgen` feature, so neither the
 //! `rxmigrate` binary nor the save helper links the generators.
 
@@ -9,6 +10,8 @@ use clap::CommandFactory;
 use clap_complete::{generate_to, Shell};
 use rxmigrate::cli::args::Cli;
 use std::path::{Path, PathBuf};
+
+mod helper_page;
 
 fn write_page(cmd: &clap::Command, name: &str, file: &Path) -> Result<()> {
     let mut buf = Vec::new();
@@ -49,6 +52,10 @@ fn main() -> Result<()> {
         .with_context(|| format!("creating {}", completions.display()))?;
     let mut written = Vec::new();
     pages(&cmd, "rxmigrate", &man, &mut written)?;
+    let helper = man.join("rxmigrate-save-helper.1");
+    std::fs::write(&helper, helper_page::render())
+        .with_context(|| format!("writing {}", helper.display()))?;
+    written.push(helper);
     for shell in [Shell::Bash, Shell::Zsh] {
         written.push(generate_to(shell, &mut cmd, "rxmigrate", &completions)?);
     }
