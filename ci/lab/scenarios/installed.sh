@@ -115,8 +115,69 @@ installed_restore() { # OP: xl restore of FILE, then the guest must live
     check_alive "$NAME" "$hb0" "$op"
 }
 
+# The steps installed-TYPE and package-TYPE share, once the helper is in
+# place of Xen's and guest NAME runs.
+#
+# xl save (never live: xl suspends the guest first) and xl restore by our
+# helper (WRITER names the way it was installed in the record).
+plugin_save_restore() {
+    local writer=$1
+    conf_for save
+    installed_save save "$writer" || return 1
+    helper_line save version '^rxmigrate: info: rxmigrate-save-helper [0-9.]+ \(git [0-9a-f]+; Xen [0-9.]+'
+    helper_line save ran '^rxmigrate: info: non-live save of domain [0-9]+'
+    helper_line save summary '^rxmigrate: info: save done, non-live: [0-9]+ rounds'
+    no_handover save
+    # shellcheck disable=SC2046
+    rec stats "op=save" $(stats_fields "$OUT/$SCENARIO.save.stats.jsonl")
+
+    installed_restore restore || return 1
+    helper_line restore summary '^rxmigrate: info: restore done: [0-9]+ pages into domain [0-9]+'
+    no_handover restore
+}
+
+# xl migrate to localhost through ssh: the sender's helper runs the live save
+# with the hot-page policy, the receiver's (xl migrate-receive under sshd,
+# its stderr passed back by ssh) the restore. A PV guest on a Xen without
+# shadow paging: our helper must refuse it, with no hand-over to Xen's.
+plugin_migrate() {
+    local hb0 domid_before domid_after
+    conf_for migrate
+    hb0=$(heartbeat "$NAME")
+    domid_before=$(xl domid "$NAME")
+    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+    if live_pv_unsupported; then
+        op_refused migrate "$REFUSAL_RX" -- xl migrate "$NAME" localhost || return 1
+        # (the refusal is an rxmigrate error line: only the hand-over counts here)
+        if grep -aq 'handing over to the stock helper' "$OUT/$SCENARIO.migrate.log"; then
+            check migrate-no-handover no "handed over to Xen's helper"
+        else
+            check migrate-no-handover yes "refused without a hand-over to Xen's helper"
+        fi
+        return
+    fi
+    op migrate -- xl migrate "$NAME" localhost || return 1
+    hb0=$(heartbeat "$NAME")
+    domid_after=$(xl domid "$NAME")
+    helper_line migrate sender-policy "^rxmigrate: info: live save of domain $domid_before with policy hotpage "
+    helper_line migrate sender-summary '^rxmigrate: info: save done, hotpage: [0-9]+ rounds'
+    helper_line migrate receiver "^rxmigrate: info: restore done: [0-9]+ pages into domain $domid_after "
+    no_handover migrate
+    # shellcheck disable=SC2046
+    rec stats "op=migrate" $(stats_fields "$OUT/$SCENARIO.migrate.stats.jsonl")
+    check_alive "$NAME" "$hb0" migrate
+}
+
+# Xen's own helper back in place: a save and a restore with no rxmigrate line.
+stock_save_restore() {
+    installed_save save-stock xl || return 1
+    no_rxmigrate save-stock
+    installed_restore restore-stock || return 1
+    no_rxmigrate restore-stock
+}
+
 installed_sequence() {
-    local stock_sha hb0 domid_before domid_after v
+    local stock_sha v
     need_helper
     [ -x "$INSTALL_SH" ] || not_available "install.sh was not brought in"
     # Nothing may point xl at the helper but the installation itself.
@@ -139,47 +200,8 @@ installed_sequence() {
 
     guest_create "$NAME" "$TYPE" || return 1
 
-    # xl save (never live: xl suspends the guest first) by our helper
-    conf_for save
-    installed_save save rxmigrate-save-helper-installed || return 1
-    helper_line save ran '^rxmigrate: info: non-live save of domain [0-9]+'
-    helper_line save summary '^rxmigrate: info: save done, non-live: [0-9]+ rounds'
-    no_handover save
-    # shellcheck disable=SC2046
-    rec stats "op=save" $(stats_fields "$OUT/$SCENARIO.save.stats.jsonl")
-
-    installed_restore restore || return 1
-    helper_line restore summary '^rxmigrate: info: restore done: [0-9]+ pages into domain [0-9]+'
-    no_handover restore
-
-    # xl migrate to localhost through ssh: the sender's helper runs the live
-    # save with the hot-page policy, the receiver's (xl migrate-receive under
-    # sshd, its stderr passed back by ssh) the restore.
-    conf_for migrate
-    hb0=$(heartbeat "$NAME")
-    domid_before=$(xl domid "$NAME")
-    [ "$TYPE" = hvm ] && keep_serial "$NAME"
-    if live_pv_unsupported; then
-        # our helper must refuse it, with no hand-over to Xen's
-        op_refused migrate "$REFUSAL_RX" -- xl migrate "$NAME" localhost || return 1
-        # (the refusal is an rxmigrate error line: only the hand-over counts here)
-        if grep -aq 'handing over to the stock helper' "$OUT/$SCENARIO.migrate.log"; then
-            check migrate-no-handover no "handed over to Xen's helper"
-        else
-            check migrate-no-handover yes "refused without a hand-over to Xen's helper"
-        fi
-    else
-        op migrate -- xl migrate "$NAME" localhost || return 1
-        hb0=$(heartbeat "$NAME")
-        domid_after=$(xl domid "$NAME")
-        helper_line migrate sender-policy "^rxmigrate: info: live save of domain $domid_before with policy hotpage "
-        helper_line migrate sender-summary '^rxmigrate: info: save done, hotpage: [0-9]+ rounds'
-        helper_line migrate receiver "^rxmigrate: info: restore done: [0-9]+ pages into domain $domid_after "
-        no_handover migrate
-        # shellcheck disable=SC2046
-        rec stats "op=migrate" $(stats_fields "$OUT/$SCENARIO.migrate.stats.jsonl")
-        check_alive "$NAME" "$hb0" migrate || return 1
-    fi
+    plugin_save_restore rxmigrate-save-helper-installed || return 1
+    plugin_migrate || return 1
 
     # uninstall: Xen's helper back, byte for byte, and nothing of ours left
     cp "$CONF_AS_INSTALLED" "$CONF"
@@ -191,8 +213,5 @@ installed_sequence() {
         stock_only
 
     # and Xen's own helper does the next save and restore
-    installed_save save-stock xl || return 1
-    no_rxmigrate save-stock
-    installed_restore restore-stock || return 1
-    no_rxmigrate restore-stock
+    stock_save_restore
 }

@@ -70,10 +70,12 @@ op() {
 REFUSAL_STOCK='Failed to enable logdirty: 95'
 REFUSAL_RX='shadow paging'
 VIRT_CAPS=""
-live_pv_unsupported() {
-    [ "$TYPE" = pv ] || return 1
+has_shadow_paging() {
     [ -n "$VIRT_CAPS" ] || VIRT_CAPS=$(xl info | awk -F' *: ' '$1 == "virt_caps" { print $2 }')
-    [[ " $VIRT_CAPS " != *" shadow "* ]]
+    [[ " $VIRT_CAPS " == *" shadow "* ]]
+}
+live_pv_unsupported() {
+    [ "$TYPE" = pv ] && ! has_shadow_paging
 }
 
 # A live PV operation where the hypervisor cannot do it:

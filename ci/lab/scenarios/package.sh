@@ -56,75 +56,65 @@ package_removed() {
         [ ! -L "$STOCK_PATH" ] && [ ! -e "$PLUGIN_HELPER" ]
 }
 
-package_sequence() {
-    local stock_sha hb0 domid_before domid_after v
+# Before any package: the .debs brought in, nothing in xl's environment that
+# would point it at a helper, Xen's helper alone in place. Sets STOCK_SHA.
+package_preflight() {
+    local v
     [ -f "$PKG_RX" ] && [ -f "$PKG_PLUGIN" ] ||
         not_available "no .debs brought in (ci/package builds them into target/debian)"
     unset LIBXL_SAVE_HELPER
     for v in $(compgen -e | grep '^RXMIGRATE_'); do unset "$v"; done
-    need_sshd || return 1
+    STOCK_SHA=$(sha256 "$STOCK_PATH")
+    rec meta "stock_helper_sha256=$STOCK_SHA" "packages=${PKG_RX##*/} ${PKG_PLUGIN##*/}"
+    check_that clean-before "Xen's helper, sha256 $STOCK_SHA; no diversion, .stock, $CONF" -- \
+        stock_only
+}
 
-    stock_sha=$(sha256 "$STOCK_PATH")
-    rec meta "stock_helper_sha256=$stock_sha" "packages=${PKG_RX##*/} ${PKG_PLUGIN##*/}"
-    check_that clean-before "Xen's helper, sha256 $stock_sha; no diversion, .stock, $CONF" -- \
-        stock_only || return 1
-
-    # the CLI alone: doctor runs and says what is missing
-    op dpkg-i-rxmigrate -- dpkg -i "$PKG_RX" || return 1
-    doctor cli-only 1 xen ✓ privcmd ✓ libxenctrl ✓ shadow ✓ key ✓ config ✓ save-helper ✗
-    check_that man-page "man -w rxmigrate-doctor: $(man -w rxmigrate-doctor 2>&1)" -- \
-        test -f /usr/share/man/man1/rxmigrate-doctor.1.gz
-
+# dpkg -i of rxmigrate-xl-plugin (rxmigrate installed first): our helper at
+# libxl's path, Xen's diverted beside it unchanged.
+package_install_plugin() {
     op dpkg-i-plugin -- dpkg -i "$PKG_PLUGIN" || return 1
     cp "$CONF" "$CONF_AS_INSTALLED"
     check_that installed-layout "$STOCK_PATH -> $(readlink "$STOCK_PATH"); .stock sha256 $(sha256 "$STOCK_PATH.stock"); $(diversions)" -- \
-        package_layout "$stock_sha" || return 1
+        package_layout "$STOCK_SHA" || return 1
+    check_that helper-man-page "man -w rxmigrate-save-helper: $(man -w rxmigrate-save-helper 2>&1)" -- \
+        test -f /usr/share/man/man1/rxmigrate-save-helper.1.gz
+}
+
+# apt-get remove rxmigrate-xl-plugin: Xen's helper back, byte for byte.
+package_remove_plugin() {
+    cp "$CONF_AS_INSTALLED" "$CONF"
+    op apt-remove -- apt-get remove -y rxmigrate-xl-plugin || return 1
+    check_that stock-helper-restored "$STOCK_PATH sha256 $(sha256 "$STOCK_PATH") (was $STOCK_SHA)" -- \
+        [ "$(sha256 "$STOCK_PATH")" = "$STOCK_SHA" ]
+    check_that plugin-gone "dpkg-divert --list: '$(diversions)'; no .stock, no $PLUGIN_HELPER" -- \
+        package_removed
+}
+
+package_sequence() {
+    local shadow=✓
+    package_preflight || return 1
+    need_sshd || return 1
+    # (optional for readiness: without it only PV live migration is refused)
+    has_shadow_paging || shadow=✗
+
+    # the CLI alone: doctor runs and says what is missing
+    op dpkg-i-rxmigrate -- dpkg -i "$PKG_RX" || return 1
+    doctor cli-only 1 xen ✓ privcmd ✓ libxenctrl ✓ shadow "$shadow" key ✓ config ✓ save-helper ✗
+    check_that man-page "man -w rxmigrate-doctor: $(man -w rxmigrate-doctor 2>&1)" -- \
+        test -f /usr/share/man/man1/rxmigrate-doctor.1.gz
+
+    package_install_plugin || return 1
     doctor installed 0 save-helper ✓ config ✓ memory ✓
     rec meta "save_helper=$(readlink -f "$STOCK_PATH")" "version=$(rxmigrate --version)"
 
     guest_create "$NAME" "$TYPE" || return 1
+    plugin_save_restore rxmigrate-save-helper-package || return 1
+    plugin_migrate || return 1
 
-    conf_for save
-    installed_save save rxmigrate-save-helper-package || return 1
-    helper_line save version '^rxmigrate: info: rxmigrate-save-helper [0-9.]+ \(git [0-9a-f]+; Xen [0-9.]+'
-    helper_line save ran '^rxmigrate: info: non-live save of domain [0-9]+'
-    helper_line save summary '^rxmigrate: info: save done, non-live: [0-9]+ rounds'
-    no_handover save
-    # shellcheck disable=SC2046
-    rec stats "op=save" $(stats_fields "$OUT/$SCENARIO.save.stats.jsonl")
-
-    installed_restore restore || return 1
-    helper_line restore summary '^rxmigrate: info: restore done: [0-9]+ pages into domain [0-9]+'
-    no_handover restore
-
-    conf_for migrate
-    hb0=$(heartbeat "$NAME")
-    domid_before=$(xl domid "$NAME")
-    [ "$TYPE" = hvm ] && keep_serial "$NAME"
-    op migrate -- xl migrate "$NAME" localhost || return 1
-    hb0=$(heartbeat "$NAME")
-    domid_after=$(xl domid "$NAME")
-    helper_line migrate sender-policy "^rxmigrate: info: live save of domain $domid_before with policy hotpage "
-    helper_line migrate sender-summary '^rxmigrate: info: save done, hotpage: [0-9]+ rounds'
-    helper_line migrate receiver "^rxmigrate: info: restore done: [0-9]+ pages into domain $domid_after "
-    no_handover migrate
-    # shellcheck disable=SC2046
-    rec stats "op=migrate" $(stats_fields "$OUT/$SCENARIO.migrate.stats.jsonl")
-    check_alive "$NAME" "$hb0" migrate || return 1
-
-    # apt remove: Xen's helper back, byte for byte
-    cp "$CONF_AS_INSTALLED" "$CONF"
-    op apt-remove -- apt-get remove -y rxmigrate-xl-plugin || return 1
-    check_that stock-helper-restored "$STOCK_PATH sha256 $(sha256 "$STOCK_PATH") (was $stock_sha)" -- \
-        [ "$(sha256 "$STOCK_PATH")" = "$stock_sha" ]
-    check_that plugin-gone "dpkg-divert --list: '$(diversions)'; no .stock, no $PLUGIN_HELPER" -- \
-        package_removed
+    package_remove_plugin || return 1
     doctor removed 1 save-helper ✗
-
-    installed_save save-stock xl || return 1
-    no_rxmigrate save-stock
-    installed_restore restore-stock || return 1
-    no_rxmigrate restore-stock
+    stock_save_restore || return 1
 
     op dpkg-purge -- dpkg --purge rxmigrate || return 1
     check_that purged "no $CONF, /etc/rxmigrate, /usr/bin/rxmigrate" -- \
