@@ -147,7 +147,7 @@ pub fn render() -> String {
             "It is not run by hand. The package **rxmigrate-xl-plugin** installs it as \
              /usr/lib/rxmigrate/rxmigrate-save-helper and, for each installed Xen release \
              it drives ({releases}), moves Xen's helper aside with a dpkg diversion \
-             (/usr/lib/xen-{{release}}/bin/libxl-save-helper.stock) and puts a link to it at \
+             (/usr/lib/xen-{{{{release}}}}/bin/libxl-save-helper.stock) and puts a link to it at \
              the path libxl runs. Removing the package gives Xen's helper back. For one \
              command without installing, set **LIBXL_SAVE_HELPER** to its path in xl's \
              environment."
