@@ -35,24 +35,25 @@ EOF
     # (libxl's driver writes its logs itself; virtlogd, if any, is harmless)
     command -v virtlogd >/dev/null && virtlogd -d >/dev/null 2>&1
     op libvirtd -- env LIBVIRT_DRIVER_DIR="$dir" libvirtd -d -f "$SAVE_DIR/libvirtd.conf" || return 1
-    # the socket appears once the drivers are up
-    for ((i = 0; i < 120; i++)); do
-        virsh -c xen:///system version >/dev/null 2>&1 && break
-        sleep 1
+    # the socket appears once the drivers are up; each probe is bounded (a
+    # daemon that accepts but never answers would hold virsh forever)
+    for ((i = 0; i < 12; i++)); do
+        timeout 20 virsh -c xen:///system version >/dev/null 2>&1 && break
+        sleep 5
     done
-    op virsh-version -- virsh -c xen:///system version || {
-        libvirt_why
-        return 1
-    }
+    op virsh-version -- timeout 60 virsh -c xen:///system version || libvirt_unavailable
+
     rec meta "libvirt=$(virsh -c xen:///system version 2>/dev/null | tr '\n' ' ' | tr -s ' ')"
 }
 
-# Why libvirt is not usable here: its own error lines, into the reason.
-libvirt_why() {
+# libvirt's libxl driver does not answer here: "not available", with its
+# own error lines as the reason (the logs stay in OUT).
+libvirt_unavailable() {
     local why
-    why=$(grep -a -m3 -E 'error|Unable|failed' "$OUT/$SCENARIO.libvirtd.log" "$LIBXL_LOG" 2>/dev/null |
-        tr '\n' ' ')
-    [ -n "$why" ] && fail "libvirtd: ${why:0:300}"
+    why=$(grep -a -h -m3 -iE 'error|unable|fail' "$OUT/$SCENARIO.libvirtd.log" "$LIBXL_LOG" \
+        "$OUT/$SCENARIO.virsh-version.log" 2>/dev/null | tr '\n' ' ')
+    libvirt_cleanup
+    not_available "libvirt's libxl driver does not answer virsh here: ${why:-no error logged}"
 }
 
 libvirt_stop() {
