@@ -39,6 +39,8 @@ EOF
     # daemon that accepts but never answers would hold virsh forever)
     for ((i = 0; i < 12; i++)); do
         timeout 20 virsh -c xen:///system version >/dev/null 2>&1 && break
+        # a driver that fails to initialise takes libvirtd down with it
+        pgrep -x libvirtd >/dev/null || break
         sleep 5
     done
     op virsh-version -- timeout 60 virsh -c xen:///system version || libvirt_unavailable
@@ -47,7 +49,11 @@ EOF
 }
 
 # libvirt's libxl driver does not answer here: "not available", with its
-# own error lines as the reason (the logs stay in OUT).
+# own error lines as the reason (the logs stay in OUT). In the lab's nested
+# Xen (QEMU's qemu64,+svm,+npt CPU) libvirt 9.0's libxl driver fails to
+# start: x86Decode finds no CPU model for the CPUID data Xen reports
+# ("Cannot find suitable CPU model for given data", then libxlCapsInitCPU
+# "Failed to initialize"), and libvirtd exits.
 libvirt_unavailable() {
     local why
     why=$(grep -a -h -m3 -iE 'error|unable|fail' "$OUT/$SCENARIO.libvirtd.log" "$LIBXL_LOG" \
