@@ -163,9 +163,10 @@ pub fn render() -> String {
     para(
         &mut p,
         "Its log goes to libxl as log messages, so it appears in xl's output and in libvirt's \
-         libxl log (/var/log/libvirt/libxl/libxl-driver.log). The first line names the version, \
-         the git commit and the Xen releases; at the end of a save a summary line gives the \
-         rounds, the pages sent and the downtime.",
+         libxl log (/var/log/libvirt/libxl/libxl-driver.log); libvirt gives libxl its own log \
+         level, so the info lines are there only when libvirtd's log_level is 2 or lower. The \
+         first line names the version, the git commit and the Xen releases; at the end of a \
+         save a summary line gives the rounds, the pages sent and the downtime.",
     );
 
     p.push_str(".SH OPTIONS\n");
@@ -314,6 +315,8 @@ mod tests {
         }
         for line in page.lines() {
             assert!(!line.contains("**"), "unconverted bold: {line}");
+            // neither an unconverted italic span nor a brace pair format! ate
+            assert!(!line.contains(['{', '}']), "brace left: {line}");
             assert!(!line.starts_with('\''), "line starts with a quote: {line}");
         }
     }
