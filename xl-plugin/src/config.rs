@@ -363,6 +363,52 @@ mod tests {
         assert_eq!(KEYS, documented.as_slice());
     }
 
+    /// The man page's defaults are the ones a run without settings gets.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let c = Config::default();
+        let xen33 = Config {
+            policy: "xen33".into(),
+            ..Config::default()
+        };
+        let rounds = |c: &Config| {
+            let d = c.describe_policy();
+            let n = d
+                .split("max_rounds ")
+                .nth(1)
+                .expect("max_rounds in the description");
+            n.split([',', ')']).next().unwrap_or("").to_string()
+        };
+        let actual = |key: &str| -> String {
+            match key {
+                "policy" => c.policy.clone(),
+                "max_rounds" => format!("{} (xen33: {})", rounds(&c), rounds(&xen33)),
+                "target_dirty" => c.target_dirty.to_string(),
+                "max_factor" => c.max_factor.to_string(),
+                "hot_threshold" => c.hot_threshold.to_string(),
+                "hot_release" => if c.hot_release { "yes" } else { "no" }.into(),
+                "downtime_target_ms" => c.downtime_target_ms.to_string(),
+                "hv" => c.hv.clone().unwrap_or_else(|| "xen".into()),
+                "stats" => c
+                    .stats
+                    .as_ref()
+                    .map_or("none".into(), |p| p.display().to_string()),
+                "stock_helper" => c.stock_helper.as_ref().map_or(
+                    "libxl-save-helper.stock beside the path libxl ran".into(),
+                    |p| p.display().to_string(),
+                ),
+                "fallback" => match c.fallback {
+                    Fallback::Stock => "stock".into(),
+                    Fallback::Fail => "fail".into(),
+                },
+                other => panic!("documented key {other} has no default here"),
+            }
+        };
+        for s in rxmigrate::helper_settings::HELPER_SETTINGS {
+            assert_eq!(s.default, actual(s.key), "default of {}", s.key);
+        }
+    }
+
     #[test]
     fn file_then_environment() {
         let mut c = Config::default();
