@@ -153,7 +153,7 @@ pub fn run_live_throttled<P: Pager>(
     let mut dirty = Bitmap::new(p2m_size);
     let mut round = 0u32;
     let mut pending = Bitmap::new(p2m_size);
-    let mut in_force = 0u8;
+    let mut in_force;
     loop {
         crate::cancel::check()?;
         let started = Instant::now();

@@ -710,7 +710,7 @@ impl Hypervisor for SimHost {
         let most = 100 * d.meta.vcpus();
         if cap > most {
             return Err(
-                HvError::os(dom, "set_cpu_cap", Errno::EINVAL).reworded(|m| {
+                HvError::os(dom, "set_cpu_cap", crate::hv::Errno::EINVAL).reworded(|m| {
                     format!("{m}: cap {cap} % is above 100 % × {} vCPUs", d.meta.vcpus())
                 }),
             );

@@ -15,7 +15,8 @@
 use super::handle::Handles;
 use crate::hv::{DomId, Errno, HvError, Result};
 use xen_sys::{
-    xen_domctl, XEN_DOMCTL_SCHEDOP_getinfo, XEN_DOMCTL_SCHEDOP_putinfo, XEN_DOMCTL_scheduler_op,
+    xen_domctl, xen_domctl_sched_credit, xen_domctl_sched_credit2, XEN_DOMCTL_SCHEDOP_getinfo,
+    XEN_DOMCTL_SCHEDOP_putinfo, XEN_DOMCTL_scheduler_op,
 };
 
 /// XEN_SCHEDULER_CREDIT and XEN_SCHEDULER_CREDIT2 (public/domctl.h).
@@ -83,15 +84,16 @@ pub fn set_cap(h: &Handles, dom: DomId, cap: u32) -> Result<()> {
     // Weight 0 leaves the weight as it is (both schedulers); both take the
     // cap as given, 0 removing it (credit reads 0xffff as "keep the cap",
     // refused above).
-    // SAFETY: writing the member of the scheduler this domctl names.
-    unsafe {
-        if sched_id == SCHED_CREDIT {
-            d.u.scheduler_op.u.credit.weight = 0;
-            d.u.scheduler_op.u.credit.cap = cap16;
-        } else {
-            d.u.scheduler_op.u.credit2.weight = 0;
-            d.u.scheduler_op.u.credit2.cap = cap16;
-        }
+    if sched_id == SCHED_CREDIT {
+        d.u.scheduler_op.u.credit = xen_domctl_sched_credit {
+            weight: 0,
+            cap: cap16,
+        };
+    } else {
+        d.u.scheduler_op.u.credit2 = xen_domctl_sched_credit2 {
+            weight: 0,
+            cap: cap16,
+        };
     }
     // SAFETY: d is a complete domctl.
     h.call(dom, "scheduler putinfo (cap)", |x| unsafe {
