@@ -20,11 +20,9 @@
 //! [`ConvergeParams::max_pct`]: a guest that gets no CPU at all is a paused
 //! guest, and its services stop answering.
 
+use super::hotpage::PAGE_WIRE_BYTES;
 use super::{Decision, Policy, RoundFacts};
 use crate::bitmap::Bitmap;
-
-/// Wire cost of one page (its 4 KiB and its pfn entry), as in hotpage.
-use super::hotpage::PAGE_WIRE_BYTES;
 
 /// Parameters of the auto-converge rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
