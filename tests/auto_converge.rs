@@ -202,8 +202,8 @@ fn the_cap_comes_back_after_a_failure_a_signal_and_a_panic() {
     let breaks = Breaks {
         left: guest_bytes + guest_bytes / 8,
     };
-    let (r, seen) = save(&t, dom, "hotpage+ac", breaks, Act::Nothing);
-    let e = r.err().expect("the save must fail");
+    let (r, seen) = save(&t, dom, "xen4+ac", breaks, Act::Nothing);
+    let e = r.expect_err("the save must fail");
     assert!(e.to_string().contains("injected"), "{e}");
     assert!(
         seen.iter().any(|&(pct, _)| pct > 0),

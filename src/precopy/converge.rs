@@ -240,6 +240,8 @@ mod tests {
             Box::new(
                 crate::precopy::HotPage::new(crate::precopy::HotPageParams {
                     downtime_target_ms: 0,
+                    // Never "converged": hotpage keeps going live.
+                    target_dirty: 0,
                     ..Default::default()
                 })
                 .unwrap(),
