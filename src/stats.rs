@@ -24,6 +24,9 @@ pub struct RoundStats {
     pub bandwidth: f64,
     /// What a stop-and-copy now would cost at this round's bandwidth, ms.
     pub expected_downtime_ms: f64,
+    /// Auto-converge: the share of the guest's CPU taken away, percent,
+    /// in force once this round's plan was made (0: none).
+    pub throttle_pct: u8,
 }
 
 /// The whole migration.
@@ -43,6 +46,8 @@ pub struct Summary {
     pub downtime_ms: f64,
     pub final_round_pages: u64,
     pub hot_pages_final: u64,
+    /// Auto-converge: the highest throttle applied, percent (0: none).
+    pub throttle_max_pct: u8,
     /// The downtime in consecutive parts, each named by the mark that ends
     /// it (`tx:` the sender, `rx:` the receiver; see [`downtime_parts`]).
     /// Empty when unknown.
@@ -152,6 +157,9 @@ impl std::fmt::Display for Summary {
             self.final_round_pages,
             self.hot_pages_final
         )?;
+        if self.throttle_max_pct > 0 {
+            write!(f, ", guest throttled up to {} %", self.throttle_max_pct)?;
+        }
         if !self.downtime_parts.is_empty() {
             f.write_str("; downtime parts:")?;
             for p in &self.downtime_parts {
@@ -209,12 +217,23 @@ mod display_tests {
             downtime_ms: 222.2,
             final_round_pages: 3499,
             hot_pages_final: 2330,
+            throttle_max_pct: 0,
             downtime_parts: Vec::new(),
         };
         assert_eq!(
             s.to_string(),
             "hotpage: 6 rounds, 10382 pages (120 zero, 40.6 MiB) in 555 ms, downtime 222 ms, \
              3499 pages in the final round of which 2330 hot"
+        );
+        let ac = Summary {
+            policy: "xen4+ac".into(),
+            throttle_max_pct: 95,
+            ..s
+        };
+        assert!(
+            ac.to_string()
+                .ends_with("of which 2330 hot, guest throttled up to 95 %"),
+            "{ac}"
         );
     }
 

@@ -239,6 +239,12 @@ impl Hypervisor for Fresh<'_> {
     fn domain_max_memory(&self, d: DomId) -> Result<u64> {
         self.sim.domain_max_memory(d)
     }
+    fn cpu_cap(&self, d: DomId) -> Result<u32> {
+        self.sim.cpu_cap(d)
+    }
+    fn set_cpu_cap(&self, d: DomId, cap: u32) -> Result<()> {
+        self.sim.set_cpu_cap(d, cap)
+    }
 }
 
 /// The reserved grant entries the simulated grant table holds.

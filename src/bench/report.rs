@@ -119,13 +119,13 @@ pub fn table_md(r: &BenchResults) -> String {
     );
     t.push_str(
         "| guest | workload | policy | MiB sent | time s (min–max) | downtime ms (min–max) | rounds | hot set | \
-         pages sent per round | guest steps/s (asked → got) |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---|---|\n",
+         pages sent per round | guest steps/s (asked → got) | throttle % |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---|---|---:|\n",
     );
     for c in &r.cases {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.2} ({:.2}–{:.2}) | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {} → {:.0} |",
+            "| {} | {} | {} | {} | {:.2} ({:.2}–{:.2}) | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {} → {:.0} | {} |",
             size_str(c.size_mib),
             c.workload,
             c.policy,
@@ -140,12 +140,14 @@ pub fn table_md(r: &BenchResults) -> String {
             c.hot_pages_final,
             rounds_str(&c.pages_per_round),
             c.guest_rate,
-            c.guest_rate_achieved
+            c.guest_rate_achieved,
+            c.throttle_max_pct
         );
     }
     t.push_str(
         "\nMedians of the repeats, each column on its own; rounds count the final stop-and-copy round; the hot set is the pages the policy held \
-         for the final round. Guest rates are workload steps per second, asked for and achieved during the migration.\n\n\
+         for the final round. Guest rates are workload steps per second, asked for and achieved during the migration. \
+         Throttle: the largest share of the guest's CPU auto-converge took (`+ac` policies; 0: none).\n\n\
          | guest | workload | policy | bytes /xen33 | time /xen33 | live rounds | \
          paper's claim met | bytes /xen4 | time /xen4 | downtime /xen4 |\n\
          |---|---|---|---:|---:|---:|---|---:|---:|---:|\n",
@@ -197,7 +199,7 @@ pub fn results_csv(r: &BenchResults) -> String {
         "size_mib,workload,policy,repeats,total_bytes,total_time_ms,downtime_ms,rounds,\
          hot_pages_final,hot_pages_max,guest_rate,guest_rate_achieved,pages_per_round,\
          bytes_vs_xen33,time_vs_xen33,downtime_vs_xen33,bytes_vs_xen4,time_vs_xen4,\
-         downtime_vs_xen4\n",
+         downtime_vs_xen4,throttle_max_pct\n",
     );
     // Fixed precision: a value re-read from results.json may differ in
     // the last binary digit.
@@ -220,7 +222,7 @@ pub fn results_csv(r: &BenchResults) -> String {
         };
         let _ = writeln!(
             t,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             c.size_mib,
             c.workload,
             c.policy,
@@ -240,6 +242,7 @@ pub fn results_csv(r: &BenchResults) -> String {
                 .join(";"),
             rat("xen33"),
             rat("xen4"),
+            c.throttle_max_pct,
         );
     }
     t

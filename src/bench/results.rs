@@ -29,6 +29,9 @@ pub struct RunResult {
     /// Guest steps per second asked for, and achieved during the migration.
     pub guest_rate: u64,
     pub guest_rate_achieved: f64,
+    /// Auto-converge: the highest throttle applied, percent (0: none).
+    #[serde(default)]
+    pub throttle_max_pct: u8,
     /// The downtime in parts, both ends on one clock (see
     /// [`crate::stats::downtime_parts`]); empty in older results.
     #[serde(default)]
@@ -59,6 +62,7 @@ impl RunResult {
                 .unwrap_or(0),
             guest_rate: rate,
             guest_rate_achieved: achieved,
+            throttle_max_pct: s.throttle_max_pct,
             downtime_parts: s.downtime_parts.clone(),
         }
     }
@@ -79,6 +83,9 @@ pub struct CaseResult {
     pub hot_pages_max: f64,
     pub guest_rate: u64,
     pub guest_rate_achieved: f64,
+    /// Auto-converge: the highest throttle over the repeats, percent.
+    #[serde(default)]
+    pub throttle_max_pct: u8,
     /// Spread of the repeats (min, max) for time and downtime.
     pub total_time_ms_range: (f64, f64),
     pub downtime_ms_range: (f64, f64),
@@ -147,6 +154,7 @@ pub fn case_of(runs: &[&RunResult]) -> Option<CaseResult> {
         hot_pages_max: median(&get(|r| r.hot_pages_max as f64)),
         guest_rate: first.guest_rate,
         guest_rate_achieved: median(&get(|r| r.guest_rate_achieved)),
+        throttle_max_pct: runs.iter().map(|r| r.throttle_max_pct).max().unwrap_or(0),
         total_time_ms_range: range(&times),
         downtime_ms_range: range(&downs),
         pages_per_round: rep.pages_per_round.clone(),
@@ -311,6 +319,7 @@ mod tests {
             hot_pages_max: 0,
             guest_rate: 10,
             guest_rate_achieved: 10.0,
+            throttle_max_pct: 0,
             downtime_parts: Vec::new(),
         }
     }

@@ -122,9 +122,14 @@ pub struct PolicyArgs {
     /// hotpage: downtime target in ms for the final round's pages at the
     /// measured bandwidth: switch over as soon as they fit it, and send the
     /// coldest hot pages live before the switchover when the held ones
-    /// alone would not. 0 turns the rule off.
+    /// alone would not. 0 turns the rule off. Also --auto-converge's target.
     #[arg(long, default_value_t = precopy::HotPageParams::default().downtime_target_ms)]
     pub downtime_target_ms: u64,
+    /// Throttle the guest (Xen: the scheduler's per-domain CPU cap) while
+    /// the final round would not fit --downtime-target-ms otherwise; the old
+    /// cap is put back when the rounds end. Works with every policy.
+    #[arg(long)]
+    pub auto_converge: bool,
 }
 
 impl PolicyArgs {
@@ -138,6 +143,7 @@ impl PolicyArgs {
             hot_threshold: self.hot_threshold,
             release_cooled: !self.no_release,
             downtime_target_ms: self.downtime_target_ms,
+            auto_converge: self.auto_converge,
         }
     }
 

@@ -327,6 +327,14 @@ pub trait Hypervisor: Send + Sync {
     /// it (Xen: `max_pages`; sim: its RAM). A restore into a domain the
     /// toolstack built is bounded by this.
     fn domain_max_memory(&self, dom: DomId) -> Result<u64>;
+
+    // Auto-converge's throttle.
+    /// The scheduler's CPU cap of the domain, in percent of one physical
+    /// CPU (a domain with N vCPUs can use up to N × 100); 0 means no cap.
+    /// Xen: the credit or credit2 scheduler's per-domain cap.
+    fn cpu_cap(&self, dom: DomId) -> Result<u32>;
+    /// Set the cap [`Hypervisor::cpu_cap`] reads (0 removes it).
+    fn set_cpu_cap(&self, dom: DomId, cap: u32) -> Result<()>;
 }
 
 /// A host as the engines see it: its hypervisor and its toolstack.

@@ -10,12 +10,16 @@
 //! - [`Xen4`]: stock Xen since 4.6 (`simple_precopy_policy`).
 //! - [`HotPage`]: the paper's hot-page bitmap, plus release of cooled pages
 //!   and a switchover rule driven by a downtime target.
+//! - [`AutoConverge`]: any of them (`NAME+ac`), plus a guest throttle when
+//!   the final round cannot fit the downtime target otherwise.
 
+mod converge;
 mod hotpage;
 mod spec;
 mod xen33;
 mod xen4;
 
+pub use converge::{next_throttle, projected_final_ms, AutoConverge, ConvergeParams};
 pub use hotpage::{HotPage, HotPageParams};
 pub use spec::PolicySpec;
 pub use xen33::{Xen33, Xen33Params};
@@ -27,7 +31,7 @@ use std::time::Duration;
 /// Errors of the policy layer (bad parameters).
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy {0:?} (known: xen33, xen4, paper (or hotpage), hotpeek)")]
+    #[error("unknown policy {0:?} (known: xen33, xen4, paper (or hotpage), hotpeek, each also as NAME+ac for auto-converge)")]
     Unknown(String),
     #[error("policy parameter {name}: {msg}")]
     BadParam { name: &'static str, msg: String },
@@ -81,10 +85,29 @@ pub trait Policy: Send {
     fn held(&self) -> Option<&Bitmap> {
         None
     }
+    /// The share of the guest's CPU time to take away for the next round,
+    /// percent (0: none). Only [`AutoConverge`] asks for one; the engine
+    /// applies it after [`Policy::plan`] and undoes it when the rounds end.
+    fn throttle(&self) -> u8 {
+        0
+    }
 }
 
-/// Build a policy by name with its defaults.
+/// The suffix that adds auto-converge to a policy's name (`xen4+ac`).
+pub const AC_SUFFIX: &str = "+ac";
+
+/// Build a policy by name with its defaults; `NAME+ac` wraps it in
+/// [`AutoConverge`] with its defaults.
 pub fn by_name(name: &str) -> Result<Box<dyn Policy>, PolicyError> {
+    if let Some(base) = name
+        .strip_suffix(AC_SUFFIX)
+        .filter(|b| !b.ends_with(AC_SUFFIX))
+    {
+        return Ok(Box::new(AutoConverge::new(
+            by_name(base)?,
+            ConvergeParams::default(),
+        )?));
+    }
     match name {
         "xen33" => Ok(Box::new(Xen33::new(Xen33Params::default()))),
         "xen4" => Ok(Box::new(Xen4::new(Xen4Params::default()))),
@@ -225,6 +248,12 @@ mod tests {
         assert!(matches!(by_name("nope"), Err(PolicyError::Unknown(_))));
         for n in POLICY_NAMES_ACCEPTED {
             assert_eq!(by_name(n).unwrap().name(), *n);
+            let ac = format!("{n}{AC_SUFFIX}");
+            assert_eq!(by_name(&ac).unwrap().name(), ac);
         }
+        assert!(matches!(
+            by_name("xen4+ac+ac"),
+            Err(PolicyError::Unknown(_))
+        ));
     }
 }

@@ -2,7 +2,10 @@
 //! plugin's config file give it: one place that builds a [`Policy`] from
 //! them.
 
-use super::{HotPage, HotPageParams, Policy, PolicyError, Xen33, Xen33Params, Xen4, Xen4Params};
+use super::{
+    AutoConverge, ConvergeParams, HotPage, HotPageParams, Policy, PolicyError, Xen33, Xen33Params,
+    Xen4, Xen4Params, AC_SUFFIX,
+};
 
 /// Which policy, with which parameters. Unset `max_rounds` takes the
 /// policy's own default (29 for xen33, 5 otherwise).
@@ -18,8 +21,13 @@ pub struct PolicySpec {
     pub hot_threshold: u8,
     /// hotpage: release held pages that cool down.
     pub release_cooled: bool,
-    /// hotpage: downtime target for the final round, ms (0: off).
+    /// hotpage: downtime target for the final round, ms (0: off); also
+    /// auto-converge's target, which must not be 0.
     pub downtime_target_ms: u64,
+    /// Throttle the guest when the final round cannot fit the downtime
+    /// target otherwise ([`AutoConverge`]); a policy named `NAME+ac` has it
+    /// too.
+    pub auto_converge: bool,
 }
 
 impl Default for PolicySpec {
@@ -33,6 +41,7 @@ impl Default for PolicySpec {
             hot_threshold: hot.hot_threshold,
             release_cooled: hot.release_cooled,
             downtime_target_ms: hot.downtime_target_ms,
+            auto_converge: false,
         }
     }
 }
@@ -40,7 +49,25 @@ impl Default for PolicySpec {
 impl PolicySpec {
     /// A fresh policy for one save.
     pub fn build(&self) -> Result<Box<dyn Policy>, PolicyError> {
-        Ok(match self.policy.as_str() {
+        let (base, suffixed) = match self.policy.strip_suffix(AC_SUFFIX) {
+            Some(b) => (b, true),
+            None => (self.policy.as_str(), false),
+        };
+        let inner = self.build_base(base)?;
+        if !(suffixed || self.auto_converge) {
+            return Ok(inner);
+        }
+        Ok(Box::new(AutoConverge::new(
+            inner,
+            ConvergeParams {
+                downtime_target_ms: self.downtime_target_ms,
+                ..ConvergeParams::default()
+            },
+        )?))
+    }
+
+    fn build_base(&self, name: &str) -> Result<Box<dyn Policy>, PolicyError> {
+        Ok(match name {
             "xen33" => Box::new(Xen33::new(Xen33Params {
                 max_rounds: self.max_rounds.unwrap_or(29),
                 min_progress: self.target_dirty,
@@ -92,5 +119,32 @@ mod tests {
             ..PolicySpec::default()
         };
         assert!(matches!(bad.build(), Err(PolicyError::Unknown(_))));
+    }
+
+    #[test]
+    fn auto_converge_by_flag_or_suffix_and_never_with_a_zero_target() {
+        for (policy, flag) in [("xen4", true), ("xen4+ac", false), ("xen4+ac", true)] {
+            let spec = PolicySpec {
+                policy: policy.into(),
+                auto_converge: flag,
+                ..PolicySpec::default()
+            };
+            assert_eq!(spec.build().unwrap().name(), "xen4+ac");
+        }
+        let spec = PolicySpec {
+            policy: "hotpage".into(),
+            auto_converge: true,
+            downtime_target_ms: 0,
+            ..PolicySpec::default()
+        };
+        let e = spec.build().err().unwrap();
+        assert!(matches!(e, PolicyError::BadParam { .. }), "{e}");
+        assert!(e.to_string().contains("downtime"), "{e}");
+        let off = PolicySpec {
+            policy: "hotpage".into(),
+            downtime_target_ms: 0,
+            ..PolicySpec::default()
+        };
+        assert_eq!(off.build().unwrap().name(), "hotpage");
     }
 }

@@ -7,13 +7,15 @@
 //!
 //! Module map: `ops` (what differs per guest type, as Xen's
 //! `xc_sr_save_ops`) with `pv` and `hvm`; `pager` (pages into PAGE_DATA
-//! records, zero pages as XALLOC); `rounds` (the pre-copy loop).
+//! records, zero pages as XALLOC); `rounds` (the pre-copy loop);
+//! `throttle` (auto-converge's scheduler cap, put back on every path).
 
 mod hvm;
 mod ops;
 mod pager;
 mod pv;
 pub mod rounds;
+pub mod throttle;
 
 use crate::hv::{DomId, GuestType, HvError, Hypervisor};
 use crate::precopy::Policy;
@@ -143,7 +145,7 @@ pub fn save<W: Write>(
     }
 
     let mut pager = HvPager::new(hv, dom, ops.as_ref(), w, hooks);
-    let outcome = run_engine(&mut pager, policy, &info, opts);
+    let outcome = run_engine(hv, &mut pager, policy, &info, opts);
     let zero_pages = pager.zero_pages_total();
     let mut w = pager.finish();
     let outcome = outcome?;
@@ -170,6 +172,12 @@ pub fn save<W: Write>(
         downtime_ms: outcome.suspended_at.elapsed().as_secs_f64() * 1e3,
         final_round_pages: last.map_or(0, |r| r.pages_sent),
         hot_pages_final: outcome.hot_pages_final,
+        throttle_max_pct: outcome
+            .rounds
+            .iter()
+            .map(|r| r.throttle_pct)
+            .max()
+            .unwrap_or(0),
         downtime_parts: Vec::new(),
     };
     Ok((
@@ -186,6 +194,7 @@ pub fn save<W: Write>(
 /// The rounds, with log-dirty switched on for them and off again afterwards
 /// whatever happens.
 fn run_engine<W: Write>(
+    hv: &dyn Hypervisor,
     pager: &mut HvPager<'_, W>,
     policy: &mut dyn Policy,
     info: &crate::hv::DomainInfo,
@@ -197,9 +206,18 @@ fn run_engine<W: Write>(
         pager.hooks().switch_qemu_logdirty(info.domid, true)?;
     }
     let result = if opts.live {
-        pager
-            .logdirty_enable()
-            .and_then(|()| rounds::run_live(pager, policy, info.p2m_size()))
+        // Auto-converge's throttle, undone when the rounds end however they
+        // end (and by the guard's drop after a panic).
+        let mut throttle = throttle::Throttle::new(hv, info.domid, info.max_vcpu_id + 1);
+        let result = pager.logdirty_enable().and_then(|()| {
+            rounds::run_live_throttled(pager, policy, info.p2m_size(), &mut |pct| {
+                throttle.apply(pct)
+            })
+        });
+        if let Err(e) = throttle.restore() {
+            log::error!("auto-converge: {e}");
+        }
+        result
     } else {
         rounds::run_nonlive(pager, info.p2m_size())
     };

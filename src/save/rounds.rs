@@ -128,6 +128,19 @@ pub fn run_live<P: Pager>(
     policy: &mut dyn Policy,
     p2m_size: u64,
 ) -> Result<RoundsOutcome, SaveError> {
+    run_live_throttled(pager, policy, p2m_size, &mut |_| 0)
+}
+
+/// [`run_live`] with auto-converge's hook: after each plan, `throttle`
+/// gets the throttle the policy asks for ([`Policy::throttle`], percent)
+/// and returns the one in force, which the round's statistics record. The
+/// caller applies it and puts the guest's old cap back when this returns.
+pub fn run_live_throttled<P: Pager>(
+    pager: &mut P,
+    policy: &mut dyn Policy,
+    p2m_size: u64,
+    throttle: &mut dyn FnMut(u8) -> u8,
+) -> Result<RoundsOutcome, SaveError> {
     let mut lp = RoundLoop {
         pager,
         p2m_size,
@@ -140,6 +153,7 @@ pub fn run_live<P: Pager>(
     let mut dirty = Bitmap::new(p2m_size);
     let mut round = 0u32;
     let mut pending = Bitmap::new(p2m_size);
+    let mut in_force;
     loop {
         crate::cancel::check()?;
         let started = Instant::now();
@@ -169,6 +183,8 @@ pub fn run_live<P: Pager>(
             bandwidth: r.bandwidth,
         };
         let decision = policy.plan(&facts, &mut dirty, &skipped);
+        in_force = throttle(policy.throttle());
+        r.throttle_pct = in_force;
         let held = policy.held().map_or(0, |h| h.count());
         r.hot_pages = held;
         r.expected_downtime_ms = if r.bandwidth > 0.0 {
@@ -192,6 +208,7 @@ pub fn run_live<P: Pager>(
                         hot_pages: held,
                         pages_sent: sent,
                         pages_skipped: skipped.count(),
+                        throttle_pct: in_force,
                         ..Default::default()
                     },
                     started,
@@ -230,6 +247,7 @@ pub fn run_live<P: Pager>(
             dirty_pages: planned,
             hot_pages: hot_final,
             pages_sent: sent,
+            throttle_pct: in_force,
             ..Default::default()
         },
         started,

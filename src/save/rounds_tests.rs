@@ -101,8 +101,12 @@ impl Pager for Model {
 }
 
 fn policies(p: u8) -> Box<dyn Policy> {
-    match p % 5 {
+    match p % 7 {
         0 => Box::new(Xen33::new(Xen33Params::default())),
+        // Auto-converge over two of them: the throttle must not change
+        // which pages reach the destination.
+        5 => crate::precopy::by_name("xen4+ac").unwrap(),
+        6 => crate::precopy::by_name("hotpage+ac").unwrap(),
         1 => Box::new(Xen4::new(Xen4Params::default())),
         2 => Box::new(HotPage::new(HotPageParams::default()).unwrap()),
         4 => Box::new(HotPage::named("hotpeek", HotPageParams::hotpeek()).unwrap()),
@@ -129,19 +133,30 @@ proptest! {
         pages in 1u64..5000,
         script in script_strategy(5000),
         defer in proptest::collection::vec(0u64..5000, 0..5),
-        which in 0u8..5,
+        which in 0u8..7,
     ) {
         let defer: Vec<u64> = defer.into_iter().filter(|&d| d < pages).collect();
         let mut m = Model::new(pages, script, defer);
         let mut policy = policies(which);
-        let out = run_live(&mut m, policy.as_mut(), pages).unwrap();
+        let mut asked = Vec::new();
+        let out = run_live_throttled(&mut m, policy.as_mut(), pages, &mut |pct| {
+            asked.push(pct);
+            pct
+        })
+        .unwrap();
+        // One throttle call per planned round; it never falls, and each
+        // round records the one in force.
+        prop_assert!(asked.windows(2).all(|w| w[0] <= w[1]), "{:?}", asked);
+        for (r, pct) in out.rounds.iter().zip(&asked) {
+            prop_assert_eq!(r.throttle_pct, *pct);
+        }
         prop_assert!(m.suspended);
         for p in 0..pages as usize {
             prop_assert_eq!(m.dst[p], m.src[p], "pfn {} stale with policy {}", p, policy.name());
         }
         let live_rounds = out.rounds.iter().filter(|r| !r.last).count();
         match policy.name() {
-            "xen4" | "hotpage" | "hotpeek" => prop_assert!(live_rounds <= 5, "{} live rounds", live_rounds),
+            "xen4" | "hotpage" | "hotpeek" | "xen4+ac" | "hotpage+ac" => prop_assert!(live_rounds <= 5, "{} live rounds", live_rounds),
             _ => prop_assert!(live_rounds <= 29),
         }
     }

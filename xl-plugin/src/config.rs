@@ -14,6 +14,7 @@
 //! | `hot_threshold` | `RXMIGRATE_HOT_THRESHOLD` | dirty observations that make a page hot (2) |
 //! | `hot_release` | `RXMIGRATE_HOT_RELEASE` | send cooled hot pages live again (`yes`) |
 //! | `downtime_target_ms` | `RXMIGRATE_DOWNTIME_TARGET_MS` | hotpage: final-round budget in ms at the measured bandwidth (20; 0 = off) |
+//! | `auto_converge` | `RXMIGRATE_AUTO_CONVERGE` | throttle the guest (Xen: scheduler cap) when the final round cannot fit `downtime_target_ms` otherwise (`no`; needs a target above 0) |
 //! | `hv` | `RXMIGRATE_HV` | hypervisor: `xen` (default) or `sim:DIR` |
 //! | `stats` | `RXMIGRATE_STATS` | append per-round JSON lines to this file |
 //! | `stock_helper` | `RXMIGRATE_STOCK_HELPER` | Xen's own helper, for streams rxmigrate leaves to it |
@@ -116,6 +117,7 @@ pub struct Config {
     pub hot_threshold: u8,
     pub hot_release: bool,
     pub downtime_target_ms: u64,
+    pub auto_converge: bool,
     pub hv: Option<String>,
     pub stats: Option<PathBuf>,
     pub stock_helper: Option<PathBuf>,
@@ -134,6 +136,7 @@ impl Default for Config {
             hot_threshold: 2,
             hot_release: true,
             downtime_target_ms: HotPageParams::default().downtime_target_ms,
+            auto_converge: false,
             hv: None,
             stats: None,
             stock_helper: None,
@@ -151,6 +154,7 @@ const KEYS: &[(&str, &str)] = &[
     ("hot_threshold", "RXMIGRATE_HOT_THRESHOLD"),
     ("hot_release", "RXMIGRATE_HOT_RELEASE"),
     ("downtime_target_ms", "RXMIGRATE_DOWNTIME_TARGET_MS"),
+    ("auto_converge", "RXMIGRATE_AUTO_CONVERGE"),
     ("hv", "RXMIGRATE_HV"),
     ("stats", "RXMIGRATE_STATS"),
     ("stock_helper", "RXMIGRATE_STOCK_HELPER"),
@@ -282,6 +286,7 @@ impl Config {
             "hot_threshold" => self.hot_threshold = number(v, "observation count (0-255)")?,
             "hot_release" => self.hot_release = yes_no(v)?,
             "downtime_target_ms" => self.downtime_target_ms = number(v, "time in ms")?,
+            "auto_converge" => self.auto_converge = yes_no(v)?,
             "hv" => self.hv = Some(v.to_string()),
             "stats" => self.stats = Some(PathBuf::from(v)),
             "stock_helper" => self.stock_helper = Some(PathBuf::from(v)),
@@ -311,6 +316,7 @@ impl Config {
             hot_threshold: self.hot_threshold,
             release_cooled: self.hot_release,
             downtime_target_ms: self.downtime_target_ms,
+            auto_converge: self.auto_converge,
         }
     }
 
@@ -327,6 +333,18 @@ impl Config {
         let rounds = self
             .max_rounds
             .unwrap_or(if self.policy == "xen33" { 29 } else { 5 });
+        let line = self.describe_base(rounds);
+        if self.auto_converge {
+            format!(
+                "{line}, auto-converge (downtime_target_ms {})",
+                self.downtime_target_ms
+            )
+        } else {
+            line
+        }
+    }
+
+    fn describe_base(&self, rounds: u32) -> String {
         match self.policy.as_str() {
             p @ ("hotpage" | "paper" | "hotpeek") => format!(
                 "policy {p} (max_rounds {rounds}, target_dirty {}, max_factor {}, \
@@ -444,6 +462,38 @@ mod tests {
             .apply_file(Path::new("f"), "downtime_target_ms = soon\n")
             .unwrap_err();
         assert_eq!(e.to_string(), "f:1: \"soon\" is not a valid time in ms");
+    }
+
+    #[test]
+    fn auto_converge_from_file_and_environment() {
+        let mut c = Config::default();
+        assert!(!c.auto_converge);
+        c.apply_file(Path::new("f"), "policy = xen4\nauto_converge = yes\n")
+            .unwrap();
+        assert!(c.auto_converge);
+        assert_eq!(c.policy().unwrap().name(), "xen4+ac");
+        assert!(
+            c.describe_policy()
+                .ends_with("auto-converge (downtime_target_ms 20)"),
+            "{}",
+            c.describe_policy()
+        );
+        c.apply_env(|k| (k == "RXMIGRATE_AUTO_CONVERGE").then(|| "no".to_string()))
+            .unwrap();
+        assert_eq!(c.policy().unwrap().name(), "xen4");
+        // With a downtime target of 0 there is nothing to converge to.
+        c.apply_env(|k| match k {
+            "RXMIGRATE_AUTO_CONVERGE" => Some("on".into()),
+            "RXMIGRATE_DOWNTIME_TARGET_MS" => Some("0".into()),
+            _ => None,
+        })
+        .unwrap();
+        let e = c.check().unwrap_err();
+        assert!(e.to_string().contains("above 0 ms"), "{e}");
+        let e = c
+            .apply_env(|k| (k == "RXMIGRATE_AUTO_CONVERGE").then(|| "sometimes".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("not yes or no"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 #   rx-migrate-cancel-TYPE   rxmigrate migrate to a receiver whose answers stop after
 #                            the banner: the migration fails after the suspend, the
 #                            source must run on and the receiver leave nothing
+#   rx-converge-TYPE         rxmigrate migrate --auto-converge of the dirty guest: the
+#                            source's scheduler cap is lowered during the rounds and
+#                            put back when the migration fails (as rx-migrate-cancel)
 #   conformance-TYPE         tests/hv_conformance.rs against this Xen (RXMIGRATE_HV=xen)
 #   perf-TYPE                the side-by-side benchmark (perf.sh): stock xl, xl with
 #                            our helper (xen4, hotpage) and rxmigrate migrate, K times
@@ -227,6 +230,63 @@ case $FAMILY in
                 dms=$(pgrep -af -- "-xen-domid [1-9]" | grep -v -- "-xen-domid $src " || true)
                 [ -z "$dms" ] || fail "a device model besides the source's runs: ${dms:0:120}"
                 destroy_checked "$NAME"
+            fi
+        fi
+        ;;
+    rx-converge)
+        # Auto-converge on Xen: the dirty guest never converges at the lab's
+        # link, so `rxmigrate migrate --auto-converge` lowers its scheduler
+        # cap. A migration that fails after the rounds (the receiver's READY
+        # never arrives, as rx-migrate-cancel) must leave the source running
+        # with the cap it had; a successful one must report the throttle it
+        # applied.
+        need_rxmigrate
+        if guest_create "$NAME" "$TYPE" && live_pv_unsupported; then
+            op_refused rx-converge "$REFUSAL_RX" -- "$RX" --hv xen migrate "$NAME" \
+                "$RX --hv xen receive" -s "" --auto-converge
+        elif domain_exists "$NAME"; then
+            sched=$(xl info | awk -F': *' '$1 ~ /^xen_scheduler/ { print $2 }')
+            case $sched in
+                credit) sc=sched-credit ;;
+                credit2) sc=sched-credit2 ;;
+                *) not_available "scheduler $sched has no per-domain cap" ;;
+            esac
+            cap_of() { xl "$sc" -d "$1" | awk 'NR == 2 { print $4 }'; }
+            # A cap of its own, which the throttle must put back.
+            old=37
+            xl "$sc" -d "$NAME" -c "$old"
+            check old-cap "$([ "$(cap_of "$NAME")" = "$old" ] && echo yes || echo no)" \
+                "$sched cap of $NAME: $(cap_of "$NAME") (set to $old)"
+            src=$(xl domid "$NAME")
+            [ "$TYPE" = hvm ] && keep_serial "$NAME"
+            banner=$(printf 'xl migration receiver ready, send binary domain data.\n' | wc -c)
+            if op rx-converge-fails -- bash -c '! "$@"' - "$RX" --hv xen -v migrate "$NAME" \
+                "$RX --hv xen receive | head -c $banner" -s "" --auto-converge; then
+                log=$OUT/$SCENARIO.rx-converge-fails.log
+                grep -q "auto-converge: domain $src throttled" "$log" ||
+                    fail "the sender never throttled domain $src (no 'auto-converge: domain $src throttled' in its log)"
+                grep -q "resumed on the source" "$log" ||
+                    fail "the sender did not report resuming the source"
+                [ "$(xl domid "$NAME" 2>/dev/null)" = "$src" ] ||
+                    fail "the source domain $src is not $NAME any more"
+                cap=$(cap_of "$NAME")
+                check cap-restored "$([ "$cap" = "$old" ] && echo yes || echo no)" \
+                    "after the failed migration the cap of $NAME is $cap (was $old)"
+            fi
+            if ! [ "$FAILED" ]; then
+                hb0=$(heartbeat "$NAME")
+                if op rx-converge -- "$RX" --hv xen migrate "$NAME" "$RX --hv xen receive" -s "" \
+                    --auto-converge --stats "$STATS"; then
+                    t=$(python3 -c 'import json,sys
+s=[json.loads(l)["summary"] for l in open(sys.argv[1]) if l.strip() and "summary" in json.loads(l)]
+print(s[-1].get("throttle_max_pct", 0) if s else 0)' "$STATS")
+                    check throttled "$([ "${t:-0}" -gt 0 ] && echo yes || echo no)" \
+                        "throttle up to ${t:-0} % in the migration's stats"
+                    # shellcheck disable=SC2046
+                    rec stats "op=rx-converge" $(stats_fields "$STATS") "throttle_max_pct=$t"
+                    check_alive "$NAME" "$hb0" rx-converge
+                    destroy_checked "$NAME"
+                fi
             fi
         fi
         ;;

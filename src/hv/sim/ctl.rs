@@ -30,6 +30,8 @@ const PID_START: usize = 64;
 const SHUTDOWN: usize = 72;
 const MSG_LEN: usize = 76;
 const BOOTS: usize = 80;
+/// The scheduler cap (percent of one CPU, 0: none) the guest paces itself to.
+const CPU_CAP: usize = 84;
 const MSG: usize = 2048;
 const MSG_MAX: usize = PAGE - MSG;
 
@@ -262,6 +264,11 @@ impl DomState {
     /// Times a guest process has (re)loaded its context.
     pub fn boots(&self) -> Result<&AtomicU32> {
         self.u32(BOOTS)
+    }
+    /// The CPU cap, percent of one physical CPU (0: none): the guest
+    /// process runs its steps at `cap / (100 × vCPUs)` of its speed.
+    pub fn cpu_cap(&self) -> Result<&AtomicU32> {
+        self.u32(CPU_CAP)
     }
 
     pub fn set_message(&self, msg: &str) -> Result<()> {

@@ -83,6 +83,42 @@ impl Owner {
     }
 }
 
+/// The scheduler cap as the simulated guest obeys it: the guest gets
+/// `share` = cap / (100 × vCPUs) of its CPU time (1 without a cap). A
+/// workload with a step rate is taken to need its whole vCPU for it, so it
+/// runs at `rate × share`; one without (as fast as it can) idles
+/// `busy × (1/share − 1)` after each `busy` stretch of steps, in sleeps of
+/// at least [`Pace::MIN_IDLE`].
+struct Pace {
+    share: f64,
+    owed: Duration,
+}
+
+impl Pace {
+    const MIN_IDLE: Duration = Duration::from_millis(1);
+
+    fn new(cap: u32, vcpus: u32) -> Pace {
+        let share = if cap == 0 {
+            1.0
+        } else {
+            (f64::from(cap) / (100.0 * f64::from(vcpus.max(1)))).clamp(0.01, 1.0)
+        };
+        Pace {
+            share,
+            owed: Duration::ZERO,
+        }
+    }
+
+    /// After a step that ran for `busy`: how long to idle now, if at all.
+    fn after_step(&mut self, busy: Duration) -> Option<Duration> {
+        if self.share >= 1.0 {
+            return None;
+        }
+        self.owed += busy.mul_f64(1.0 / self.share - 1.0);
+        (self.owed >= Self::MIN_IDLE).then(|| std::mem::take(&mut self.owed))
+    }
+}
+
 struct Guest {
     owner: Owner,
     dom: std::sync::Arc<Dom>,
@@ -239,6 +275,9 @@ impl Guest {
         let until = d.st.run_until()?;
         let step_w = d.st.step()?;
         let rate = self.kernel.desc.rate;
+        let cap_w = d.st.cpu_cap()?;
+        let mut cap = cap_w.load(Ordering::Acquire);
+        let mut pace = Pace::new(cap, d.meta.vcpus());
         let mut t0 = Instant::now();
         let mut s0 = self.kernel.state.step;
         loop {
@@ -251,6 +290,14 @@ impl Guest {
                 t0 = Instant::now();
                 s0 = self.kernel.state.step;
                 continue;
+            }
+            // A new cap (auto-converge's throttle): pace from here on.
+            let now_cap = cap_w.load(Ordering::Acquire);
+            if now_cap != cap {
+                cap = now_cap;
+                pace = Pace::new(cap, d.meta.vcpus());
+                t0 = Instant::now();
+                s0 = self.kernel.state.step;
             }
             if self.kernel.state.step >= until.load(Ordering::Acquire) {
                 let _ = cmd_w.compare_exchange(
@@ -265,16 +312,19 @@ impl Guest {
                 TrackingMode::Soft => d.st.dirty().ok(),
                 TrackingMode::Uffd => None,
             };
+            let busy = Instant::now();
             self.kernel.step(&d.view, dirty);
             step_w.store(self.kernel.state.step, Ordering::Release);
             if rate > 0 {
-                let due = t0
-                    + Duration::from_secs_f64((self.kernel.state.step - s0) as f64 / rate as f64);
+                let steps = (self.kernel.state.step - s0) as f64;
+                let due = t0 + Duration::from_secs_f64(steps / (rate as f64 * pace.share));
                 let now = Instant::now();
                 if due > now {
                     // Sleep on the command word so a pause wakes us at once.
                     futex_wait(cmd_w, cmd::RUN, due - now);
                 }
+            } else if let Some(idle) = pace.after_step(busy.elapsed()) {
+                futex_wait(cmd_w, cmd::RUN, idle);
             }
         }
     }
@@ -444,5 +494,32 @@ impl Guest {
                     .unwrap_or(0)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+    use std::time::Duration;
+
+    #[test]
+    fn the_cap_is_a_share_of_the_guests_vcpus() {
+        assert_eq!(Pace::new(0, 2).share, 1.0);
+        assert_eq!(Pace::new(50, 1).share, 0.5);
+        assert_eq!(Pace::new(50, 2).share, 0.25);
+        assert_eq!(Pace::new(400, 2).share, 1.0);
+    }
+
+    #[test]
+    fn an_unpaced_guest_idles_for_what_the_cap_takes() {
+        let mut p = Pace::new(0, 1);
+        assert_eq!(p.after_step(Duration::from_millis(5)), None);
+        // A quarter of the CPU: 3 ms idle per ms busy, paid once ≥ 1 ms.
+        let mut p = Pace::new(25, 1);
+        assert_eq!(p.after_step(Duration::from_micros(100)), None);
+        let idle = p.after_step(Duration::from_micros(300)).expect("idle");
+        let want = Duration::from_micros(1200);
+        assert!(idle.abs_diff(want) < Duration::from_micros(2), "{idle:?}");
+        assert_eq!(p.after_step(Duration::from_micros(100)), None);
     }
 }

@@ -700,6 +700,25 @@ impl Hypervisor for SimHost {
         Ok(self.domain_info(dom)?.p2m_size().saturating_mul(4096))
     }
 
+    fn cpu_cap(&self, dom: DomId) -> Result<u32> {
+        Ok(self.dom(dom)?.st.cpu_cap()?.load(Ordering::Acquire))
+    }
+
+    /// As credit2: a cap above 100 × vCPUs is refused (EINVAL).
+    fn set_cpu_cap(&self, dom: DomId, cap: u32) -> Result<()> {
+        let d = self.dom(dom)?;
+        let most = 100 * d.meta.vcpus();
+        if cap > most {
+            return Err(
+                HvError::os(dom, "set_cpu_cap", crate::hv::Errno::EINVAL).reworded(|m| {
+                    format!("{m}: cap {cap} % is above 100 % × {} vCPUs", d.meta.vcpus())
+                }),
+            );
+        }
+        d.st.cpu_cap()?.store(cap, Ordering::Release);
+        Ok(())
+    }
+
     /// A simulated guest's RAM is this machine's memory: what the kernel
     /// reports available.
     fn host_free_memory(&self) -> Result<Option<u64>> {

@@ -16,6 +16,7 @@ mod p2m;
 mod physinfo;
 mod qmp;
 mod release;
+mod sched;
 mod suspend;
 mod toolstack;
 mod vcpu;
@@ -701,5 +702,13 @@ impl Hypervisor for XenHost {
 
     fn domain_max_memory(&self, dom: DomId) -> Result<u64> {
         Ok(physinfo::max_memory_bytes(&self.raw_info(dom)?))
+    }
+
+    fn cpu_cap(&self, dom: DomId) -> Result<u32> {
+        sched::cap(self.h, dom)
+    }
+
+    fn set_cpu_cap(&self, dom: DomId, cap: u32) -> Result<()> {
+        sched::set_cap(self.h, dom, cap)
     }
 }
