@@ -38,7 +38,8 @@ pub const HELPER_SETTINGS: &[HelperSetting] = &[
         "RXMIGRATE_POLICY",
         "hotpage",
         "Pre-copy policy of live saves: hotpage (pages written round after round are held \
-         back to the final round), xen4 (as Xen's own helper), xen33 (Xen 3.3's), paper, hotpeek.",
+         back to the final round), xen4 (as Xen's own helper), xen33 (Xen 3.3's), paper, hotpeek; \
+         NAME+ac adds auto-converge (as auto_converge = yes).",
     ),
     s(
         "max_rounds",
@@ -76,6 +77,13 @@ pub const HELPER_SETTINGS: &[HelperSetting] = &[
         "20",
         "hotpage: switch over once the final round fits this many milliseconds at the \
          measured bandwidth, sending the coldest held pages live if needed (0: off).",
+    ),
+    s(
+        "auto_converge",
+        "RXMIGRATE_AUTO_CONVERGE",
+        "no",
+        "Throttle the guest (its scheduler cap, put back afterwards) when the final round \
+         cannot fit downtime_target_ms otherwise; needs a target above 0.",
     ),
     s(
         "hv",
