@@ -405,6 +405,7 @@ mod tests {
                 "max_factor" => c.max_factor.to_string(),
                 "hot_threshold" => c.hot_threshold.to_string(),
                 "hot_release" => if c.hot_release { "yes" } else { "no" }.into(),
+                "auto_converge" => if c.auto_converge { "yes" } else { "no" }.into(),
                 "downtime_target_ms" => c.downtime_target_ms.to_string(),
                 "hv" => c.hv.clone().unwrap_or_else(|| "xen".into()),
                 "stats" => c
