@@ -4,6 +4,30 @@
 //! the plugin's own key list (`xl-plugin/src/config.rs`) is checked against
 //! it by a test there, so the page cannot miss or invent a key.
 
+/// The positional arguments libxl gives its save helper after
+/// `--save-domain`, in order (libxl_save_callout.c's argv).
+pub const SAVE_ARGS: [&str; 6] = [
+    "io_fd",
+    "recv_fd",
+    "domid",
+    "xcflags",
+    "cbflags",
+    "stream_type",
+];
+
+/// The same after `--restore-domain`.
+pub const RESTORE_ARGS: [&str; 9] = [
+    "io_fd",
+    "send_back_fd",
+    "domid",
+    "store_evtchn",
+    "store_domid",
+    "console_evtchn",
+    "console_domid",
+    "cbflags",
+    "stream_type",
+];
+
 /// One key of `/etc/rxmigrate.conf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelperSetting {

@@ -7,6 +7,7 @@
 //!                  console_evtchn console_domid cbflags stream_type
 //! ```
 
+use rxmigrate::helper_settings::{RESTORE_ARGS, SAVE_ARGS};
 use std::fmt;
 
 /// `XCFLAGS_LIVE` (tools/include/xenguest.h).
@@ -107,26 +108,6 @@ impl Mode {
     }
 }
 
-const SAVE_NAMES: [&str; 6] = [
-    "io_fd",
-    "recv_fd",
-    "domid",
-    "xcflags",
-    "cbflags",
-    "stream_type",
-];
-const RESTORE_NAMES: [&str; 9] = [
-    "io_fd",
-    "send_back_fd",
-    "domid",
-    "store_evtchn",
-    "store_domid",
-    "console_evtchn",
-    "console_domid",
-    "cbflags",
-    "stream_type",
-];
-
 /// Highest domid a real domain can have (DOMID_FIRST_RESERVED - 1).
 const MAX_DOMID: u32 = 0x7fef;
 
@@ -193,8 +174,8 @@ pub fn parse(args: &[String]) -> Result<Mode, ArgError> {
         return Err(ArgError::NoMode);
     };
     let (mode, names): (&'static str, &'static [&'static str]) = match mode.as_str() {
-        "--save-domain" => ("--save-domain", &SAVE_NAMES),
-        "--restore-domain" => ("--restore-domain", &RESTORE_NAMES),
+        "--save-domain" => ("--save-domain", &SAVE_ARGS),
+        "--restore-domain" => ("--restore-domain", &RESTORE_ARGS),
         other => return Err(ArgError::UnknownMode(other.to_string())),
     };
     if rest.len() != names.len() {

@@ -4,7 +4,7 @@
 //! `rxmigrate::helper_settings`, the table the plugin's key list is tested
 //! against.
 
-use rxmigrate::helper_settings::HELPER_SETTINGS;
+use rxmigrate::helper_settings::{HELPER_SETTINGS, RESTORE_ARGS, SAVE_ARGS};
 use rxmigrate::version::{VERSION, XEN_RELEASES};
 use std::fmt::Write as _;
 
@@ -81,31 +81,8 @@ pub fn render() -> String {
 
     p.push_str(".SH SYNOPSIS\n");
     let synopses: [(&str, &[&str]); 4] = [
-        (
-            "\\-\\-save\\-domain",
-            &[
-                "io_fd",
-                "recv_fd",
-                "domid",
-                "xcflags",
-                "cbflags",
-                "stream_type",
-            ],
-        ),
-        (
-            "\\-\\-restore\\-domain",
-            &[
-                "io_fd",
-                "send_back_fd",
-                "domid",
-                "store_evtchn",
-                "store_domid",
-                "console_evtchn",
-                "console_domid",
-                "cbflags",
-                "stream_type",
-            ],
-        ),
+        ("\\-\\-save\\-domain", &SAVE_ARGS),
+        ("\\-\\-restore\\-domain", &RESTORE_ARGS),
         ("\\-\\-check\\-config", &["[file]"]),
         ("\\-\\-version", &[]),
     ];
