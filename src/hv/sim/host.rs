@@ -9,6 +9,7 @@ use super::cpu;
 use super::create::host_tag;
 use super::ctl::{self, cmd, state, DomState};
 use super::hvmctx;
+use super::layout::HvmLayout;
 use super::machine::{Frames, M2p, RamView};
 use super::meta::{DomainMeta, HostDir, HostState};
 use super::process::timeout;
@@ -47,7 +48,13 @@ impl Dom {
     }
     /// Frame index of a gfn (PV: mfn) that is this domain's and populated.
     pub fn frame_of_gfn(&self, gfn: u64) -> Option<usize> {
-        self.frames().frame_of(gfn)
+        match self.meta.guest_type {
+            GuestType::Pv => self.frames().frame_of(gfn),
+            GuestType::Hvm => {
+                let f = HvmLayout::new(self.pages()).frame_of(gfn)?;
+                self.frames().frame_of(f)
+            }
+        }
     }
 }
 
@@ -156,7 +163,7 @@ impl SimHost {
         }
         let meta = self.dir.read_meta(dom)?;
         let ram = Shm::open(&meta.ram_path)?;
-        let frames = meta.pages() as usize;
+        let frames = meta.frames() as usize;
         if ram.len() != frames * 4096 {
             return Err(HvError::op(
                 dom,
@@ -679,7 +686,16 @@ impl Hypervisor for SimHost {
             }
             let f = match d.meta.guest_type {
                 GuestType::Pv => sc.frame(pfn) as usize,
-                GuestType::Hvm => pfn as usize,
+                GuestType::Hvm => match HvmLayout::new(d.pages()).frame_of(pfn) {
+                    Some(f) => f as usize,
+                    None => {
+                        return Err(HvError::op(
+                            dom,
+                            "populate",
+                            format!("pfn {pfn:#x} is in a hole of the guest's layout"),
+                        ))
+                    }
+                },
             };
             let cur = m2p[f].load(Ordering::Acquire);
             if cur != INVALID_MFN && cur != pfn {
@@ -697,7 +713,7 @@ impl Hypervisor for SimHost {
 
     /// A simulated guest holds its RAM and no more.
     fn domain_max_memory(&self, dom: DomId) -> Result<u64> {
-        Ok(self.domain_info(dom)?.p2m_size().saturating_mul(4096))
+        Ok(self.dom(dom)?.meta.pages().saturating_mul(4096))
     }
 
     fn cpu_cap(&self, dom: DomId) -> Result<u32> {
