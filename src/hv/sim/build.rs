@@ -308,7 +308,7 @@ fn hvm_cpu(v: u32, st: &State) -> Vec<u8> {
 fn build_hvm(cfg: &GuestConfig, ram: &RamView) -> Result<Image> {
     let pages = cfg.pages();
     let lay = HvmLayout::new(pages);
-    let frames = lay.frames();
+    let frames = lay.file_frames();
     // The data pfns run from DATA_FIRST over the VGA hole (the guest's
     // translation skips it, see `machine::boot_hvm`).
     let desc = Descriptor::for_guest(cfg, HvmLayout::DATA_FIRST, lay.data_pages(), pages)?;

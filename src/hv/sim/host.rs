@@ -51,10 +51,33 @@ impl Dom {
         match self.meta.guest_type {
             GuestType::Pv => self.frames().frame_of(gfn),
             GuestType::Hvm => {
-                let f = HvmLayout::new(self.pages()).frame_of(gfn)?;
-                self.frames().frame_of(f)
+                let lay = HvmLayout::new(self.pages());
+                match lay.frame_of(gfn) {
+                    Some(f) => self.frames().frame_of(f),
+                    None => self.spare_of(&lay, gfn).ok().flatten().map(|(f, _)| f),
+                }
             }
         }
+    }
+}
+
+impl Dom {
+    /// The spare frame holding `gfn` (populated in a hole of the layout):
+    /// Ok(Some((frame, true))), or the first free spare Ok(Some((frame,
+    /// false))), or Ok(None) when all are taken by other pfns. Spares are
+    /// taken in order and never given back, so the walk stops at the first
+    /// free one.
+    pub(super) fn spare_of(&self, lay: &HvmLayout, gfn: u64) -> Result<Option<(usize, bool)>> {
+        let m2p = self.st.m2p()?;
+        for f in lay.spares() {
+            match m2p.get(f as usize).map(|w| w.load(Ordering::Acquire)) {
+                Some(p) if p == gfn => return Ok(Some((f as usize, true))),
+                Some(INVALID_MFN) => return Ok(Some((f as usize, false))),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -686,16 +709,27 @@ impl Hypervisor for SimHost {
             }
             let f = match d.meta.guest_type {
                 GuestType::Pv => sc.frame(pfn) as usize,
-                GuestType::Hvm => match HvmLayout::new(d.pages()).frame_of(pfn) {
-                    Some(f) => f as usize,
-                    None => {
-                        return Err(HvError::op(
-                            dom,
-                            "populate",
-                            format!("pfn {pfn:#x} is in a hole of the guest's layout"),
-                        ))
+                GuestType::Hvm => {
+                    let lay = HvmLayout::new(d.pages());
+                    match lay.frame_of(pfn) {
+                        Some(f) => f as usize,
+                        // A hole: a spare frame, while there is one.
+                        None => match d.spare_of(&lay, pfn)? {
+                            Some((f, _)) => f,
+                            None => {
+                                return Err(HvError::op(
+                                    dom,
+                                    "populate",
+                                    format!(
+                                        "pfn {pfn:#x} is in a hole of the guest's layout and \
+                                         all {} spare frames are taken",
+                                        super::layout::SPARE_FRAMES
+                                    ),
+                                ))
+                            }
+                        },
                     }
-                },
+                }
             };
             let cur = m2p[f].load(Ordering::Acquire);
             if cur != INVALID_MFN && cur != pfn {

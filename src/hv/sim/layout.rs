@@ -26,7 +26,9 @@
 //! The highest pfn is 0xFEFFF, or the end of the RAM above 4 GiB. Frames
 //! (the RAM file) hold the populated pfns in pfn order, `pages - 16` of
 //! them (the VGA hole's 32 are missing, the 16 special pages added), as
-//! Xen's `tot_pages`. Xen-heap pages a guest maps into its physmap (shared
+//! Xen's `tot_pages`, then `SPARE_FRAMES` unpopulated ones: populating a
+//! pfn outside the layout (a hole, as Xen allows up to the domain's
+//! maximum) takes one of those. Xen-heap pages a guest maps into its physmap (shared
 //! info, grant frames) are not the guest's: Xen reports them XTAB, as it
 //! does holes, so the sim leaves them out.
 
@@ -142,6 +144,9 @@ pub const SPECIAL_END: u64 = 0xFF000;
 pub const SPECIAL_PAGES: u64 = 8;
 /// ioreq-server pages below the special pages (NR_IOREQ_SERVER_PAGES).
 pub const IOREQ_SERVER_PAGES: u64 = 8;
+/// Frames of an HVM guest's RAM file beyond its layout, for pfns populated
+/// in its holes (a restore of a stream laid out otherwise).
+pub const SPARE_FRAMES: u64 = 64;
 /// First pfn above 4 GiB.
 pub const HIGH_FIRST: u64 = 0x10_0000;
 
@@ -172,11 +177,19 @@ impl HvmLayout {
     pub fn new(pages: u64) -> Self {
         HvmLayout { pages }
     }
-    /// The layout of a RAM file of `frames` frames.
-    pub fn from_frames(frames: u64) -> Self {
+    /// The layout of a RAM file of `file_frames` frames.
+    pub fn from_frames(file_frames: u64) -> Self {
         HvmLayout {
-            pages: frames + VGA_HOLE_PAGES - Self::EXTRA,
+            pages: file_frames - SPARE_FRAMES + VGA_HOLE_PAGES - Self::EXTRA,
         }
+    }
+    /// Frames of the RAM file: the layout's and the spares.
+    pub fn file_frames(&self) -> u64 {
+        self.frames() + SPARE_FRAMES
+    }
+    /// The spare frames (for pfns outside the layout).
+    pub fn spares(&self) -> std::ops::Range<u64> {
+        self.frames()..self.file_frames()
     }
     /// End of the RAM below 4 GiB (exclusive pfn).
     pub fn low_end(&self) -> u64 {
@@ -294,11 +307,11 @@ impl Layout {
             Layout::Hvm(l) => l.data_pfns().collect(),
         }
     }
-    /// Frames (populated pfns) of a fresh guest.
+    /// Frames of the RAM file.
     pub fn frames(&self) -> u64 {
         match self {
             Layout::Pv(l) => l.pages,
-            Layout::Hvm(l) => l.frames(),
+            Layout::Hvm(l) => l.file_frames(),
         }
     }
     /// pfns in the P2M (highest pfn + 1).
@@ -366,7 +379,7 @@ mod tests {
             }
             assert_eq!(n, l.frames());
             assert_eq!(l.pfn_of(n), None);
-            assert_eq!(HvmLayout::from_frames(l.frames()), l);
+            assert_eq!(HvmLayout::from_frames(l.file_frames()), l);
             assert_eq!(l.data_pfns().count() as u64, l.data_pages());
             assert!(l
                 .data_pfns()

@@ -62,7 +62,7 @@ impl DomainMeta {
     /// Frames of the RAM file (the populated pfns of a built guest).
     pub fn frames(&self) -> u64 {
         match (self.guest_type, self.ram_pages) {
-            (GuestType::Hvm, n) if n != 0 => super::layout::HvmLayout::new(n).frames(),
+            (GuestType::Hvm, n) if n != 0 => super::layout::HvmLayout::new(n).file_frames(),
             _ => self.max_pfn + 1,
         }
     }
