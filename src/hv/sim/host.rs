@@ -54,7 +54,10 @@ impl Dom {
                 let lay = HvmLayout::new(self.pages());
                 match lay.frame_of(gfn) {
                     Some(f) => self.frames().frame_of(f),
-                    None => self.spare_of(&lay, gfn).ok().flatten().map(|(f, _)| f),
+                    None => match self.spare_of(&lay, gfn) {
+                        Ok(Some((f, true))) => Some(f),
+                        _ => None,
+                    },
                 }
             }
         }
