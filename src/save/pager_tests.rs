@@ -130,7 +130,8 @@ fn hvm_holes_never_sent_are_left_out() {
         xen_major: 4,
         xen_minor: 17,
     };
-    let w = LibxcWriter::new(Vec::new(), &header).unwrap();
+    let mut w = LibxcWriter::new(Vec::new(), &header).unwrap();
+    w.write_record(&Record::StaticDataEnd).unwrap();
     let mut hooks = DirectHooks;
     let mut pager = HvPager::new(&host, dom, &ops, w, &mut hooks);
     // The VGA hole around two RAM pages: only the RAM pages travel.
