@@ -743,7 +743,13 @@ impl Hypervisor for SimHost {
                 ));
             }
             m2p[f].store(pfn, Ordering::Release);
-            out.push(d.meta.mfn_base + f as u64);
+            // As Xen: an HVM guest's populated gfn is the pfn asked for
+            // (its frame is the sim's business, frame_of_gfn finds it); a
+            // PV guest gets the machine frame.
+            out.push(match d.meta.guest_type {
+                GuestType::Pv => d.meta.mfn_base + f as u64,
+                GuestType::Hvm => pfn,
+            });
         }
         Ok(out)
     }
