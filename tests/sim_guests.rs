@@ -205,15 +205,31 @@ fn hvm_guest_has_context_params_and_special_pages() {
         0x5438_1286
     );
     assert_eq!(&blob[blob.len() - 8..], &[0u8; 8], "END last");
-    assert_eq!(h.hvm_param(dom, 1).unwrap(), n - 4, "STORE_PFN");
-    assert_eq!(h.hvm_param(dom, 17).unwrap(), n - 3, "CONSOLE_PFN");
-    assert_eq!(h.hvm_param(dom, 5).unwrap(), n - 2, "IOREQ_PFN");
-    assert_eq!(h.hvm_param(dom, 6).unwrap(), n - 1, "BUFIOREQ_PFN");
+    // Xen 4.17's layout: the P2M ends with the special pages at 0xFEFF8.
+    assert_eq!(n, 0xFF000);
+    assert_eq!(h.hvm_param(dom, 1).unwrap(), 0xFEFFC, "STORE_PFN");
+    assert_eq!(h.hvm_param(dom, 17).unwrap(), 0xFEFFF, "CONSOLE_PFN");
+    assert_eq!(h.hvm_param(dom, 5).unwrap(), 0xFEFFD, "IOREQ_PFN");
+    assert_eq!(h.hvm_param(dom, 6).unwrap(), 0xFEFFB, "BUFIOREQ_PFN");
+    assert_eq!(h.hvm_param(dom, 12).unwrap(), 0xFEFFE << 12, "IDENT_PT");
+    assert_eq!(h.hvm_param(dom, 32).unwrap(), 0xFEFF0, "IOREQ_SERVER_PFN");
+    assert_eq!(h.hvm_param(dom, 33).unwrap(), 8, "NR_IOREQ_SERVER_PAGES");
     assert!(h.hvm_param(dom, 39).is_err());
     let gfns: Vec<u64> = (0..n).collect();
     let mut types = vec![PageType::NOTAB; n as usize];
-    h.page_types(dom, &gfns, &mut types).unwrap();
-    assert_eq!(types.iter().filter(|&&t| t == PageType::XTAB).count(), 4);
+    // In batches, as the saver asks (the sim takes at most 1024 at once).
+    for (g, t) in gfns.chunks(1024).zip(types.chunks_mut(1024)) {
+        h.page_types(dom, g, t).unwrap();
+    }
+    // Holes: the VGA hole, everything from the end of RAM (2 MiB) to the
+    // ioreq-server pages; populated: RAM and the 16 special pages.
+    let populated = 2 * 256 - 32 + 16;
+    assert_eq!(
+        types.iter().filter(|&&t| t == PageType::XTAB).count() as u64,
+        n - populated
+    );
+    assert!((0xA0..0xC0).all(|p| types[p] == PageType::XTAB));
+    assert!((0xFEFF0..0xFF000).all(|p| types[p] == PageType::NOTAB));
     let mut bad = blob.clone();
     bad.truncate(bad.len() - 8);
     assert!(

@@ -138,7 +138,8 @@ fn hvm_restore(src: &SimHost, sd: DomId, dst: &SimHost) -> Result<DomId, String>
         .build_domain(&DomainSpec {
             name: info.name.clone(),
             guest_type: GuestType::Hvm,
-            max_pfn: info.max_pfn,
+            // The guest's memory size (its P2M spans holes beyond it).
+            max_pfn: src.meta(sd).map_err(e)?.pages() - 1,
             max_vcpu_id: info.max_vcpu_id,
             config: None, // a raw stream carries no config
         })

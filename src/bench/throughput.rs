@@ -139,12 +139,11 @@ fn thread_cpu() -> Duration {
 
 /// Fill the data pages of a (paused) sim guest with non-zero bytes.
 fn fill(host: &SimHost, dom: DomId, guest_type: GuestType, pages: u64) -> Result<(), BenchError> {
-    let range = Layout::new(guest_type, pages).data();
+    let pfns = Layout::new(guest_type, pages).data_pfns();
     let p2m = match guest_type {
         GuestType::Pv => Some(host.pv_p2m(dom)?.p2m),
         GuestType::Hvm => None,
     };
-    let pfns: Vec<u64> = range.collect();
     for chunk in pfns.chunks(1024) {
         let gfns: Vec<u64> = chunk
             .iter()

@@ -138,7 +138,7 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                     "{:<20} {:>4} {:>7} {:>5} {:<4} {:<10} {:>12} {:<8}",
                     i.name,
                     i.domid,
-                    i.p2m_size() / 256,
+                    host.meta(i.domid)?.pages() / 256,
                     i.online_vcpus.len(),
                     i.guest_type,
                     host.state_name(i.domid)?,
@@ -173,7 +173,7 @@ pub fn run(hv_spec: Option<&str>, cmd: SimCmd) -> Result<()> {
                     i.name,
                     i.guest_type,
                     if i.paused { " (paused)" } else { "" },
-                    i.p2m_size() / 256,
+                    host.meta(id)?.pages() / 256,
                     host.state_name(id)?,
                     host.step(id)?,
                     if host.logdirty_enabled(id)? {

@@ -10,6 +10,16 @@
 //! `xc_domain_restore`) populates an XALLOC pfn without writing it, and a
 //! freshly populated frame is zero. A pfn sent before carries its data
 //! whatever it holds: the receiver's frame has the old contents.
+//!
+//! Holes of an HVM guest: a pfn the hypervisor types XTAB that this stream
+//! has never populated goes nowhere. Xen's saver lists every pfn of round 0,
+//! holes included (a 512 MiB HVM guest's P2M spans 1 044 480 pfns, 913 000
+//! of them holes below 4 GiB); Xen's restore (`xg_sr_restore.c`) neither
+//! populates nor records an XTAB pfn of an HVM stream (its HVM
+//! `set_page_type` and `set_gfn` do nothing), so leaving it out changes
+//! nothing on the receiver. A pfn sent before still travels as XTAB when
+//! it becomes a hole. PV streams keep every entry (the receiver records PV
+//! types).
 
 use super::ops::SaveOps;
 use super::rounds::Pager;
@@ -68,6 +78,8 @@ pub(crate) struct HvPager<'a, W: Write> {
     /// as XALLOC): their later sends carry data.
     sent: Bitmap,
     zero_pages: u64,
+    /// XTAB pfns never sent are left out of the stream (HVM, see above).
+    skip_unsent_holes: bool,
     suspended: bool,
     logdirty_on: bool,
     s: Scratch,
@@ -91,6 +103,7 @@ impl<'a, W: Write> HvPager<'a, W> {
             deferred: Bitmap::new(n),
             sent: Bitmap::new(n),
             zero_pages: 0,
+            skip_unsent_holes: ops.domain_type() == crate::stream::DomainType::X86Hvm,
             suspended: false,
             logdirty_on: false,
             s: Scratch::default(),
@@ -224,10 +237,17 @@ impl<W: Write> Pager for HvPager<'_, W> {
             }
             if ty.populates() {
                 self.sent.set(pfn);
+            } else if ty == PageType::XTAB && self.skip_unsent_holes && !self.sent.get(pfn) {
+                continue;
             }
             s.entries.push(PfnEntry { pfn, ty });
         }
         drop(map);
+        if s.entries.is_empty() {
+            // A batch of holes only: no record (Xen's restore refuses an
+            // empty PAGE_DATA).
+            return Ok(0);
+        }
 
         let mut pages = recycle(std::mem::take(&mut s.pages));
         pages.extend(s.bodies.iter().map(|&o| &s.copies[o..o + PAGE_SIZE]));

@@ -43,10 +43,11 @@ fn zero_pages_go_without_data_on_their_first_send_only() {
         })
         .unwrap()
         .domid;
-    let pfns: Vec<u64> = (0..512).collect();
+    // RAM below the VGA hole (0xA0..0xC0 is a hole in the sim, as on Xen).
+    let pfns: Vec<u64> = (0..0xA0).collect();
     host.populate(dom, &pfns).unwrap();
     // A freshly populated frame is zero (what XALLOC relies on).
-    for chunk in pfns.chunks(256) {
+    for chunk in pfns.chunks(64) {
         let m = host.map_pages(dom, chunk, false).unwrap();
         assert!((0..chunk.len()).all(|i| m.page(i).is_zero()));
     }
@@ -100,6 +101,50 @@ fn zero_pages_go_without_data_on_their_first_send_only() {
     );
     assert!(is_zero(got[4].2.as_ref().unwrap()));
     assert_eq!(got[3].2.as_ref().unwrap()[4095], 1);
+    host.destroy(dom).unwrap();
+}
+
+#[test]
+fn hvm_holes_never_sent_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = SimHost::open(dir.path()).unwrap();
+    let dom = host
+        .build_domain(&DomainSpec {
+            name: "holes".into(),
+            guest_type: GuestType::Hvm,
+            max_pfn: 511,
+            max_vcpu_id: 0,
+            config: None,
+        })
+        .unwrap()
+        .domid;
+    host.populate(dom, &[0x9F, 0xC0]).unwrap();
+    write_page(&host, dom, 0x9F, 0x11);
+    let info = host.domain_info(dom).unwrap();
+    // Xen's layout: the P2M spans the holes up to the special pages.
+    assert_eq!(info.max_pfn, 0xFEFFF);
+    let ops = HvmOps::new(&info);
+    let header = DomainHeader {
+        domain_type: DomainType::X86Hvm,
+        page_shift: 12,
+        xen_major: 4,
+        xen_minor: 17,
+    };
+    let mut w = LibxcWriter::new(Vec::new(), &header).unwrap();
+    w.write_record(&Record::StaticDataEnd).unwrap();
+    let mut hooks = DirectHooks;
+    let mut pager = HvPager::new(&host, dom, &ops, w, &mut hooks);
+    // The VGA hole around two RAM pages: only the RAM pages travel.
+    let batch: Vec<u64> = (0x9F..=0xC0).collect();
+    assert_eq!(pager.send_batch(&batch).unwrap(), 2);
+    let before = pager.bytes_written();
+    // A batch of holes only writes nothing (not an empty PAGE_DATA).
+    let holes: Vec<u64> = (0x200..0x600).collect();
+    assert_eq!(pager.send_batch(&holes).unwrap(), 0);
+    assert_eq!(pager.bytes_written(), before);
+    let stream = pager.finish().finish().unwrap();
+    let got: Vec<(u64, PageType)> = entries(&stream).iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(got, vec![(0x9F, PageType::NOTAB), (0xC0, PageType::XALLOC)]);
     host.destroy(dom).unwrap();
 }
 

@@ -311,9 +311,14 @@ fn pfn(rng: &mut Rng, img: &mut Image, pv: bool, pages: u64) -> Made {
             1 << 40,
             0xFFFF_FFFF,
             1 << 28,
-            // Beyond the guest: for PV beyond its P2M, for HVM beyond its RAM
-            // (the host cannot back it) or beyond what it may grow to.
-            pages + rng.below(16),
+            // Just beyond the guest: for PV beyond its P2M; for HVM beyond
+            // the pfns the receiver lets it populate (its RAM may sit above
+            // a hole, so a pfn just past its RAM is legitimate, as on Xen).
+            if pv {
+                pages
+            } else {
+                rxmigrate::restore::Limits::hvm_pfn_cap(pages) + 1
+            } + rng.below(16),
             pages + (4 << 18) + rng.below(1 << 20),
             (2 << 20) + rng.below(16),
         ]

@@ -319,7 +319,8 @@ fn save_then_restore(t: GuestType, live: bool) {
         .build_domain(&DomainSpec {
             name: "web--incoming".into(),
             guest_type: t,
-            max_pfn: info.max_pfn,
+            // As libxl: the guest's memory size (an HVM P2M spans holes).
+            max_pfn: a.meta(dom).expect("meta").pages() - 1,
             max_vcpu_id: info.max_vcpu_id,
             config,
         })

@@ -21,8 +21,14 @@ pub mod param {
     pub const STORE_EVTCHN: u32 = 2;
     pub const IOREQ_PFN: u32 = 5;
     pub const BUFIOREQ_PFN: u32 = 6;
+    pub const IDENT_PT: u32 = 12;
     pub const CONSOLE_PFN: u32 = 17;
     pub const CONSOLE_EVTCHN: u32 = 18;
+    pub const PAGING_RING_PFN: u32 = 27;
+    pub const MONITOR_RING_PFN: u32 = 28;
+    pub const SHARING_RING_PFN: u32 = 29;
+    pub const IOREQ_SERVER_PFN: u32 = 32;
+    pub const NR_IOREQ_SERVER_PAGES: u32 = 33;
     /// HVM_NR_PARAMS in Xen 4.17.
     pub const NR: u32 = 39;
 }
@@ -97,11 +103,12 @@ pub fn shared_info_maddr(base: u64) -> u64 {
 pub fn build(cfg: &GuestConfig, ram: &RamView, base: u64, scramble: Scramble) -> Result<Image> {
     cfg.validate()?;
     let pages = cfg.pages();
-    if pages < MIN_PAGES || ram.frames() as u64 != pages {
+    let frames = Layout::new(cfg.guest_type, pages).frames();
+    if pages < MIN_PAGES || ram.frames() as u64 != frames {
         return Err(HvError::Invalid {
             op: "build",
             msg: format!(
-                "{pages} pages (minimum {MIN_PAGES}, RAM has {})",
+                "{pages} pages (minimum {MIN_PAGES}) in {frames} frames, RAM has {}",
                 ram.frames()
             ),
         });
@@ -300,12 +307,27 @@ fn hvm_cpu(v: u32, st: &State) -> Vec<u8> {
 
 fn build_hvm(cfg: &GuestConfig, ram: &RamView) -> Result<Image> {
     let pages = cfg.pages();
-    let lay = HvmLayout { pages };
-    let data = HvmLayout::DATA_FIRST..lay.data_end();
-    let desc = Descriptor::for_guest(cfg, data.start, data.end - data.start, pages)?;
+    let lay = HvmLayout::new(pages);
+    let frames = lay.file_frames();
+    // The data pfns run from DATA_FIRST over the VGA hole (the guest's
+    // translation skips it, see `machine::boot_hvm`).
+    let desc = Descriptor::for_guest(cfg, HvmLayout::DATA_FIRST, lay.data_pages(), pages)?;
     let mut page = vec![0u8; PAGE_SIZE];
     desc.encode(&mut page);
-    write(ram, HvmLayout::DESCRIPTOR, &page)?;
+    let frame = |pfn: u64| {
+        lay.frame_of(pfn).ok_or_else(|| HvError::Invalid {
+            op: "build",
+            msg: format!("pfn {pfn:#x} is a hole"),
+        })
+    };
+    write(ram, frame(HvmLayout::DESCRIPTOR)?, &page)?;
+    // The identity page table for CR0.PG=0 under EPT: a 32-bit page
+    // directory of 4 MiB superpages (present, RW, user, accessed, dirty, PSE).
+    let mut ident = vec![0u8; PAGE_SIZE];
+    for (i, e) in ident.chunks_exact_mut(4).enumerate() {
+        e.copy_from_slice(&(((i as u32) << 22) | 0xE7).to_le_bytes());
+    }
+    write(ram, frame(lay.special(special::IDENT_PT))?, &ident)?;
     let st = State::initial(cfg.seed);
     let cpus: Vec<Vec<u8>> = (0..cfg.vcpus).map(|v| hvm_cpu(v, &st)).collect();
     let params = vec![
@@ -313,12 +335,20 @@ fn build_hvm(cfg: &GuestConfig, ram: &RamView) -> Result<Image> {
         (param::STORE_EVTCHN, STORE_EVTCHN as u64),
         (param::IOREQ_PFN, lay.ioreq()),
         (param::BUFIOREQ_PFN, lay.bufioreq()),
+        (param::IDENT_PT, lay.special(special::IDENT_PT) << 12),
         (param::CONSOLE_PFN, lay.console()),
         (param::CONSOLE_EVTCHN, CONSOLE_EVTCHN as u64),
+        (param::PAGING_RING_PFN, lay.special(special::PAGING)),
+        (param::MONITOR_RING_PFN, lay.special(special::ACCESS)),
+        (param::SHARING_RING_PFN, lay.special(special::SHARING)),
+        (param::IOREQ_SERVER_PFN, lay.ioreq_server_first()),
+        (param::NR_IOREQ_SERVER_PAGES, IOREQ_SERVER_PAGES),
     ];
     Ok(Image {
-        m2p: (0..pages).collect(),
-        types: vec![PageType::NOTAB.0; pages as usize],
+        m2p: (0..frames)
+            .map(|f| lay.pfn_of(f).unwrap_or(crate::hv::INVALID_MFN))
+            .collect(),
+        types: vec![PageType::NOTAB.0; frames as usize],
         vcpus: Vec::new(),
         hvm_ctx: hvmctx::build(cpu::CPUID1_EAX, cpu::TSC_KHZ, &cpus),
         params,

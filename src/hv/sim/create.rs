@@ -9,7 +9,7 @@ use super::host::{shm_dir, Dom, SimHost};
 use super::layout::MIN_PAGES;
 use super::meta::{to_hex, DomainMeta};
 use super::shm::Shm;
-use crate::hv::{DomId, GuestType, HvError, Hypervisor, Result, INVALID_MFN};
+use crate::hv::{DomId, GuestType, HvError, Hypervisor, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -49,11 +49,16 @@ impl SimHost {
             ),
             GuestType::Hvm => (0, 0),
         };
+        let (max_pfn, ram_pages) = match gt {
+            GuestType::Pv => (pages - 1, 0),
+            GuestType::Hvm => (super::layout::HvmLayout::new(pages).max_pfn(), pages),
+        };
         Ok(DomainMeta {
             domid,
             name: name.to_string(),
             guest_type: gt,
-            max_pfn: pages - 1,
+            max_pfn,
+            ram_pages,
             max_vcpu_id: vcpus - 1,
             mfn_base: base,
             salt,
@@ -121,9 +126,10 @@ impl SimHost {
                 log::warn!("removed a stale {} of a dead process", stale.display());
             }
         }
-        let ram = Shm::create(&meta.ram_path, pages as usize * 4096)?;
+        let frames = meta.frames() as usize;
+        let ram = Shm::create(&meta.ram_path, frames * 4096)?;
         drop(ram);
-        let st = DomState::create(&meta.state_path, vcpus as usize, pages as usize)?;
+        let st = DomState::create(&meta.state_path, vcpus as usize, frames)?;
         for (i, w) in st.params()?.iter().enumerate() {
             let _ = i;
             w.store(0, Ordering::Relaxed);
@@ -159,15 +165,6 @@ impl SimHost {
             for (f, &t) in img.types.iter().enumerate() {
                 if t != 0 {
                     d.st.set_page_type(f, t)?;
-                }
-            }
-            if cfg.guest_type == GuestType::Hvm {
-                // Xen-heap pages in the physmap are not RAM of the guest.
-                let lay = super::layout::HvmLayout { pages: d.pages() };
-                for pfn in 0..d.pages() {
-                    if lay.is_xtab(pfn) {
-                        d.st.m2p()?[pfn as usize].store(INVALID_MFN, Ordering::Relaxed);
-                    }
                 }
             }
             for (v, b) in img.vcpus.iter().enumerate() {

@@ -9,6 +9,7 @@ use super::cpu;
 use super::create::host_tag;
 use super::ctl::{self, cmd, state, DomState};
 use super::hvmctx;
+use super::layout::HvmLayout;
 use super::machine::{Frames, M2p, RamView};
 use super::meta::{DomainMeta, HostDir, HostState};
 use super::process::timeout;
@@ -47,7 +48,39 @@ impl Dom {
     }
     /// Frame index of a gfn (PV: mfn) that is this domain's and populated.
     pub fn frame_of_gfn(&self, gfn: u64) -> Option<usize> {
-        self.frames().frame_of(gfn)
+        match self.meta.guest_type {
+            GuestType::Pv => self.frames().frame_of(gfn),
+            GuestType::Hvm => {
+                let lay = HvmLayout::new(self.pages());
+                match lay.frame_of(gfn) {
+                    Some(f) => self.frames().frame_of(f),
+                    None => match self.spare_of(&lay, gfn) {
+                        Ok(Some((f, true))) => Some(f),
+                        _ => None,
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl Dom {
+    /// The spare frame holding `gfn` (populated in a hole of the layout):
+    /// Ok(Some((frame, true))), or the first free spare Ok(Some((frame,
+    /// false))), or Ok(None) when all are taken by other pfns. Spares are
+    /// taken in order and never given back, so the walk stops at the first
+    /// free one.
+    pub(super) fn spare_of(&self, lay: &HvmLayout, gfn: u64) -> Result<Option<(usize, bool)>> {
+        let m2p = self.st.m2p()?;
+        for f in lay.spares() {
+            match m2p.get(f as usize).map(|w| w.load(Ordering::Acquire)) {
+                Some(p) if p == gfn => return Ok(Some((f as usize, true))),
+                Some(INVALID_MFN) => return Ok(Some((f as usize, false))),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -156,7 +189,7 @@ impl SimHost {
         }
         let meta = self.dir.read_meta(dom)?;
         let ram = Shm::open(&meta.ram_path)?;
-        let frames = meta.pages() as usize;
+        let frames = meta.frames() as usize;
         if ram.len() != frames * 4096 {
             return Err(HvError::op(
                 dom,
@@ -679,7 +712,27 @@ impl Hypervisor for SimHost {
             }
             let f = match d.meta.guest_type {
                 GuestType::Pv => sc.frame(pfn) as usize,
-                GuestType::Hvm => pfn as usize,
+                GuestType::Hvm => {
+                    let lay = HvmLayout::new(d.pages());
+                    match lay.frame_of(pfn) {
+                        Some(f) => f as usize,
+                        // A hole: a spare frame, while there is one.
+                        None => match d.spare_of(&lay, pfn)? {
+                            Some((f, _)) => f,
+                            None => {
+                                return Err(HvError::op(
+                                    dom,
+                                    "populate",
+                                    format!(
+                                        "pfn {pfn:#x} is in a hole of the guest's layout and \
+                                         all {} spare frames are taken",
+                                        super::layout::SPARE_FRAMES
+                                    ),
+                                ))
+                            }
+                        },
+                    }
+                }
             };
             let cur = m2p[f].load(Ordering::Acquire);
             if cur != INVALID_MFN && cur != pfn {
@@ -690,14 +743,20 @@ impl Hypervisor for SimHost {
                 ));
             }
             m2p[f].store(pfn, Ordering::Release);
-            out.push(d.meta.mfn_base + f as u64);
+            // As Xen: an HVM guest's populated gfn is the pfn asked for
+            // (its frame is the sim's business, frame_of_gfn finds it); a
+            // PV guest gets the machine frame.
+            out.push(match d.meta.guest_type {
+                GuestType::Pv => d.meta.mfn_base + f as u64,
+                GuestType::Hvm => pfn,
+            });
         }
         Ok(out)
     }
 
     /// A simulated guest holds its RAM and no more.
     fn domain_max_memory(&self, dom: DomId) -> Result<u64> {
-        Ok(self.domain_info(dom)?.p2m_size().saturating_mul(4096))
+        Ok(self.dom(dom)?.meta.pages().saturating_mul(4096))
     }
 
     fn cpu_cap(&self, dom: DomId) -> Result<u32> {

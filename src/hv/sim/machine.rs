@@ -10,7 +10,7 @@
 //! from the CPU record of its HVM context (rdi = descriptor gfn).
 
 use super::hvmctx;
-use super::layout::{HvmLayout, PvLayout, DIRECT_MAP_VA, HVM_TOP_RESERVED, WORKLOAD_RIP};
+use super::layout::{HvmLayout, PvLayout, DIRECT_MAP_VA, WORKLOAD_RIP};
 use super::workload::{self, Descriptor, GuestMem, Rng, State, PAGE_WORDS};
 use crate::hv::{GuestPage, GuestPageMut};
 use crate::x86::pagetable::{self, PTE_PRESENT, PTE_PSE, PTE_RW};
@@ -382,24 +382,30 @@ pub fn boot_hvm(ram: &RamView, blob: &[u8]) -> BootResult<Kernel> {
             "vCPU0 rip {rip:#x} is not the workload loop {WORKLOAD_RIP:#x}: context not restored?"
         ));
     }
-    let pages = ram.frames() as u64;
-    let lay = HvmLayout { pages };
+    let lay = HvmLayout::from_frames(ram.frames() as u64);
+    let pages = lay.pages;
     let dg = hvmctx::get(rec, hvmctx::cpu::RDI);
-    if dg >= pages {
-        return Err(format!("descriptor gfn {dg:#x} (rdi) beyond RAM"));
-    }
+    let df = lay
+        .frame_of(dg)
+        .ok_or_else(|| format!("descriptor gfn {dg:#x} (rdi) is not RAM"))?;
     let mut page = vec![0u8; 4096];
-    ram.read_page(dg as usize, &mut page);
+    ram.read_page(df as usize, &mut page);
     let desc = Descriptor::decode(&page).map_err(|e| e.to_string())?;
-    if desc.pages != pages || desc.data_base + desc.data_pages > pages - HVM_TOP_RESERVED {
+    if desc.pages != pages
+        || desc.data_base != HvmLayout::DATA_FIRST
+        || desc.data_pages > lay.data_pages()
+    {
         return Err(format!(
             "descriptor data {:#x}+{} does not fit a {pages}-page guest",
             desc.data_base, desc.data_pages
         ));
     }
-    let _ = lay;
-    let xlat = (0..desc.data_pages)
-        .map(|i| (desc.data_base + i) as u32)
+    // The data pfns in order, over the holes; frames are RAM-file indices.
+    let xlat = lay
+        .data_pfns()
+        .take(desc.data_pages as usize)
+        .filter_map(|p| lay.frame_of(p))
+        .map(|f| f as u32)
         .collect();
     Ok(Kernel {
         desc,

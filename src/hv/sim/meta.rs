@@ -28,7 +28,12 @@ pub struct DomainMeta {
     pub domid: DomId,
     pub name: String,
     pub guest_type: GuestType,
+    /// The highest pfn (HVM: of Xen's layout, holes included).
     pub max_pfn: u64,
+    /// The guest's memory in pages (0: `max_pfn + 1`, as PV guests and
+    /// metadata written before HVM guests had holes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ram_pages: u64,
     pub max_vcpu_id: u32,
     /// mfn of frame 0 of the RAM file (PV); 0 for HVM.
     pub mfn_base: u64,
@@ -47,7 +52,22 @@ pub struct DomainMeta {
 }
 
 impl DomainMeta {
+    /// The guest's memory size in pages.
     pub fn pages(&self) -> u64 {
+        match self.ram_pages {
+            0 => self.max_pfn + 1,
+            n => n,
+        }
+    }
+    /// Frames of the RAM file (the populated pfns of a built guest).
+    pub fn frames(&self) -> u64 {
+        match (self.guest_type, self.ram_pages) {
+            (GuestType::Hvm, n) if n != 0 => super::layout::HvmLayout::new(n).file_frames(),
+            _ => self.max_pfn + 1,
+        }
+    }
+    /// Entries of the P2M (the highest pfn + 1).
+    pub fn p2m_size(&self) -> u64 {
         self.max_pfn + 1
     }
     pub fn vcpus(&self) -> u32 {
@@ -63,6 +83,10 @@ impl DomainMeta {
         self.cpuid_hex = to_hex(&p.cpuid);
         self.msrs_hex = to_hex(&p.msrs);
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 pub fn to_hex(b: &[u8]) -> String {

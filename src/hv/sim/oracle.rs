@@ -8,7 +8,7 @@
 use super::build::{self, Scramble};
 use super::config::GuestConfig;
 use super::host::SimHost;
-use super::layout::{Layout, PvLayout, HVM_TOP_RESERVED};
+use super::layout::{Layout, PvLayout};
 use super::machine::{boot_hvm, boot_pv, Frames, Kernel, M2p, RamView};
 use super::workload::Descriptor;
 use crate::bitmap::Bitmap;
@@ -79,10 +79,11 @@ impl Reference {
     pub fn new(cfg: &GuestConfig) -> Result<Reference> {
         cfg.validate()?;
         let pages = cfg.pages();
-        let mut ram = vec![0u64; pages as usize * 512];
-        // SAFETY: `ram` holds pages*4096 bytes and is kept alive (and never
+        let frames = Layout::new(cfg.guest_type, pages).frames();
+        let mut ram = vec![0u64; frames as usize * 512];
+        // SAFETY: `ram` holds frames*4096 bytes and is kept alive (and never
         // reallocated) alongside the view in the returned struct.
-        let view = unsafe { RamView::new(ram.as_mut_ptr() as *mut u8, pages as usize) };
+        let view = unsafe { RamView::new(ram.as_mut_ptr() as *mut u8, frames as usize) };
         let base = match cfg.guest_type {
             GuestType::Pv => REF_BASE,
             GuestType::Hvm => 0,
@@ -124,7 +125,7 @@ impl Reference {
                 msg: format!("already at step {}, cannot go back to {step}", self.step()),
             });
         }
-        let mut written = Bitmap::new(self.layout.pages());
+        let mut written = Bitmap::new(self.layout.p2m_size());
         while self.kernel.state.step < step {
             if let Some(f) = self.kernel.step(&self.view, None) {
                 if let Some(&p) = self.m2p.get(f as usize) {
@@ -136,7 +137,7 @@ impl Reference {
     }
 
     fn side(&self) -> Side<'_> {
-        let mut frame_of = vec![None; self.layout.pages() as usize];
+        let mut frame_of = vec![None; self.layout.p2m_size() as usize];
         for (f, &p) in self.m2p.iter().enumerate() {
             if p != INVALID_MFN {
                 frame_of[p as usize] = Some(f);
@@ -183,7 +184,7 @@ fn side_of(
     dom: DomId,
 ) -> Result<(std::sync::Arc<super::host::Dom>, Vec<Option<usize>>)> {
     let d = host.dom(dom)?;
-    let pages = d.pages();
+    let pages = d.meta.p2m_size();
     let frame_of = match d.meta.guest_type {
         GuestType::Pv => {
             // The guest's own P2M, as a saver reads it.
@@ -228,7 +229,7 @@ fn normalise_p2m(page: &mut [u8], m2p: &HashMap<u64, u64>) {
 
 /// Compare two images pfn by pfn.
 fn compare_sides(domid: DomId, step: u64, layout: Layout, a: &Side, b: &Side) -> CheckReport {
-    let pages = layout.pages();
+    let pages = layout.p2m_size();
     let (ma, mb) = (a.m2p(), b.m2p());
     let mut rep = CheckReport {
         domid,
@@ -242,7 +243,8 @@ fn compare_sides(domid: DomId, step: u64, layout: Layout, a: &Side, b: &Side) ->
     for pfn in 0..pages {
         let skip = match layout {
             Layout::Pv(_) => pfn == PvLayout::STORE || pfn == PvLayout::CONSOLE,
-            Layout::Hvm(l) => pfn >= l.pages - HVM_TOP_RESERVED,
+            // Xen's special pages: the toolstack's and device model's.
+            Layout::Hvm(l) => l.is_special(pfn),
         };
         if skip {
             rep.skipped += 1;

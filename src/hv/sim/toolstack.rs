@@ -144,7 +144,7 @@ impl SimHost {
                 }
             }
             GuestType::Hvm => {
-                let lay = HvmLayout { pages: d.pages() };
+                let lay = HvmLayout::new(d.pages());
                 Rings {
                     store_gfn: lay.store(),
                     console_gfn: lay.console(),
@@ -225,8 +225,9 @@ impl Toolstack for SimHost {
         if let Some(kept) = self.toolstack_state(dom)?.config {
             return Ok(DomainConfig::from_json(kept)?.named(&info.name));
         }
-        let cfg = DomainConfig::from_info(&info);
-        Ok(match self.dir.read_meta(dom)?.config {
+        let meta = self.dir.read_meta(dom)?;
+        let cfg = DomainConfig::from_info_sized(&info, meta.pages().saturating_mul(4));
+        Ok(match meta.config {
             Some(section) => cfg.with_section(SECTION, section),
             None => cfg,
         })

@@ -61,10 +61,14 @@ impl SimHost {
         op: &'static str,
     ) -> Result<u64> {
         let d = self.dom(dom)?;
-        if out.len() != d.pages() {
+        if out.len() != d.meta.p2m_size() {
             return Err(HvError::Invalid {
                 op,
-                msg: format!("bitmap of {} bits for a p2m of {}", out.len(), d.pages()),
+                msg: format!(
+                    "bitmap of {} bits for a p2m of {}",
+                    out.len(),
+                    d.meta.p2m_size()
+                ),
             });
         }
         if d.st.logdirty()?.load(Ordering::Acquire) == 0 {

@@ -100,7 +100,12 @@ impl DomainConfig {
     /// The config a toolstack without xl's own record of a domain writes:
     /// its type, name, vCPUs and memory, from what the hypervisor reports.
     pub fn from_info(info: &DomainInfo) -> DomainConfig {
-        let kb = info.p2m_size().saturating_mul(4);
+        Self::from_info_sized(info, info.p2m_size().saturating_mul(4))
+    }
+
+    /// [`Self::from_info`] with the guest's memory known (`max_kb`): an
+    /// HVM guest's P2M spans holes, so its size is not the memory's.
+    pub fn from_info_sized(info: &DomainInfo, kb: u64) -> DomainConfig {
         let xl_type = match info.guest_type {
             GuestType::Pv => XlType::Pv,
             GuestType::Hvm => XlType::Hvm,
