@@ -1,12 +1,19 @@
 //! The sim guest process (`rxmigrate sim-guest --dir DIR --dom ID`): maps its
 //! RAM, registers it for write tracking, boots its workload from its vCPU
 //! context, and runs steps until told to pause, suspend or stop.
+//!
+//! A boot reports the domain running as soon as its context is loaded (what
+//! Xen's unpause does); the checks whose cost grows with the guest (a PV
+//! guest's P2M against the M2P, its data pages through the page tables) run
+//! after that and before the first step, as a resumed kernel's own work
+//! does: the guest's time, not the toolstack's downtime. A failed check
+//! crashes the guest as before, only a moment later.
 
 use super::config::TrackingMode;
 use super::ctl::{cmd, futex_wait, futex_wake, state, NO_SHUTDOWN};
 use super::host::{Dom, SimHost};
 use super::hvmctx;
-use super::machine::{boot_hvm, boot_pv, state_to_hvm, state_to_pv, Kernel};
+use super::machine::{boot_hvm, finish_pv, load_pv, state_to_hvm, state_to_pv, Kernel, PvRest};
 use super::process::own_start_time;
 use super::uffd::WriteTracker;
 use crate::hv::{DomId, GuestType, HvError, Result, ShutdownReason};
@@ -171,7 +178,7 @@ pub fn run(dir: &Path, domid: DomId) -> Result<()> {
     d.st.ram_len()?.store(len as u64, Ordering::Release);
     d.st.tracking()?.store(mode.code(), Ordering::Release);
 
-    let (kernel, ctx) = boot(&d).map_err(|m| crash(&d, &m))?;
+    let (kernel, ctx, rest) = boot(&d).map_err(|m| crash(&d, &m))?;
     let mut g = Guest {
         owner: Owner::from_env(),
         dom: d.clone(),
@@ -189,6 +196,7 @@ pub fn run(dir: &Path, domid: DomId) -> Result<()> {
     if d.st.cmd()?.load(Ordering::Acquire) == cmd::RUN {
         set_state(&d, state::RUNNING)?;
     }
+    g.finish_boot(rest)?;
     eprintln!(
         "sim-guest {domid}: running {} from step {} ({} tracking)",
         g.kernel.desc.kind, g.kernel.state.step, mode
@@ -203,16 +211,18 @@ fn set_state(d: &Dom, s: u32) -> Result<()> {
     Ok(())
 }
 
-/// Boot from the current vCPU context; returns the kernel and the context bytes.
-fn boot(d: &Dom) -> std::result::Result<(Kernel, Vec<u8>), String> {
+/// Boot from the current vCPU context; returns the kernel, the context
+/// bytes and, for PV, what [`Guest::finish_boot`] still has to check.
+fn boot(d: &Dom) -> std::result::Result<(Kernel, Vec<u8>, Option<PvRest>), String> {
     match d.meta.guest_type {
         GuestType::Pv => {
             let [basic, ..] = d.st.vcpu_blobs(0).map_err(|e| e.to_string())?;
-            Ok((boot_pv(d.frames(), &basic)?, basic))
+            let (k, rest) = load_pv(d.frames(), &basic)?;
+            Ok((k, basic, Some(rest)))
         }
         GuestType::Hvm => {
             let blob = d.st.hvm_context().map_err(|e| e.to_string())?;
-            Ok((boot_hvm(&d.view, &blob)?, blob))
+            Ok((boot_hvm(&d.view, &blob)?, blob, None))
         }
     }
 }
@@ -220,6 +230,16 @@ fn boot(d: &Dom) -> std::result::Result<(Kernel, Vec<u8>), String> {
 impl Guest {
     fn d(&self) -> &Dom {
         &self.dom
+    }
+
+    /// The rest of a boot, after the domain shows running: crashes the
+    /// guest when a check fails.
+    fn finish_boot(&mut self, rest: Option<PvRest>) -> Result<()> {
+        if let Some(r) = rest {
+            let d = self.dom.clone();
+            finish_pv(d.frames(), &mut self.kernel, &r).map_err(|m| crash(&d, &m))?;
+        }
+        Ok(())
     }
 
     /// Publish the linear P2M in shared info, as a PV kernel does at boot
@@ -465,17 +485,20 @@ impl Guest {
             GuestType::Pv => d.st.vcpu_blobs(0)?[0].clone(),
             GuestType::Hvm => d.st.hvm_context()?,
         };
+        let mut rest = None;
         if c == cmd::SUSPEND || ctx != self.last_ctx {
-            let (k, ctx) = boot(&d).map_err(|m| crash(&d, &m))?;
+            let (k, ctx, r) = boot(&d).map_err(|m| crash(&d, &m))?;
             self.kernel = k;
             self.last_ctx = ctx;
+            rest = r;
             self.publish_p2m()?;
             d.st.boots()?.fetch_add(1, Ordering::AcqRel);
         }
         d.st.step()?
             .store(self.kernel.state.step, Ordering::Release);
         d.st.shutdown()?.store(NO_SHUTDOWN, Ordering::Release);
-        set_state(&d, state::RUNNING)
+        set_state(&d, state::RUNNING)?;
+        self.finish_boot(rest)
     }
 
     fn current_rax(&self) -> Result<u64> {

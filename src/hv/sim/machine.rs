@@ -249,8 +249,26 @@ pub struct Kernel {
     pub start_info: Option<usize>,
 }
 
-/// Boot (or resume) a PV guest from its vCPU0 BASIC context.
+/// Boot (or resume) a PV guest from its vCPU0 BASIC context: [`load_pv`]
+/// then [`finish_pv`].
 pub fn boot_pv(fr: Frames, basic0: &[u8]) -> BootResult<Kernel> {
+    let (mut k, rest) = load_pv(fr, basic0)?;
+    finish_pv(fr, &mut k, &rest)?;
+    Ok(k)
+}
+
+/// What [`finish_pv`] still has to walk: the P2M and the data pages.
+#[derive(Debug, Clone, Copy)]
+pub struct PvRest {
+    cr3: u64,
+    mfn_list: u64,
+    nr_pages: u64,
+}
+
+/// The first part of a PV boot, whose cost does not grow with the guest:
+/// the context, start_info and the descriptor. The kernel it returns has no
+/// data translation yet ([`finish_pv`] fills it).
+pub fn load_pv(fr: Frames, basic0: &[u8]) -> BootResult<(Kernel, PvRest)> {
     let ctx = Context64::new(basic0).map_err(|e| format!("vCPU0 context: {e}"))?;
     if ctx.flags() & VGCF_ONLINE == 0 {
         return Err("vCPU0 is not online (context never set)".into());
@@ -311,9 +329,42 @@ pub fn boot_pv(fr: Frames, basic0: &[u8]) -> BootResult<Kernel> {
             desc.pages
         ));
     }
+    if desc.data_base < DIRECT_MAP_VA {
+        return Err(format!(
+            "data base {:#x} below the direct map",
+            desc.data_base
+        ));
+    }
+    let rest = PvRest {
+        cr3,
+        mfn_list: u64_at(&si, start_info::MFN_LIST),
+        nr_pages,
+    };
+    Ok((
+        Kernel {
+            desc,
+            state: state_from_pv(&ctx),
+            xlat: Vec::new(),
+            start_info: Some(si_frame),
+        },
+        rest,
+    ))
+}
+
+/// The rest of a PV boot, O(pages): the P2M checked entry by entry against
+/// Xen's M2P, and the data pages' translation built through the page
+/// tables. The simulated guest does it after it reports running and before
+/// its first step, as a resumed kernel does its own work after Xen unpaused
+/// it: it is the guest's time, not the toolstack's downtime.
+pub fn finish_pv(fr: Frames, k: &mut Kernel, rest: &PvRest) -> BootResult<()> {
+    let PvRest {
+        cr3,
+        mfn_list,
+        nr_pages,
+    } = *rest;
+    let desc = &k.desc;
     // The P2M, through the page tables: every entry must be ours and agree
     // with Xen's M2P (a restore that did not rewrite it fails here).
-    let mfn_list = u64_at(&si, start_info::MFN_LIST);
     let mut p2m_frame = usize::MAX;
     for pfn in 0..nr_pages {
         if pfn % 512 == 0 {
@@ -352,18 +403,8 @@ pub fn boot_pv(fr: Frames, basic0: &[u8]) -> BootResult<Kernel> {
         }
         xlat.push(f as u32);
     }
-    if desc.data_base < DIRECT_MAP_VA {
-        return Err(format!(
-            "data base {:#x} below the direct map",
-            desc.data_base
-        ));
-    }
-    Ok(Kernel {
-        desc,
-        state: state_from_pv(&ctx),
-        xlat,
-        start_info: Some(si_frame),
-    })
+    k.xlat = xlat;
+    Ok(())
 }
 
 fn u64_at(p: &[u8], o: usize) -> u64 {
