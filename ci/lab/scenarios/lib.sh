@@ -183,9 +183,9 @@ console_scan() {
         END { b = 0; for (i in ids) b++; print (seen ? hb : "-"), b, stall + 0 }' "${files[@]}"
 }
 heartbeat() { local r; r=$(console_scan "$1"); r=${r%% *}; [ "$r" != - ] && echo "$r"; return 0; }
-# work_rate NAME FROM [TO]: the guest's work loop passes per heartbeat
-# (ticks=, about one heartbeat a second) from heartbeat FROM to heartbeat TO
-# (default: the newest seen); empty when the console does not show both.
+# work_rate NAME FROM [TO]: the guest's work loop passes per second of its
+# clock (ticks=, t_ms=) from heartbeat FROM to heartbeat TO (default: the
+# newest seen); empty when the console does not show both.
 work_rate() {
     local name=$1 from=$2 to=${3:-} files=() f
     for f in "$CONSOLE_DIR/guest-$name.log" "$CONSOLE_DIR/guest-$name"--*.log \
@@ -197,12 +197,13 @@ work_rate() {
         match($0, /HEARTBEAT [0-9]+/) {
             n = substr($0, RSTART + 10, RLENGTH - 10) + 0
             if (match($0, /ticks=[0-9]+/)) t[n] = substr($0, RSTART + 6, RLENGTH - 6) + 0
+            if (match($0, /t_ms=[0-9]+/)) ms[n] = substr($0, RSTART + 5, RLENGTH - 5) + 0
             if (n > top) top = n
         }
         END {
             b = (to == "" ? top : to + 0)
-            if (b > from + 0 && (from in t) && (b in t))
-                printf "%.2f\n", (t[b] - t[from]) / (b - from)
+            if (b > from + 0 && (from in t) && (b in t) && ms[b] > ms[from])
+                printf "%.2f\n", (t[b] - t[from]) * 1000 / (ms[b] - ms[from])
         }' "${files[@]}"
 }
 # work_ratio NAME HB0: the guest's work rate from heartbeat HB0 to now over

@@ -32,7 +32,7 @@ read -r -a PERF_VARIANTS <<<"${LAB_PERF_VARIANTS:-stock plugin-xen4 plugin-hotpa
 perf_field() { tr ' ' '\n' <"$1" 2>/dev/null | sed -n "s/^$2=//p" | head -1; }
 
 perf_once() {
-    local v=$1 k=$2 base=$OUT/$SCENARIO.$1.$2 src pp start rc hb0 stall rounds=- recv i pol work
+    local v=$1 k=$2 base=$OUT/$SCENARIO.$1.$2 src pp start rc hb0 stall rounds=- recv i pol ac work
     src=$(xl domid "$NAME") || { fail "$v #$k: $NAME is gone"; return 1; }
     "$BIN/downtime_probe" "$src" "$LAB_TIMEOUT" >"$base.probe" 2>&1 &
     pp=$!
@@ -52,11 +52,13 @@ perf_once() {
                 xl migrate -s "" "$NAME" "$BIN/count_relay $base.relay -- xl migrate-receive"
             ;;
         rx | rx-*)
-            pol=hotpage
+            pol=hotpage ac=()
             [ "$v" = rx ] || pol=${v#rx-}
+            # NAME+ac: the CLI's --auto-converge
+            [ "${pol%+ac}" = "$pol" ] || { pol=${pol%+ac} ac=(--auto-converge); }
             "$BIN/count_relay" "$base.whole" -- "$RX" --hv xen migrate "$NAME" \
                 "$BIN/count_relay $base.relay -- $RX --hv xen receive" -s "" \
-                --policy "$pol" --stats "$base.stats.jsonl"
+                --policy "$pol" "${ac[@]}" --stats "$base.stats.jsonl"
             ;;
         *)
             echo "unknown perf variant $v (stock, plugin-POLICY, rx, rx-POLICY)"
