@@ -15,8 +15,19 @@ import sys
 
 FIGURES = [("bytes", "MiB", 1 / 2**20), ("total_s", "total s", 1),
            ("downtime_ms", "downtime ms", 1), ("guest_stall_ms", "guest stall ms", 1),
-           ("cpu_s", "CPU s", 1), ("recv_cpu_s", "recv CPU s", 1), ("rounds", "rounds", 1)]
+           ("cpu_s", "CPU s", 1), ("recv_cpu_s", "recv CPU s", 1), ("rounds", "rounds", 1),
+           ("work_ratio", "guest work", 1)]
+# The default variants, in this order; others (plugin-POLICY, rx-POLICY) follow
+# in the order the run lists them.
 VARIANTS = ["stock", "plugin-xen4", "plugin-hotpage", "rx"]
+COLOURS = ["#888888", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+
+
+def variants_of(sc):
+    """The run's variants: its meta record's list, else the default ones."""
+    named = sc.get("variants")
+    listed = named.split() if isinstance(named, str) else []
+    return VARIANTS + [v for v in listed if v not in VARIANTS]
 
 
 def summarise(runs):
@@ -38,7 +49,7 @@ def build(out_dir, names):
         with open(path, encoding="utf-8") as f:
             sc = json.load(f)
         runs = sc.get("perf", [])
-        by = {v: summarise([r for r in runs if r.get("variant") == v]) for v in VARIANTS}
+        by = {v: summarise([r for r in runs if r.get("variant") == v]) for v in variants_of(sc)}
         stock = by.get("stock", {})
         for v, figs in by.items():
             for key, fig in figs.items():
@@ -54,6 +65,9 @@ def build(out_dir, names):
 def fmt(key, fig, scale):
     m, lo, hi = fig["median"] * scale, fig["min"] * scale, fig["max"] * scale
     digits = 0 if key in ("rounds",) else 1 if m >= 10 else 2
+    if key == "work_ratio":
+        # already a ratio (to the guest's own rate before the migration)
+        return f"{m:.2f}× ({lo:.2f}–{hi:.2f})"
     text = f"{m:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
     if "ratio_to_stock" in fig:
         text += f" **{fig['ratio_to_stock']:.2f}×**"
@@ -68,7 +82,7 @@ def table(report):
         lines.append("")
         lines.append("| variant | " + " | ".join(label for _, label, _ in FIGURES) + " |")
         lines.append("|---|" + "---|" * len(FIGURES))
-        for v in VARIANTS:
+        for v in sc["variants"]:
             figs = sc["variants"].get(v, {})
             if not figs:
                 continue
@@ -76,15 +90,19 @@ def table(report):
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Medians with min–max over K migrations; **ratio** of the median to "
-                 "stock's in the same run.")
+                 "stock's in the same run. Guest work: the guest's work rate during the "
+                 "migration over its rate in the seconds before (1.0 = no cost).")
     return "\n".join(lines) + "\n"
 
 
 def svg(report):
     """Ratios to stock (bytes, total time, downtime, CPU) per scenario and variant."""
     keys = [("bytes", "bytes"), ("total_s", "time"), ("downtime_ms", "downtime"), ("cpu_s", "CPU")]
-    colours = {"plugin-xen4": "#888888", "plugin-hotpage": "#d95f02", "rx": "#1b9e77"}
-    rows = [(n, v) for n, sc in report.items() for v in VARIANTS[1:] if sc["variants"].get(v)]
+    rows = [(n, v) for n, sc in report.items() for v in sc["variants"]
+            if v != "stock" and sc["variants"].get(v)]
+    names = sorted({v for _, v in rows}, key=lambda v: (v not in VARIANTS, VARIANTS.index(v)
+                                                        if v in VARIANTS else 0, v))
+    colours = {v: COLOURS[i % len(COLOURS)] for i, v in enumerate(names)}
     w, bar, gap, left, top = 760, 14, 10, 190, 40
     h = top + len(rows) * (len(keys) * bar + gap) + 40
     scale = (w - left - 40) / 2.0  # 0..2x

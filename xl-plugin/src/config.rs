@@ -29,7 +29,7 @@
 //! `sim-env` feature (the tests'); other builds drive Xen and say so.
 
 use rxmigrate::precopy::PolicySpec;
-use rxmigrate::precopy::{HotPageParams, Policy, POLICY_NAMES_ACCEPTED as POLICY_NAMES};
+use rxmigrate::precopy::{HotPageParams, Policy, AC_SUFFIX, POLICY_NAMES_ACCEPTED as POLICY_NAMES};
 use rxmigrate::trust::files::{check_trusted_file, Why};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -272,13 +272,19 @@ impl Config {
     fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
         match key {
             "policy" => {
-                if !POLICY_NAMES.contains(&v) {
+                // NAME+ac: the policy with auto-converge (as auto_converge = yes).
+                let (name, ac) = match v.strip_suffix(AC_SUFFIX) {
+                    Some(name) => (name, true),
+                    None => (v, false),
+                };
+                if !POLICY_NAMES.contains(&name) {
                     return Err(format!(
-                        "unknown policy {v:?} (known: {})",
+                        "unknown policy {v:?} (known: {}; each also as NAME{AC_SUFFIX})",
                         POLICY_NAMES.join(", ")
                     ));
                 }
-                self.policy = v.to_string();
+                self.policy = name.to_string();
+                self.auto_converge |= ac;
             }
             "max_rounds" => self.max_rounds = Some(number(v, "round count")?),
             "target_dirty" => self.target_dirty = number(v, "page count")?,
@@ -463,6 +469,20 @@ mod tests {
             .apply_file(Path::new("f"), "downtime_target_ms = soon\n")
             .unwrap_err();
         assert_eq!(e.to_string(), "f:1: \"soon\" is not a valid time in ms");
+    }
+
+    #[test]
+    fn a_policy_name_with_ac_turns_auto_converge_on() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "RXMIGRATE_POLICY").then(|| "hotpage+ac".to_string()))
+            .unwrap();
+        assert!(c.auto_converge);
+        assert_eq!(c.policy().unwrap().name(), "hotpage+ac");
+        let err = Config::default()
+            .apply_env(|k| (k == "RXMIGRATE_POLICY").then(|| "fast+ac".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown policy \"fast+ac\""), "{err}");
     }
 
     #[test]

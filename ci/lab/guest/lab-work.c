@@ -10,7 +10,11 @@
  * stall of the work loop seen in that second, measured on CLOCK_BOOTTIME
  * (which, unlike CLOCK_MONOTONIC, counts the time the kernel spent
  * suspended): a save/restore's or migration's outage shows up as a large G
- * right after it.
+ * right after it. "ticks=T" counts the work loop's passes since the start
+ * and "t_ms=M" is the CLOCK_BOOTTIME ms since the start: each pass does the
+ * same work, so ticks over time between two heartbeats is the guest's work
+ * rate (what a throttle costs it; a heartbeat can span far more than a
+ * second when the loop is starved).
  *
  * dirty: rewrites every page of a hot set each tick (10 ms) -- pages that stay
  * dirty round after round, which a hot-page policy holds back for the final
@@ -93,10 +97,10 @@ int main(int argc, char **argv)
            dirty ? "dirty" : "idle", hot_mib, sweep_mib, rate_mib, tick_ms);
     fflush(stdout);
 
-    unsigned long beat = 0, passes = 0;
+    unsigned long beat = 0, passes = 0, ticks = 0;
     unsigned char gen = 0;
     size_t cursor = 0;
-    double last = now_ms(), second_start = last, max_gap = 0;
+    double last = now_ms(), second_start = last, max_gap = 0, t_start = last;
     struct timespec tick = {0, tick_ms * 1000000L};
 
     for (;;) {
@@ -113,13 +117,15 @@ int main(int argc, char **argv)
             }
         }
         nanosleep(&tick, NULL);
+        ticks++;
         double t = now_ms();
         double gap = t - last - tick_ms;
         if (gap > max_gap)
             max_gap = gap;
         last = t;
         if (t - second_start >= 1000) {
-            printf("HEARTBEAT %lu gap_ms=%.0f sweeps=%lu\n", beat++, max_gap, passes);
+            printf("HEARTBEAT %lu gap_ms=%.0f sweeps=%lu ticks=%lu t_ms=%.0f\n", beat++, max_gap,
+                   passes, ticks, t - t_start);
             fflush(stdout);
             second_start = t;
             max_gap = 0;

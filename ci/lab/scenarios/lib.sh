@@ -183,6 +183,40 @@ console_scan() {
         END { b = 0; for (i in ids) b++; print (seen ? hb : "-"), b, stall + 0 }' "${files[@]}"
 }
 heartbeat() { local r; r=$(console_scan "$1"); r=${r%% *}; [ "$r" != - ] && echo "$r"; return 0; }
+# work_rate NAME FROM [TO]: the guest's work loop passes per second of its
+# clock (ticks=, t_ms=) from heartbeat FROM to heartbeat TO (default: the
+# newest seen); empty when the console does not show both.
+work_rate() {
+    local name=$1 from=$2 to=${3:-} files=() f
+    for f in "$CONSOLE_DIR/guest-$name.log" "$CONSOLE_DIR/guest-$name"--*.log \
+        "$CONSOLE_DIR/guest-$name"-serial.log*; do
+        [ -f "$f" ] && files+=("$f")
+    done
+    [ ${#files[@]} = 0 ] && return 0
+    awk -v from="$from" -v to="$to" '
+        match($0, /HEARTBEAT [0-9]+/) {
+            n = substr($0, RSTART + 10, RLENGTH - 10) + 0
+            if (match($0, /ticks=[0-9]+/)) t[n] = substr($0, RSTART + 6, RLENGTH - 6) + 0
+            if (match($0, /t_ms=[0-9]+/)) ms[n] = substr($0, RSTART + 5, RLENGTH - 5) + 0
+            if (n > top) top = n
+        }
+        END {
+            b = (to == "" ? top : to + 0)
+            if (b > from + 0 && (from in t) && (b in t) && ms[b] > ms[from])
+                printf "%.2f\n", (t[b] - t[from]) * 1000 / (ms[b] - ms[from])
+        }' "${files[@]}"
+}
+# work_ratio NAME HB0: the guest's work rate from heartbeat HB0 to now over
+# its rate in the (up to) 5 heartbeats before HB0; empty when either is unknown.
+work_ratio() {
+    local name=$1 hb0=$2 before after
+    [ "${hb0:-0}" -ge 2 ] || return 0
+    before=$(work_rate "$name" $((hb0 > 5 ? hb0 - 5 : 1)) "$hb0")
+    after=$(work_rate "$name" "$hb0")
+    [ -n "$before" ] && [ -n "$after" ] || return 0
+    python3 -c 'import sys; b, a = map(float, sys.argv[1:]); print("%.3f" % (a / b) if b > 0 else "")' \
+        "$before" "$after"
+}
 guest_tail() { tail -n 5 "$CONSOLE_DIR/guest-$1"*.log 2>/dev/null | sed 's/^/    | /'; }
 keep_serial() {
     local f=$CONSOLE_DIR/guest-$1-serial.log

@@ -274,6 +274,12 @@ case $FAMILY in
                     "after the failed migration the cap of $NAME is $cap (was $old)"
             fi
             if ! [ "$FAILED" ]; then
+                # Five heartbeats at its own cap: the baseline of its work rate.
+                hb0=$(heartbeat "$NAME")
+                for ((i = 0; i < 30; i++)); do
+                    [ "$(heartbeat "$NAME")" -ge $((${hb0:-0} + 5)) ] && break
+                    sleep 1
+                done
                 hb0=$(heartbeat "$NAME")
                 if op rx-converge -- "$RX" --hv xen migrate "$NAME" "$RX --hv xen receive" -s "" \
                     --auto-converge --stats "$STATS"; then
@@ -282,9 +288,14 @@ s=[json.loads(l)["summary"] for l in open(sys.argv[1]) if l.strip() and "summary
 print(s[-1].get("throttle_max_pct", 0) if s else 0)' "$STATS")
                     check throttled "$([ "${t:-0}" -gt 0 ] && echo yes || echo no)" \
                         "throttle up to ${t:-0} % in the migration's stats"
-                    # shellcheck disable=SC2046
-                    rec stats "op=rx-converge" $(stats_fields "$STATS") "throttle_max_pct=$t"
                     check_alive "$NAME" "$hb0" rx-converge
+                    # What the throttle cost the guest: its work rate during the
+                    # migration over its rate before (at its own cap).
+                    w=$(work_ratio "$NAME" "$hb0")
+                    # shellcheck disable=SC2046
+                    rec stats "op=rx-converge" $(stats_fields "$STATS") "throttle_max_pct=$t" \
+                        "work_ratio=${w:--}"
+                    say "guest work rate during the migration: ${w:-unknown}× its rate before"
                     destroy_checked "$NAME"
                 fi
             fi
