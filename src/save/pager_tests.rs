@@ -29,13 +29,14 @@ fn entries(stream: &[u8]) -> Vec<(u64, PageType, Option<Vec<u8>>)> {
     out
 }
 
-#[test]
-fn zero_pages_go_without_data_on_their_first_send_only() {
+/// A 2 MiB HVM domain, built empty on a simulated host of its own (the
+/// directory lives as long as the host is used).
+fn small_hvm_domain(name: &str) -> (tempfile::TempDir, SimHost, DomId) {
     let dir = tempfile::tempdir().unwrap();
     let host = SimHost::open(dir.path()).unwrap();
     let dom = host
         .build_domain(&DomainSpec {
-            name: "pager".into(),
+            name: name.into(),
             guest_type: GuestType::Hvm,
             max_pfn: 511,
             max_vcpu_id: 0,
@@ -43,6 +44,12 @@ fn zero_pages_go_without_data_on_their_first_send_only() {
         })
         .unwrap()
         .domid;
+    (dir, host, dom)
+}
+
+#[test]
+fn zero_pages_go_without_data_on_their_first_send_only() {
+    let (_dir, host, dom) = small_hvm_domain("pager");
     // RAM below the VGA hole (0xA0..0xC0 is a hole in the sim, as on Xen).
     let pfns: Vec<u64> = (0..0xA0).collect();
     host.populate(dom, &pfns).unwrap();
@@ -106,18 +113,7 @@ fn zero_pages_go_without_data_on_their_first_send_only() {
 
 #[test]
 fn hvm_holes_never_sent_are_left_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let host = SimHost::open(dir.path()).unwrap();
-    let dom = host
-        .build_domain(&DomainSpec {
-            name: "holes".into(),
-            guest_type: GuestType::Hvm,
-            max_pfn: 511,
-            max_vcpu_id: 0,
-            config: None,
-        })
-        .unwrap()
-        .domid;
+    let (_dir, host, dom) = small_hvm_domain("holes");
     host.populate(dom, &[0x9F, 0xC0]).unwrap();
     write_page(&host, dom, 0x9F, 0x11);
     let info = host.domain_info(dom).unwrap();
