@@ -69,17 +69,27 @@ fn image(dir: &Path) -> Vec<u8> {
     std::fs::read(&img).expect("read image")
 }
 
-/// Feed `data` to `child`'s stdin in small pieces with pauses, as a slow
-/// link would, until it is all written or the child stops reading.
-fn feed_slowly(child: &mut Child, data: Vec<u8>) -> std::thread::JoinHandle<()> {
+/// Feed the first half of `data` to `child`'s stdin in small pieces with
+/// pauses, as a slow link would, then hold the rest back until `go` says
+/// the signal was sent (or is dropped): the restore cannot finish before
+/// the signal however slow the machine, and it is mid-stream when the
+/// signal lands, with a domain built and pages arrived.
+fn feed_half_then_wait(
+    child: &mut Child,
+    data: Vec<u8>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<()> {
     let mut stdin = child.stdin.take().expect("stdin");
     std::thread::spawn(move || {
-        for chunk in data.chunks(64 << 10) {
+        let (first, rest) = data.split_at(data.len() / 2);
+        for chunk in first.chunks(64 << 10) {
             if stdin.write_all(chunk).is_err() {
                 return; // the reader went away
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
+        let _ = go.recv();
+        let _ = stdin.write_all(rest);
     })
 }
 
@@ -97,9 +107,8 @@ fn restore_stopped_by_a_signal_leaves_no_domain_and_no_memory() {
             .stderr(err)
             .spawn()
             .expect("spawn restore");
-        // 16 MiB at 64 KiB per 20 ms: about 5 s, so the signal lands
-        // mid-restore, with a domain built and pages arriving.
-        let feeder = feed_slowly(&mut child, img.clone());
+        let (go, gate) = std::sync::mpsc::channel();
+        let feeder = feed_half_then_wait(&mut child, img.clone(), gate);
         assert!(
             wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
                 !b.domains().is_empty()
@@ -108,6 +117,7 @@ fn restore_stopped_by_a_signal_leaves_no_domain_and_no_memory() {
         );
         std::thread::sleep(Duration::from_millis(300));
         signal(child.id(), sig);
+        let _ = go.send(());
         let st = wait_or_kill(
             &mut child,
             Duration::from_secs(10),
