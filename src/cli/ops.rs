@@ -101,8 +101,9 @@ impl KeyArgs {
 pub struct PolicyArgs {
     /// Pre-copy policy: xen33 (Xen 3.3, the paper's baseline), xen4 (stock
     /// Xen), paper or hotpage (the paper's policy: hot pages only in the
-    /// final round), hotpeek (its successor, docs/BENCHMARKS.md).
-    #[arg(long, default_value = "hotpage", value_parser = clap::builder::PossibleValuesParser::new(precopy::POLICY_NAMES_ACCEPTED))]
+    /// final round), hotpeek (its successor, docs/BENCHMARKS.md); NAME+ac
+    /// adds --auto-converge (e.g. hotpage+ac).
+    #[arg(long, default_value = "hotpage", value_parser = policy_name)]
     pub policy: String,
     /// Live rounds at most (default: 29 for xen33, 5 otherwise).
     #[arg(long)]
@@ -130,6 +131,21 @@ pub struct PolicyArgs {
     /// cap is put back when the rounds end. Works with every policy.
     #[arg(long)]
     pub auto_converge: bool,
+}
+
+/// A policy name as `--policy` takes it: one of the engine's names, with or
+/// without the auto-converge suffix.
+fn policy_name(s: &str) -> std::result::Result<String, String> {
+    let base = s.strip_suffix(precopy::AC_SUFFIX).unwrap_or(s);
+    if precopy::POLICY_NAMES_ACCEPTED.contains(&base) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown policy (known: {}; NAME{} adds auto-converge)",
+            precopy::POLICY_NAMES_ACCEPTED.join(", "),
+            precopy::AC_SUFFIX
+        ))
+    }
 }
 
 impl PolicyArgs {
@@ -652,4 +668,28 @@ pub fn receive(host: Host<'_>, a: &ReceiveArgs) -> Result<()> {
         out.domid, out.pages
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_name;
+
+    #[test]
+    fn policy_takes_every_engine_name_with_or_without_auto_converge() {
+        for name in [
+            "xen33",
+            "xen4",
+            "paper",
+            "hotpage",
+            "hotpeek",
+            "hotpage+ac",
+            "xen4+ac",
+        ] {
+            assert_eq!(policy_name(name).as_deref(), Ok(name));
+        }
+        for bad in ["", "+ac", "xen5", "hotpage+ac+ac", "hotpage+"] {
+            let e = policy_name(bad).unwrap_err();
+            assert!(e.contains("known: xen33, xen4"), "{bad}: {e}");
+        }
+    }
 }
