@@ -11,7 +11,8 @@
 
 use super::config::TrackingMode;
 use super::ctl::{cmd, futex_wait, futex_wake, state, NO_SHUTDOWN};
-use super::host::{Dom, SimHost};
+use super::dom::Dom;
+use super::host::SimHost;
 use super::hvmctx;
 use super::machine::{boot_hvm, finish_pv, load_pv, state_to_hvm, state_to_pv, Kernel, PvRest};
 use super::process::own_start_time;

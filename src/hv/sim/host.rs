@@ -1,16 +1,17 @@
-//! `SimHost`: the simulated Xen host, its domains' mappings, and its
+//! `SimHost`: the simulated Xen host, its open domains, and its
 //! `Hypervisor` implementation. The rooms around it: `create` (new domains),
 //! `toolstack` (the `Toolstack` implementation: xenstore, grants, device model),
 //! `process` (the guest process and its states), `tracking` (log-dirty),
-//! `pv` (P2M, vCPU contexts, page-table pins), `mapping` (`map_pages`).
+//! `pv` (P2M, vCPU contexts, page-table pins), `mapping` (`map_pages`), `dom`
+//! (a domain's mappings and which frame holds a gfn).
 
 use super::build::{self, param, Scramble};
 use super::cpu;
 use super::create::host_tag;
 use super::ctl::{self, cmd, state, DomState};
+use super::dom::Dom;
 use super::hvmctx;
-use super::layout::HvmLayout;
-use super::machine::{Frames, M2p, RamView};
+use super::machine::RamView;
 use super::meta::{DomainMeta, HostDir, HostState};
 use super::process::timeout;
 use super::shm::Shm;
@@ -25,64 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A domain's mappings, opened once per SimHost handle.
-pub struct Dom {
-    pub meta: DomainMeta,
-    pub ram: Shm,
-    pub st: DomState,
-    pub view: RamView,
-}
-
-impl Dom {
-    pub fn frames(&self) -> Frames<'_> {
-        Frames {
-            ram: &self.view,
-            base: self.meta.mfn_base,
-            // The M2P is a fixed-size region of a live mapping.
-            m2p: M2p::Shared(self.st.m2p().unwrap_or(&[])),
-        }
-    }
-    pub fn pages(&self) -> u64 {
-        self.meta.pages()
-    }
-    /// Frame index of a gfn (PV: mfn) that is this domain's and populated.
-    pub fn frame_of_gfn(&self, gfn: u64) -> Option<usize> {
-        match self.meta.guest_type {
-            GuestType::Pv => self.frames().frame_of(gfn),
-            GuestType::Hvm => {
-                let lay = HvmLayout::new(self.pages());
-                match lay.frame_of(gfn) {
-                    Some(f) => self.frames().frame_of(f),
-                    None => match self.spare_of(&lay, gfn) {
-                        Ok(Some((f, true))) => Some(f),
-                        _ => None,
-                    },
-                }
-            }
-        }
-    }
-}
-
-impl Dom {
-    /// The spare frame holding `gfn` (populated in a hole of the layout):
-    /// Ok(Some((frame, true))), or the first free spare Ok(Some((frame,
-    /// false))), or Ok(None) when all are taken by other pfns. Spares are
-    /// taken in order and never given back, so the walk stops at the first
-    /// free one.
-    pub(super) fn spare_of(&self, lay: &HvmLayout, gfn: u64) -> Result<Option<(usize, bool)>> {
-        let m2p = self.st.m2p()?;
-        for f in lay.spares() {
-            match m2p.get(f as usize).map(|w| w.load(Ordering::Acquire)) {
-                Some(p) if p == gfn => return Ok(Some((f as usize, true))),
-                Some(INVALID_MFN) => return Ok(Some((f as usize, false))),
-                Some(_) => {}
-                None => break,
-            }
-        }
-        Ok(None)
-    }
-}
 
 pub struct SimHost {
     pub(super) dir: HostDir,
@@ -710,30 +653,7 @@ impl Hypervisor for SimHost {
                     format!("pfn {pfn:#x} beyond max_pfn {:#x}", d.meta.max_pfn),
                 ));
             }
-            let f = match d.meta.guest_type {
-                GuestType::Pv => sc.frame(pfn) as usize,
-                GuestType::Hvm => {
-                    let lay = HvmLayout::new(d.pages());
-                    match lay.frame_of(pfn) {
-                        Some(f) => f as usize,
-                        // A hole: a spare frame, while there is one.
-                        None => match d.spare_of(&lay, pfn)? {
-                            Some((f, _)) => f,
-                            None => {
-                                return Err(HvError::op(
-                                    dom,
-                                    "populate",
-                                    format!(
-                                        "pfn {pfn:#x} is in a hole of the guest's layout and \
-                                         all {} spare frames are taken",
-                                        super::layout::SPARE_FRAMES
-                                    ),
-                                ))
-                            }
-                        },
-                    }
-                }
-            };
+            let f = d.frame_to_populate(&sc, pfn)?;
             let cur = m2p[f].load(Ordering::Acquire);
             if cur != INVALID_MFN && cur != pfn {
                 return Err(HvError::op(

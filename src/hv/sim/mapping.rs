@@ -1,7 +1,7 @@
 //! `SimMapping`: a batch of a simulated guest's frames, as `map_pages` gives
 //! them (the simulated `xenforeignmemory_map`).
 
-use super::host::Dom;
+use super::dom::Dom;
 use crate::hv::{GuestPage, GuestPageMut, PageMapping};
 use std::sync::Arc;
 

@@ -23,6 +23,7 @@ pub mod config;
 pub mod cpu;
 mod create;
 pub mod ctl;
+pub mod dom;
 pub mod guest;
 pub mod host;
 pub mod hvmctx;

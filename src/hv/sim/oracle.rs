@@ -182,7 +182,7 @@ impl Side<'_> {
 fn side_of(
     host: &SimHost,
     dom: DomId,
-) -> Result<(std::sync::Arc<super::host::Dom>, Vec<Option<usize>>)> {
+) -> Result<(std::sync::Arc<super::dom::Dom>, Vec<Option<usize>>)> {
     let d = host.dom(dom)?;
     let pages = d.meta.p2m_size();
     let frame_of = match d.meta.guest_type {

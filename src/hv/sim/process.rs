@@ -3,7 +3,8 @@
 //! and running it to a given workload step.
 
 use super::ctl::{futex_wait, futex_wake, state, NO_LIMIT};
-use super::host::{Dom, SimHost};
+use super::dom::Dom;
+use super::host::SimHost;
 use crate::hv::{DomId, HvError, Hypervisor, Result};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -3,7 +3,8 @@
 //! when it is pinned or loaded into cr3), and the rewrite of start_info's
 //! frames on a non-cooperative resume.
 
-use super::host::{Dom, SimHost};
+use super::dom::Dom;
+use super::host::SimHost;
 use crate::hv::{
     DomId, GuestType, HvError, Hypervisor, PageType, PvP2m, PvVcpuState, Result, INVALID_MFN,
 };

@@ -4,7 +4,8 @@
 
 use super::config::TrackingMode;
 use super::ctl::state;
-use super::host::{shm_dir, Dom, SimHost};
+use super::dom::Dom;
+use super::host::{shm_dir, SimHost};
 use super::shm::Shm;
 use super::uffd;
 use crate::bitmap::Bitmap;
