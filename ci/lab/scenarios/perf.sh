@@ -28,6 +28,19 @@
 
 read -r -a PERF_VARIANTS <<<"${LAB_PERF_VARIANTS:-stock plugin-xen4 plugin-hotpage rx}"
 
+# xl's verbosity in the xl variants: -vvv with --perf-xl-verbose (libxl's
+# debug lines, e.g. the receiving side's device setup, in the log).
+XL_V=()
+[ "${LAB_PERF_XL_VERBOSE:-0}" = 1 ] && XL_V=(-vvv)
+
+# stamp_lines: each line of stdin prefixed by dom0's clock when it arrived
+# (seconds since the epoch, as the downtime probe's t0_epoch), so that a
+# migration's log lines fall on the probe's suspend and resume times.
+stamp_lines() {
+    local l
+    while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done
+}
+
 # perf_field FILE KEY: KEY's value in a line of key=value words.
 perf_field() { tr ' ' '\n' <"$1" 2>/dev/null | sed -n "s/^$2=//p" | head -1; }
 
@@ -44,12 +57,14 @@ perf_once() {
     case $v in
         stock)
             env -u LIBXL_SAVE_HELPER "$BIN/count_relay" "$base.whole" -- \
-                xl migrate -s "" "$NAME" "$BIN/count_relay $base.relay -- xl migrate-receive"
+                xl "${XL_V[@]}" migrate -s "" "$NAME" \
+                "$BIN/count_relay $base.relay -- xl ${XL_V[*]} migrate-receive"
             ;;
         plugin-*)
             LIBXL_SAVE_HELPER=$HELPER RXMIGRATE_FALLBACK=fail RXMIGRATE_POLICY=${v#plugin-} \
                 RXMIGRATE_STATS=$base.stats.jsonl "$BIN/count_relay" "$base.whole" -- \
-                xl migrate -s "" "$NAME" "$BIN/count_relay $base.relay -- xl migrate-receive"
+                xl "${XL_V[@]}" migrate -s "" "$NAME" \
+                "$BIN/count_relay $base.relay -- xl ${XL_V[*]} migrate-receive"
             ;;
         rx | rx-*)
             pol=hotpage ac=()
@@ -64,8 +79,8 @@ perf_once() {
             echo "unknown perf variant $v (stock, plugin-POLICY, rx, rx-POLICY)"
             false
             ;;
-    esac </dev/null >"$base.log" 2>&1
-    rc=$?
+    esac </dev/null 2>&1 | stamp_lines >"$base.log"
+    rc=${PIPESTATUS[0]}
     # The probe ends at the destination's unpause; a migration that failed
     # before its suspend leaves it waiting: stop it after a grace period.
     for ((i = 0; i < 60; i++)); do
