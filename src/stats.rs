@@ -27,6 +27,50 @@ pub struct RoundStats {
     /// Auto-converge: the share of the guest's CPU taken away, percent,
     /// in force once this round's plan was made (0: none).
     pub throttle_pct: u8,
+    /// Where the sender's time went in this round.
+    pub times: SendTimes,
+}
+
+/// The sender's time in its hypervisor calls and its stream writes, ms:
+/// what a round's `duration_ms` is made of (the rest is the loop itself
+/// and the policy).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct SendTimes {
+    /// Page types of the batches' pfns (holes included).
+    pub types_ms: f64,
+    /// Mapping the frames with data.
+    pub map_ms: f64,
+    /// Copying pages out of the mappings (zero check and page-table
+    /// normalisation included).
+    pub copy_ms: f64,
+    /// Writing PAGE_DATA records to the stream (waiting for the link included).
+    pub write_ms: f64,
+    /// Log-dirty PEEKs.
+    pub peek_ms: f64,
+    /// Log-dirty CLEANs.
+    pub clean_ms: f64,
+}
+
+impl SendTimes {
+    /// What was spent since `before` (both cumulative).
+    pub fn since(&self, before: &SendTimes) -> SendTimes {
+        SendTimes {
+            types_ms: self.types_ms - before.types_ms,
+            map_ms: self.map_ms - before.map_ms,
+            copy_ms: self.copy_ms - before.copy_ms,
+            write_ms: self.write_ms - before.write_ms,
+            peek_ms: self.peek_ms - before.peek_ms,
+            clean_ms: self.clean_ms - before.clean_ms,
+        }
+    }
+}
+
+/// Adds the time `f` takes to `into` (ms).
+pub fn timed<T>(into: &mut f64, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let r = f();
+    *into += t.elapsed().as_secs_f64() * 1e3;
+    r
 }
 
 /// The whole migration.

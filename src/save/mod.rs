@@ -119,6 +119,12 @@ pub fn save<W: Write>(
     let ops = ops::for_domain(hv, dom, &info)?;
     // The save covers the pfns the guest type says (a PV guest's P2M).
     info.max_pfn = ops.p2m_size() - 1;
+    log::debug!(
+        "domain {dom}: {:?} guest, {} pfns to cover ({} ms)",
+        info.guest_type,
+        ops.p2m_size(),
+        started.elapsed().as_millis()
+    );
     let (major, minor) = hv.xen_version();
     let header = DomainHeader {
         domain_type: ops.domain_type(),
@@ -143,6 +149,10 @@ pub fn save<W: Write>(
     for rec in ops.start_of_stream()? {
         w.write_record(&rec)?;
     }
+    log::debug!(
+        "static records written ({} ms)",
+        started.elapsed().as_millis()
+    );
 
     let mut pager = HvPager::new(hv, dom, ops.as_ref(), w, hooks);
     let outcome = run_engine(hv, &mut pager, policy, &info, opts);
@@ -203,13 +213,20 @@ fn run_engine<W: Write>(
     let hvm = info.guest_type == GuestType::Hvm;
     // Xen tells the device model even for a non-live save.
     if hvm {
+        let t = Instant::now();
         pager.hooks().switch_qemu_logdirty(info.domid, true)?;
+        log::debug!(
+            "device model's dirty tracking on ({} ms)",
+            t.elapsed().as_millis()
+        );
     }
     let result = if opts.live {
         // Auto-converge's throttle, undone when the rounds end however they
         // end (and by the guard's drop after a panic).
         let mut throttle = throttle::Throttle::new(hv, info.domid, info.max_vcpu_id + 1);
+        let t = Instant::now();
         let result = pager.logdirty_enable().and_then(|()| {
+            log::debug!("log-dirty on ({} ms)", t.elapsed().as_millis());
             rounds::run_live_throttled(pager, policy, info.p2m_size(), &mut |pct| {
                 throttle.apply(pct)
             })

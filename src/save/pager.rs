@@ -26,7 +26,7 @@ use super::rounds::Pager;
 use super::{SaveError, SaveHooks};
 use crate::bitmap::Bitmap;
 use crate::hv::{DomId, Hypervisor, PageType, INVALID_MFN};
-use crate::stats::RoundStats;
+use crate::stats::{timed, RoundStats, SendTimes};
 use crate::stream::{LibxcWriter, PfnEntry, PAGE_SIZE};
 use crate::x86::X86Error;
 use std::io::Write;
@@ -82,6 +82,7 @@ pub(crate) struct HvPager<'a, W: Write> {
     skip_unsent_holes: bool,
     suspended: bool,
     logdirty_on: bool,
+    times: SendTimes,
     s: Scratch,
 }
 
@@ -106,6 +107,7 @@ impl<'a, W: Write> HvPager<'a, W> {
             skip_unsent_holes: ops.domain_type() == crate::stream::DomainType::X86Hvm,
             suspended: false,
             logdirty_on: false,
+            times: SendTimes::default(),
             s: Scratch::default(),
         }
     }
@@ -146,16 +148,18 @@ impl<'a, W: Write> HvPager<'a, W> {
         s.framed.clear();
         s.framed
             .extend((0..n).filter(|&i| s.gfns[i] != INVALID_MFN));
+        let (hv, dom, t) = (self.hv, self.dom, &mut self.times.types_ms);
         if s.framed.len() == n {
-            self.hv.page_types(self.dom, &s.gfns, &mut s.types)?;
+            timed(t, || hv.page_types(dom, &s.gfns, &mut s.types))?;
         } else if !s.framed.is_empty() {
             // Ballooned-out PV pfns have no frame: they travel as XTAB.
             s.framed_gfns.clear();
             s.framed_gfns.extend(s.framed.iter().map(|&i| s.gfns[i]));
             s.framed_types.clear();
             s.framed_types.resize(s.framed.len(), PageType::XTAB);
-            self.hv
-                .page_types(self.dom, &s.framed_gfns, &mut s.framed_types)?;
+            timed(t, || {
+                hv.page_types(dom, &s.framed_gfns, &mut s.framed_types)
+            })?;
             for (&i, &t) in s.framed.iter().zip(&s.framed_types) {
                 s.types[i] = t;
             }
@@ -188,8 +192,12 @@ impl<W: Write> Pager for HvPager<'_, W> {
         let map = if s.data_gfns.is_empty() {
             None
         } else {
-            Some(self.hv.map_pages(self.dom, &s.data_gfns, false)?)
+            let (hv, dom) = (self.hv, self.dom);
+            Some(timed(&mut self.times.map_ms, || {
+                hv.map_pages(dom, &s.data_gfns, false)
+            })?)
         };
+        let copying = std::time::Instant::now();
 
         // One pass over the batch: each entry's type and body.
         s.entries.clear();
@@ -243,6 +251,7 @@ impl<W: Write> Pager for HvPager<'_, W> {
             s.entries.push(PfnEntry { pfn, ty });
         }
         drop(map);
+        self.times.copy_ms += copying.elapsed().as_secs_f64() * 1e3;
         if s.entries.is_empty() {
             // A batch of holes only: no record (Xen's restore refuses an
             // empty PAGE_DATA).
@@ -251,7 +260,10 @@ impl<W: Write> Pager for HvPager<'_, W> {
 
         let mut pages = recycle(std::mem::take(&mut s.pages));
         pages.extend(s.bodies.iter().map(|&o| &s.copies[o..o + PAGE_SIZE]));
-        let written = self.w.write_page_batch(&s.entries, &pages);
+        let w = &mut self.w;
+        let written = timed(&mut self.times.write_ms, || {
+            w.write_page_batch(&s.entries, &pages)
+        });
         s.pages = recycle(pages);
         written?;
         self.zero_pages += zero;
@@ -262,13 +274,21 @@ impl<W: Write> Pager for HvPager<'_, W> {
         self.zero_pages
     }
 
+    fn times(&self) -> SendTimes {
+        self.times
+    }
+
     fn peek(&mut self, out: &mut Bitmap) -> Result<(), SaveError> {
-        self.hv.logdirty_peek(self.dom, out)?;
+        let (hv, dom) = (self.hv, self.dom);
+        timed(&mut self.times.peek_ms, || hv.logdirty_peek(dom, out))?;
         Ok(())
     }
 
     fn clean(&mut self, out: &mut Bitmap, final_round: bool) -> Result<(), SaveError> {
-        self.hv.logdirty_clean(self.dom, out, final_round)?;
+        let (hv, dom) = (self.hv, self.dom);
+        timed(&mut self.times.clean_ms, || {
+            hv.logdirty_clean(dom, out, final_round)
+        })?;
         Ok(())
     }
 

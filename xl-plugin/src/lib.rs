@@ -225,8 +225,12 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         return finish(&libxl, &mode, Err(e));
     }
     let spec = cfg.hv.clone().unwrap_or_else(|| "xen".into());
+    let opening = std::time::Instant::now();
     let hv = match open_hv(Some(&spec)) {
-        Ok(h) => h,
+        Ok(h) => {
+            log::debug!("hypervisor opened in {} ms", opening.elapsed().as_millis());
+            h
+        }
         Err(HvError::Unavailable(msg)) if cfg.fallback == config::Fallback::Stock => {
             let why = format!("rxmigrate cannot use hypervisor {spec:?} ({msg})");
             log::warn!("{why}");
