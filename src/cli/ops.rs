@@ -136,15 +136,9 @@ pub struct PolicyArgs {
 /// A policy name as `--policy` takes it: one of the engine's names, with or
 /// without the auto-converge suffix.
 fn policy_name(s: &str) -> std::result::Result<String, String> {
-    let base = s.strip_suffix(precopy::AC_SUFFIX).unwrap_or(s);
-    if precopy::POLICY_NAMES_ACCEPTED.contains(&base) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "unknown policy (known: {}; NAME{} adds auto-converge)",
-            precopy::POLICY_NAMES_ACCEPTED.join(", "),
-            precopy::AC_SUFFIX
-        ))
+    match precopy::parse_name(s) {
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

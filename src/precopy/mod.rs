@@ -96,15 +96,27 @@ pub trait Policy: Send {
 /// The suffix that adds auto-converge to a policy's name (`xen4+ac`).
 pub const AC_SUFFIX: &str = "+ac";
 
+/// A policy name as users write it, `NAME` or `NAME+ac`: the policy's
+/// name (one of [`POLICY_NAMES_ACCEPTED`]) and whether auto-converge is
+/// added. The one parser of policy names (CLI, helper configuration, bench).
+pub fn parse_name(name: &str) -> Result<(&str, bool), PolicyError> {
+    let (base, ac) = match name.strip_suffix(AC_SUFFIX) {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    match POLICY_NAMES_ACCEPTED.iter().find(|&&n| n == base) {
+        Some(n) => Ok((n, ac)),
+        None => Err(PolicyError::Unknown(name.to_string())),
+    }
+}
+
 /// Build a policy by name with its defaults; `NAME+ac` wraps it in
 /// [`AutoConverge`] with its defaults.
 pub fn by_name(name: &str) -> Result<Box<dyn Policy>, PolicyError> {
-    if let Some(base) = name
-        .strip_suffix(AC_SUFFIX)
-        .filter(|b| !b.ends_with(AC_SUFFIX))
-    {
+    let (name, ac) = parse_name(name)?;
+    if ac {
         return Ok(Box::new(AutoConverge::new(
-            by_name(base)?,
+            by_name(name)?,
             ConvergeParams::default(),
         )?));
     }

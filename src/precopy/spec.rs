@@ -4,7 +4,7 @@
 
 use super::{
     AutoConverge, ConvergeParams, HotPage, HotPageParams, Policy, PolicyError, Xen33, Xen33Params,
-    Xen4, Xen4Params, AC_SUFFIX,
+    Xen4, Xen4Params,
 };
 
 /// Which policy, with which parameters. Unset `max_rounds` takes the
@@ -49,10 +49,7 @@ impl Default for PolicySpec {
 impl PolicySpec {
     /// A fresh policy for one save.
     pub fn build(&self) -> Result<Box<dyn Policy>, PolicyError> {
-        let (base, suffixed) = match self.policy.strip_suffix(AC_SUFFIX) {
-            Some(b) => (b, true),
-            None => (self.policy.as_str(), false),
-        };
+        let (base, suffixed) = super::parse_name(&self.policy)?;
         let inner = self.build_base(base)?;
         if !(suffixed || self.auto_converge) {
             return Ok(inner);

@@ -29,7 +29,7 @@
 //! `sim-env` feature (the tests'); other builds drive Xen and say so.
 
 use rxmigrate::precopy::PolicySpec;
-use rxmigrate::precopy::{HotPageParams, Policy, AC_SUFFIX, POLICY_NAMES_ACCEPTED as POLICY_NAMES};
+use rxmigrate::precopy::{parse_name, HotPageParams, Policy};
 use rxmigrate::trust::files::{check_trusted_file, Why};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -273,16 +273,7 @@ impl Config {
         match key {
             "policy" => {
                 // NAME+ac: the policy with auto-converge (as auto_converge = yes).
-                let (name, ac) = match v.strip_suffix(AC_SUFFIX) {
-                    Some(name) => (name, true),
-                    None => (v, false),
-                };
-                if !POLICY_NAMES.contains(&name) {
-                    return Err(format!(
-                        "unknown policy {v:?} (known: {}; each also as NAME{AC_SUFFIX})",
-                        POLICY_NAMES.join(", ")
-                    ));
-                }
+                let (name, ac) = parse_name(v).map_err(|e| e.to_string())?;
                 self.policy = name.to_string();
                 self.auto_converge |= ac;
             }
