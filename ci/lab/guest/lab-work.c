@@ -3,6 +3,7 @@
  *
  *   lab-work idle
  *   lab-work dirty HOT_MIB SWEEP_MIB SWEEP_MIB_PER_S
+ *   lab-work random FILL_MIB
  *
  * Prints "HEARTBEAT n gap_ms=G ..." once a second on stdout (the guest
  * console), where n counts up from 0 for the life of the guest, so the
@@ -20,6 +21,9 @@
  * dirty round after round, which a hot-page policy holds back for the final
  * round -- and sweeps a larger region at a slower rate, so that pre-copy
  * rounds have a changing, shrinking-but-never-empty dirty set.
+ *
+ * random: fills FILL_MIB of memory with pseudo-random bytes (no page is
+ * zero or compresses), then idles: a guest whose memory is all data.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -67,20 +71,42 @@ static long arg_mib(const char *s, const char *what)
     return v;
 }
 
+/* Fills the buffer with xorshift64 output, seeded from the clock. */
+static void fill_random(unsigned char *p, size_t bytes)
+{
+    uint64_t x = (uint64_t)now_ms() * 2654435761u + 1;
+    for (size_t off = 0; off + 8 <= bytes; off += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(p + off, &x, 8);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int dirty;
-    long hot_mib = 0, sweep_mib = 0, rate_mib = 0;
+    long hot_mib = 0, sweep_mib = 0, rate_mib = 0, fill_mib = 0;
+    const char *mode = "idle";
 
     if (argc == 2 && strcmp(argv[1], "idle") == 0) {
         dirty = 0;
+    } else if (argc == 3 && strcmp(argv[1], "random") == 0) {
+        dirty = 0;
+        mode = "random";
+        fill_mib = arg_mib(argv[2], "FILL_MIB");
+        unsigned char *fill = alloc_touched((size_t)fill_mib << 20);
+        if (fill)
+            fill_random(fill, (size_t)fill_mib << 20);
     } else if (argc == 5 && strcmp(argv[1], "dirty") == 0) {
         dirty = 1;
         hot_mib = arg_mib(argv[2], "HOT_MIB");
         sweep_mib = arg_mib(argv[3], "SWEEP_MIB");
         rate_mib = arg_mib(argv[4], "SWEEP_MIB_PER_S");
+        mode = "dirty";
     } else {
-        fprintf(stderr, "usage: lab-work idle | lab-work dirty HOT_MIB SWEEP_MIB SWEEP_MIB_PER_S\n");
+        fprintf(stderr, "usage: lab-work idle | lab-work dirty HOT_MIB SWEEP_MIB SWEEP_MIB_PER_S"
+                        " | lab-work random FILL_MIB\n");
         return 2;
     }
 
@@ -93,8 +119,8 @@ int main(int argc, char **argv)
     const long tick_ms = dirty ? 10 : 50;
     const size_t sweep_per_tick = sweep_pages ? (size_t)rate_mib * 256 * tick_ms / 1000 : 0;
 
-    printf("WORKLOAD mode=%s hot=%ldMiB sweep=%ldMiB rate=%ldMiB/s tick=%ldms\n",
-           dirty ? "dirty" : "idle", hot_mib, sweep_mib, rate_mib, tick_ms);
+    printf("WORKLOAD mode=%s hot=%ldMiB sweep=%ldMiB rate=%ldMiB/s fill=%ldMiB tick=%ldms\n",
+           mode, hot_mib, sweep_mib, rate_mib, fill_mib, tick_ms);
     fflush(stdout);
 
     unsigned long beat = 0, passes = 0, ticks = 0;

@@ -130,7 +130,11 @@ check() {
 guest_config() {
     local name=$1 type=$2 cfg=$SAVE_DIR/$1.cfg work args
     IFS=: read -r work hot sweep rate <<<"$LAB_WORKLOAD"
-    args="quiet lab.work=$work${hot:+ lab.hot=$hot}${sweep:+ lab.sweep=$sweep}${rate:+ lab.rate=$rate}"
+    if [ "$work" = random ]; then
+        args="quiet lab.work=random lab.fill=$hot"
+    else
+        args="quiet lab.work=$work${hot:+ lab.hot=$hot}${sweep:+ lab.sweep=$sweep}${rate:+ lab.rate=$rate}"
+    fi
     {
         echo "name = \"$name\""
         echo "type = \"$type\""
