@@ -17,7 +17,9 @@ say() { echo "[$(date +%T)] $SCENARIO: $*"; }
 
 # --- the record of one scenario ------------------------------------------
 # Lines of tab-separated key=value pairs; report.py turns them into JSON.
-REC=$SAVE_DIR/$SCENARIO.rec
+# On the transfer disk: a boot that hangs keeps the records made before it
+# (ci/lab/run builds the scenario's JSON from them).
+REC=$OUT/$SCENARIO.rec
 rec_reset() { : >"$REC"; }
 rec() { local IFS=$'\t'; echo "$*" >>"$REC"; }
 # first failure wins: it is the reason shown in the table

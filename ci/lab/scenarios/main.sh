@@ -49,8 +49,8 @@ for s in "$@"; do
         reason="no result: scenario exited $rc"
         [ $rc = 124 ] || [ $rc = 137 ] && reason="timed out after ${LAB_TIMEOUT}s"
         printf 'result\tstatus=fail\treason=%s\ttotal_s=%s\n' "$reason" "$(($(date +%s) - t))" \
-            >>"/var/lib/xenlab/$s.rec"
-        python3 "$SCEN_DIR/report.py" "/var/lib/xenlab/$s.rec" >"$OUT/$s.json"
+            >>"$OUT/$s.rec"
+        python3 "$SCEN_DIR/report.py" "$OUT/$s.rec" >"$OUT/$s.json"
         for d in $(xl list | awk 'NR > 2 { print $1 }'); do xl destroy "$d"; done
     fi
     # an installed rxmigrate-save-helper left behind (a scenario killed in
