@@ -111,6 +111,8 @@ perf_once() {
         "cpu_s=$(perf_field "$base.whole" child_cpu_s)" "recv_cpu_s=$recv" "rounds=${rounds:--}" \
         "work_ratio=${work:--}"
     say "$v #$k: $(cat "$base.probe"), $(cat "$base.relay")"
+    # on the transfer disk for good: a boot that hangs later keeps this one
+    sync
 }
 
 perf_family() {
