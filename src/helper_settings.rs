@@ -120,8 +120,8 @@ pub const HELPER_SETTINGS: &[HelperSetting] = &[
         "stats",
         "RXMIGRATE_STATS",
         "none",
-        "Append per-round JSON lines and a summary to this file (a regular file owned by \
-         root, created 0600, never through a symbolic link).",
+        "Append JSON lines to this file: a save's rounds and summary, a restore's page-data \
+         times (a regular file owned by root, created 0600, never through a symbolic link).",
     ),
     s(
         "stock_helper",

@@ -65,6 +65,62 @@ impl SendTimes {
     }
 }
 
+/// The receiver's time in the page data, ms: reading the stream and what
+/// each PAGE_DATA record costs. The work after the memory (END's fix-ups,
+/// the device model, the unpause) is in the downtime's `rx:` parts.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct RecvTimes {
+    /// Reading and checking records (waiting for the sender included).
+    pub read_ms: f64,
+    /// Populating frames: the records' pfns and what page tables point at.
+    pub populate_ms: f64,
+    /// PV page tables: their pfns turned into the new frames.
+    pub localise_ms: f64,
+    /// Mapping the frames written, and unmapping them.
+    pub map_ms: f64,
+    /// Copying pages into the frames (after VERIFY: comparing them).
+    pub copy_ms: f64,
+    /// PV: keeping the guest's P2M frames in step with the pages.
+    pub p2m_ms: f64,
+}
+
+/// What a restore did with the guest's memory: one JSON line
+/// (`{"restore": …}`) in a stats file, and the receiver's log line.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RestoreStats {
+    /// PAGE_DATA records applied.
+    pub page_records: u64,
+    /// Pages written with data (zero pages are populated, not written).
+    pub pages: u64,
+    /// Frames populated.
+    pub populated: u64,
+    /// From the first record read to END.
+    pub total_ms: f64,
+    pub times: RecvTimes,
+}
+
+impl std::fmt::Display for RestoreStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.times;
+        write!(
+            f,
+            "{} pages written, {} frames populated, {} PAGE_DATA records in {:.0} ms \
+             (ms: reading {:.0}, populating {:.0}, page tables {:.0}, mapping {:.0}, \
+             copying {:.0}, P2M {:.0})",
+            self.pages,
+            self.populated,
+            self.page_records,
+            self.total_ms,
+            t.read_ms,
+            t.populate_ms,
+            t.localise_ms,
+            t.map_ms,
+            t.copy_ms,
+            t.p2m_ms
+        )
+    }
+}
+
 /// Adds the time `f` takes to `into` (ms).
 pub fn timed<T>(into: &mut f64, f: impl FnOnce() -> T) -> T {
     let t = std::time::Instant::now();
@@ -227,19 +283,30 @@ struct RoundLine<'a> {
 struct SummaryLine<'a> {
     summary: &'a Summary,
 }
+#[derive(Serialize)]
+struct RestoreLine<'a> {
+    restore: &'a RestoreStats,
+}
 
 impl StatsWriter {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
         StatsWriter { out }
     }
     pub fn round(&mut self, r: &RoundStats) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, &RoundLine { round: r })?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        self.line(&RoundLine { round: r })
     }
     pub fn summary(&mut self, s: &Summary) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, &SummaryLine { summary: s })?;
-        self.out.write_all(b"\n")?;
+        self.line(&SummaryLine { summary: s })
+    }
+    pub fn restore(&mut self, s: &RestoreStats) -> std::io::Result<()> {
+        self.line(&RestoreLine { restore: s })
+    }
+    /// One line in one write: the sending and the receiving helper of a
+    /// local `xl migrate` may append to the same file.
+    fn line(&mut self, v: &impl Serialize) -> std::io::Result<()> {
+        let mut buf = serde_json::to_vec(v)?;
+        buf.push(b'\n');
+        self.out.write_all(&buf)?;
         self.out.flush()
     }
 }

@@ -11,6 +11,13 @@ per variant, the medians over its migrations of round 0 and of all rounds
 together, and what of the round time none of them covers ("other": the
 loop, the policy, the progress reports). Stock's helper keeps no such
 statistics, so it has no row.
+
+Then the receivers' side: our receiving helper appends a {"restore": ...}
+line to the same stats file, `rxmigrate receive --stats` writes one to
+BASE.recv.jsonl. Per variant, the medians of the page data's seconds in
+reading the stream (waiting for the sender included), populating, page
+tables, mapping, copying, the P2M, and "other" (the rest of the page data's
+time: the loop, entry checks, progress).
 """
 import glob
 import json
@@ -20,6 +27,7 @@ import statistics
 import sys
 
 PARTS = ["types_ms", "map_ms", "copy_ms", "write_ms", "peek_ms", "clean_ms"]
+RECV_PARTS = ["read_ms", "populate_ms", "localise_ms", "map_ms", "copy_ms", "p2m_ms"]
 
 
 def rounds_of(path):
@@ -30,6 +38,50 @@ def rounds_of(path):
             if "round" in rec:
                 rounds.append(rec["round"])
     return rounds
+
+
+def restore_of(paths):
+    """The first {"restore": ...} line of these files, or None."""
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                if "restore" in rec:
+                    return rec["restore"]
+    return None
+
+
+def recv_table(stage, scenario):
+    by_variant = {}
+    names = glob.glob(os.path.join(stage, scenario + ".*.stats.jsonl")) + glob.glob(
+        os.path.join(stage, scenario + ".*.recv.jsonl"))
+    bases = sorted({re.sub(r"\.(stats|recv)\.jsonl$", "", p) for p in names})
+    for base in bases:
+        m = re.match(r".*?\.(.+)\.(\d+)$", os.path.basename(base))
+        r = restore_of([base + ".recv.jsonl", base + ".stats.jsonl"])
+        if not m or not r:
+            continue
+        parts = {p: r["times"][p] / 1e3 for p in RECV_PARTS}
+        parts["total"] = r["total_ms"] / 1e3
+        parts["other"] = parts["total"] - sum(parts[p] for p in RECV_PARTS)
+        parts["pages"] = r["pages"]
+        parts["records"] = r["page_records"]
+        by_variant.setdefault(m.group(1), []).append(parts)
+    if not by_variant:
+        return
+    cols = ["total"] + RECV_PARTS + ["other"]
+    head = ["page data s", "read", "populate", "page tables", "map", "copy", "p2m", "other"]
+    print()
+    print("| receiver | n | pages | records | " + " | ".join(head) + " |")
+    print("|---|---|---|---|" + "---|" * len(head))
+    for v, runs in by_variant.items():
+        med = [statistics.median(r[c] for r in runs) for c in cols]
+        pages = statistics.median(r["pages"] for r in runs)
+        recs = statistics.median(r["records"] for r in runs)
+        print(f"| {v} | {len(runs)} | {pages:.0f} | {recs:.0f} | "
+              + " | ".join(f"{x:.2f}" for x in med) + " |")
 
 
 def split(rounds):
@@ -64,6 +116,7 @@ def main(argv):
             pfns = statistics.median(r[2] for r in runs)
             print(f"| {v} | {len(runs)} | {pfns:.0f} | {which} | "
                   + " | ".join(f"{x:.2f}" for x in med) + " |")
+    recv_table(stage, scenario)
     return 0
 
 

@@ -5,7 +5,7 @@ use crate::migrate::{self, ReceiveOptions, RestoreImageOptions, SendOptions};
 use crate::precopy::{self, Policy, PolicySpec};
 use crate::restore::{parse_size, Limits, NoHooks};
 use crate::save::{SaveHooks, SaveOptions};
-use crate::stats::{RoundStats, StatsWriter, Summary};
+use crate::stats::{RestoreStats, RoundStats, StatsWriter, Summary};
 use crate::transport::keys::{KeyDir, Pin, PublicKey};
 use crate::transport::tcp::{self, Listener, ReceiverAuth, SenderAuth};
 use crate::transport::timed::{self, set_nonblocking, Timed, Timeouts, Waits};
@@ -168,15 +168,29 @@ struct CliHooks {
     bar: Option<ProgressBar>,
 }
 
+/// The `--stats` file, created (0600) before the work starts.
+fn stats_file(path: Option<&PathBuf>) -> Result<Option<StatsWriter>> {
+    Ok(match path {
+        Some(p) => Some(StatsWriter::new(Box::new(
+            create_private(p).with_context(|| format!("creating stats file {}", p.display()))?,
+        ))),
+        None => None,
+    })
+}
+
+/// A restore's page-data line in the `--stats` file; the restore stands if
+/// the file cannot take it.
+fn restore_stats(w: Option<StatsWriter>, s: &RestoreStats) {
+    if let Some(mut w) = w {
+        if let Err(e) = w.restore(s) {
+            log::warn!("writing stats: {e}");
+        }
+    }
+}
+
 impl CliHooks {
     fn new(stats: Option<&PathBuf>) -> Result<Self> {
-        let stats = match stats {
-            Some(p) => Some(StatsWriter::new(Box::new(
-                create_private(p)
-                    .with_context(|| format!("creating stats file {}", p.display()))?,
-            ))),
-            None => None,
-        };
+        let stats = stats_file(stats)?;
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new_spinner();
             b.set_style(
@@ -310,6 +324,9 @@ pub struct RestoreArgs {
     /// Default: the host's free memory.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+    /// Write where the page data's time went (a `restore` JSON line).
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
 }
 
 /// The host's receiver limits, with `--max-memory` if given.
@@ -322,6 +339,7 @@ fn limits(host: Host<'_>, max_memory: Option<u64>) -> Limits {
 
 pub fn restore(host: Host<'_>, a: &RestoreArgs) -> Result<()> {
     let hv = host.hv;
+    let stats = stats_file(a.stats.as_ref())?;
     let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
         // A pipe may go silent: poll it so a signal still ends the wait.
         let stdin = io::stdin()
@@ -354,6 +372,7 @@ pub fn restore(host: Host<'_>, a: &RestoreArgs) -> Result<()> {
         &mut NoHooks,
     )
     .with_context(|| format!("restoring {}", a.file.display()))?;
+    restore_stats(stats, &out.stats);
     if !a.paused {
         if let Err(e) = hv.unpause(out.domid) {
             // A guest that cannot start is not left behind.
@@ -583,6 +602,9 @@ pub struct ReceiveArgs {
     /// Default: the host's free memory.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+    /// Write where the page data's time went (a `restore` JSON line).
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
 }
 
 fn receiver_auth(a: &ReceiveArgs) -> Result<ReceiverAuth> {
@@ -606,6 +628,7 @@ fn receiver_auth(a: &ReceiveArgs) -> Result<ReceiverAuth> {
 }
 
 pub fn receive(host: Host<'_>, a: &ReceiveArgs) -> Result<()> {
+    let stats = stats_file(a.stats.as_ref())?;
     let opts = ReceiveOptions {
         paused: a.paused,
         trust_config: a.trust_config,
@@ -657,6 +680,7 @@ pub fn receive(host: Host<'_>, a: &ReceiveArgs) -> Result<()> {
             migrate::receive(host, data, acks, &opts)?
         }
     };
+    restore_stats(stats, &out.stats);
     eprintln!(
         "rxmigrate: received domain {} ({} pages)",
         out.domid, out.pages

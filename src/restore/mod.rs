@@ -18,7 +18,7 @@ use crate::hv::{
     CpuPolicy, DomId, DomainConfig, DomainSpec, GrantSeed, GuestType, Host, HvError, Hypervisor,
     PvVcpuState, Rings, Toolstack,
 };
-use crate::stats::Timeline;
+use crate::stats::{timed, RestoreStats, Timeline};
 use crate::stream::{DomainType, LibxcReader, OverLimit, Record, StreamError, Unit, PAGE_SIZE};
 use crate::x86::X86Error;
 use std::collections::BTreeMap;
@@ -122,6 +122,8 @@ pub struct RestoreOutcome {
     /// The receiver's marks from the end of the page data on (`rx:…`), for
     /// the downtime's parts; the caller adds its own (device model, unpause).
     pub timeline: Timeline,
+    /// Where the time of the page data went.
+    pub stats: RestoreStats,
 }
 
 /// Restore one libxc stream (headers already read by `reader`) up to and
@@ -205,6 +207,8 @@ pub(crate) struct Restorer<'a> {
     /// The last record was PAGE_DATA (the next other one starts the tail).
     in_pages: bool,
     timeline: Timeline,
+    /// The page data's counts and times.
+    stats: RestoreStats,
 }
 
 /// Most records of a kind Xen writes once per stream (TSC info, shared
@@ -251,6 +255,7 @@ impl<'a> Restorer<'a> {
             scratch: pages::Scratch::default(),
             in_pages: false,
             timeline: Timeline::default(),
+            stats: RestoreStats::default(),
         }
     }
 
@@ -387,13 +392,14 @@ impl<'a> Restorer<'a> {
         {
             self.ensure_domain(None)?;
         }
+        let started = std::time::Instant::now();
         loop {
             crate::cancel::check()?;
             let offset = reader.offset();
             let index = reader.record_index();
             reader.set_caps(self.limits.read_caps(self.pfn_cap));
             let static_before = reader.static_data_ended();
-            let Some(rec) = reader.next_record()? else {
+            let Some(rec) = timed(&mut self.stats.times.read_ms, || reader.next_record())? else {
                 return Err(RestoreError::Missing("stream ended before END".into()));
             };
             let rtype = rec.name();
@@ -419,6 +425,9 @@ impl<'a> Restorer<'a> {
             match result {
                 Ok(true) => {
                     self.timeline.mark("rx:end_record");
+                    self.stats.total_ms = started.elapsed().as_secs_f64() * 1e3;
+                    self.stats.pages = self.pages;
+                    log::info!("restore: {}", self.stats);
                     break;
                 }
                 Ok(false) => {}
@@ -457,6 +466,7 @@ impl<'a> Restorer<'a> {
                 if self.dom.is_none() {
                     return Err(at("page data before the P2M_FRAMES record".into()));
                 }
+                self.stats.page_records += 1;
                 let done = self.page_data(&mut pd, at);
                 self.scratch.keep_page_buffer(pd.data);
                 done?;
@@ -696,6 +706,7 @@ impl<'a> Restorer<'a> {
             console_gfn,
             pages: self.pages,
             timeline: std::mem::take(&mut self.timeline),
+            stats: std::mem::take(&mut self.stats),
         })
     }
 }

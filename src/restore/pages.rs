@@ -8,6 +8,7 @@
 
 use super::{RestoreError, Restorer};
 use crate::hv::{GuestType, INVALID_MFN};
+use crate::stats::timed;
 use crate::stream::{PageData, PAGE_SIZE};
 use crate::x86::{pagetable, X86Error};
 
@@ -68,7 +69,10 @@ impl Restorer<'_> {
         if todo.is_empty() {
             return Ok(());
         }
-        let gfns = self.hv.populate(dom, todo)?;
+        let gfns = timed(&mut self.stats.times.populate_ms, || {
+            self.hv.populate(dom, todo)
+        })?;
+        self.stats.populated += todo.len() as u64;
         if gfns.len() != todo.len() {
             return Err(RestoreError::Unsupported(format!(
                 "populate of {} pfns returned {} frames",
@@ -185,41 +189,51 @@ impl Restorer<'_> {
                 // written back unchanged).
                 let max = self.max_pfn;
                 s.pfns.clear();
-                pagetable::localise(page, level, |p| {
-                    if p > max {
-                        return Err(X86Error::UnknownFrame { slot: 0, frame: p });
-                    }
-                    s.pfns.push(p);
-                    Ok(p)
+                timed(&mut self.stats.times.localise_ms, || {
+                    pagetable::localise(page, level, |p| {
+                        if p > max {
+                            return Err(X86Error::UnknownFrame { slot: 0, frame: p });
+                        }
+                        s.pfns.push(p);
+                        Ok(p)
+                    })
                 })
                 .map_err(localising)?;
                 self.ensure_populated(&s.pfns)
                     .map_err(|e| at(format!("page table pfn {pfn:#x}: {e}")))?;
                 let pv = self.pv.as_ref().ok_or_else(|| at("no PV state".into()))?;
-                pagetable::localise(page, level, |p| {
-                    let m = pv.mfn(p);
-                    if m == INVALID_MFN {
-                        Err(X86Error::UnknownFrame { slot: 0, frame: p })
-                    } else {
-                        Ok(m)
-                    }
+                timed(&mut self.stats.times.localise_ms, || {
+                    pagetable::localise(page, level, |p| {
+                        let m = pv.mfn(p);
+                        if m == INVALID_MFN {
+                            Err(X86Error::UnknownFrame { slot: 0, frame: p })
+                        } else {
+                            Ok(m)
+                        }
+                    })
                 })
                 .map_err(localising)?;
             }
         }
 
-        let mut map = self.hv.map_pages(dom, &s.gfns, !self.verify_mode)?;
-        for (i, &(pfn, _, k)) in s.data.iter().enumerate() {
-            let src = &pd.data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE];
-            if self.verify_mode {
-                if !map.page(i).matches(src) {
-                    log::warn!("verify: pfn {pfn:#x} differs from the page in guest memory");
+        let hv = self.hv;
+        let mut map = timed(&mut self.stats.times.map_ms, || {
+            hv.map_pages(dom, &s.gfns, !self.verify_mode)
+        })?;
+        let verify = self.verify_mode;
+        timed(&mut self.stats.times.copy_ms, || {
+            for (i, &(pfn, _, k)) in s.data.iter().enumerate() {
+                let src = &pd.data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE];
+                if verify {
+                    if !map.page(i).matches(src) {
+                        log::warn!("verify: pfn {pfn:#x} differs from the page in guest memory");
+                    }
+                } else {
+                    map.page_mut(i).copy_from(src);
                 }
-            } else {
-                map.page_mut(i).copy_from(src);
             }
-        }
-        drop(map);
+        });
+        timed(&mut self.stats.times.map_ms, || drop(map));
         self.pages += s.data.len() as u64;
         self.p2m_follows(dom, &s.data)
     }
@@ -234,10 +248,13 @@ impl Restorer<'_> {
         data: &[(u64, u8, usize)],
     ) -> Result<(), RestoreError> {
         if let (Some(pv), false) = (&mut self.pv, self.verify_mode) {
-            for &(pfn, _, _) in data {
-                pv.page_written(pfn);
-            }
-            pv.write_p2m(self.hv, dom)?;
+            let hv = self.hv;
+            timed(&mut self.stats.times.p2m_ms, || {
+                for &(pfn, _, _) in data {
+                    pv.page_written(pfn);
+                }
+                pv.write_p2m(hv, dom)
+            })?;
         }
         Ok(())
     }

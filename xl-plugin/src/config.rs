@@ -16,7 +16,7 @@
 //! | `downtime_target_ms` | `RXMIGRATE_DOWNTIME_TARGET_MS` | hotpage: final-round budget in ms at the measured bandwidth (20; 0 = off) |
 //! | `auto_converge` | `RXMIGRATE_AUTO_CONVERGE` | throttle the guest (Xen: scheduler cap) when the final round cannot fit `downtime_target_ms` otherwise (`no`; needs a target above 0) |
 //! | `hv` | `RXMIGRATE_HV` | hypervisor: `xen` (default) or `sim:DIR` |
-//! | `stats` | `RXMIGRATE_STATS` | append per-round JSON lines to this file |
+//! | `stats` | `RXMIGRATE_STATS` | append JSON lines to this file: a save's rounds and summary, a restore's page-data times |
 //! | `stock_helper` | `RXMIGRATE_STOCK_HELPER` | Xen's own helper, for streams rxmigrate leaves to it |
 //! | `fallback` | `RXMIGRATE_FALLBACK` | `stock` (default): without a usable hypervisor backend hand over to the stock helper; `fail`: fail instead |
 //!

@@ -259,7 +259,7 @@ fn run_engine(
         }
         Mode::Restore(a) => {
             let mut io = iofd::take(a.io_fd, "io_fd")?;
-            let out = restore::run(host, a, &mut io, libxl)?;
+            let out = restore::run(host, a, &mut io, libxl, cfg)?;
             Ok((out.store_gfn, out.console_gfn))
         }
     }

@@ -9,7 +9,9 @@ use crate::args::RestoreArgs;
 use crate::proto::{cbflag, msg, Libxl, Message};
 use rxmigrate::hv::Host;
 use rxmigrate::restore::{self, RestoreError, RestoreHooks, RestoreOutcome, RestoreParams, Target};
+use rxmigrate::stats::StatsWriter;
 use rxmigrate::stream::LibxcReader;
+use rxmigrate::trust::files::open_append_private;
 use std::fs::File;
 
 /// The engine's callbacks, answered by libxl.
@@ -40,8 +42,17 @@ pub fn run(
     a: &RestoreArgs,
     io: &mut File,
     libxl: &Libxl,
+    cfg: &crate::config::Config,
 ) -> Result<RestoreOutcome, crate::PluginError> {
     log::info!("restoring into domain {}", a.domid);
+    // As the save's: root's regular file, appended to (a local `xl migrate`
+    // has both helpers write the same one).
+    let mut stats = match &cfg.stats {
+        Some(p) => Some(StatsWriter::new(Box::new(
+            open_append_private(p).map_err(crate::PluginError::Stats)?,
+        ))),
+        None => None,
+    };
     let mut reader = LibxcReader::new(io).map_err(RestoreError::from)?;
     let mut hooks = LibxlRestoreHooks {
         libxl,
@@ -67,5 +78,10 @@ pub fn run(
         out.store_gfn,
         out.console_gfn
     );
+    if let Some(w) = &mut stats {
+        if let Err(e) = w.restore(&out.stats) {
+            log::warn!("writing the stats file: {e}");
+        }
+    }
     Ok(out)
 }

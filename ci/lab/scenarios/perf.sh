@@ -21,6 +21,9 @@
 #   cpu_s     CPU seconds of the whole migration (sender, receiver and all
 #             they waited for) and of the receiving side alone
 #   rounds    from rxmigrate's stats (not known for stock)
+# Our receivers' page-data times ({"restore": …} lines: the receiving helper
+# appends to the sender's stats file, receive writes BASE.recv.jsonl) are
+# tabulated by ci/lab/perf_times.py.
 #   work      the guest's work rate from the start of the migration to its
 #             first heartbeat on the destination, over its rate in the
 #             seconds before (lab-work's ticks=): what a throttle cost it
@@ -52,7 +55,7 @@ perf_once() {
     sleep 1 # the probe's view of the domains before the migration
     hb0=$(heartbeat "$NAME")
     [ "$TYPE" = hvm ] && keep_serial "$NAME"
-    rm -f "$base.stats.jsonl"
+    rm -f "$base.stats.jsonl" "$base.recv.jsonl"
     start=$(date +%s.%N)
     case $v in
         stock)
@@ -72,7 +75,7 @@ perf_once() {
             # NAME+ac: the CLI's --auto-converge
             [ "${pol%+ac}" = "$pol" ] || { pol=${pol%+ac} ac=(--auto-converge); }
             "$BIN/count_relay" "$base.whole" -- "$RX" --hv xen migrate "$NAME" \
-                "$BIN/count_relay $base.relay -- $RX --hv xen receive" -s "" \
+                "$BIN/count_relay $base.relay -- $RX --hv xen receive --stats $base.recv.jsonl" -s "" \
                 --policy "$pol" "${ac[@]}" --stats "$base.stats.jsonl"
             ;;
         *)
