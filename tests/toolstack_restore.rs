@@ -17,6 +17,7 @@ use rxmigrate::migrate::{self, RestoreImageOptions};
 use rxmigrate::restore::NoHooks;
 use rxmigrate::x86::{start_info, vcpu};
 use sim_util::TestHost;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// What start_platform was handed: domain, device model state, config.
@@ -121,6 +122,8 @@ impl Toolstack for Recorder<'_> {
 struct Fresh<'a> {
     sim: &'a SimHost,
     fresh: DomId,
+    /// map_pages calls made.
+    maps: AtomicUsize,
 }
 
 impl Hypervisor for Fresh<'_> {
@@ -174,6 +177,7 @@ impl Hypervisor for Fresh<'_> {
         self.sim.page_types(d, g, o)
     }
     fn map_pages<'a>(&'a self, d: DomId, g: &[u64], w: bool) -> Result<Box<dyn PageMapping + 'a>> {
+        self.maps.fetch_add(1, Ordering::Relaxed);
         self.sim.map_pages(d, g, w)
     }
     fn guest_width(&self, d: DomId) -> Result<u32> {
@@ -415,6 +419,7 @@ fn a_config_the_simulated_host_cannot_run_is_refused_before_anything_is_built() 
 /// Restores a saved image of type `t` into a domain the toolstack built (as
 /// libxl does before running the helper), reported as Xen reports it then.
 /// Returns the host, the domain, the outcome and the hook calls made.
+/// The outcome, the toolstack's calls and the engine's map_pages calls.
 fn restore_into_toolstack_domain(
     t: GuestType,
 ) -> (
@@ -422,6 +427,7 @@ fn restore_into_toolstack_domain(
     DomId,
     rxmigrate::restore::RestoreOutcome,
     Vec<String>,
+    usize,
 ) {
     use rxmigrate::restore::{self, RestoreParams, Target};
     let img = saved_image(t);
@@ -445,6 +451,7 @@ fn restore_into_toolstack_domain(
     let fresh = Fresh {
         sim: &b.host,
         fresh: d,
+        maps: AtomicUsize::new(0),
     };
     let params = RestoreParams {
         store_evtchn: 5,
@@ -466,14 +473,34 @@ fn restore_into_toolstack_domain(
     .unwrap_or_else(|e| panic!("restore into the fresh {t} domain: {e}"));
     assert_eq!(out.domid, d);
     let calls = ts.calls();
+    let maps = fresh.maps.load(Ordering::Relaxed);
     drop((ts, fresh));
-    (b, d, out, calls)
+    (b, d, out, calls, maps)
+}
+
+#[test]
+fn pv_restore_maps_each_record_once_and_the_p2m_once() {
+    // 16 MiB: 4 096 pfns in PAGE_DATA records of up to 1 024. The first
+    // record holds the page tables, which map every pfn: localising them
+    // populates the whole guest, and its P2M frames (pfns 4-11) arrive in
+    // the same record. So the P2M is written once, after it, and never
+    // again; besides one mapping per record, start_info's at END.
+    let (_, _, out, _, maps) = restore_into_toolstack_domain(GuestType::Pv);
+    let records = out.stats.page_records as usize;
+    assert!(records >= 4, "{records} PAGE_DATA records");
+    assert_eq!(
+        maps,
+        records + 2,
+        "map_pages calls for {records} records (one each), the P2M and start_info"
+    );
+    assert_eq!(out.stats.populated, 4096);
+    assert_eq!(out.stats.pages, out.pages);
 }
 
 #[test]
 fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
     // Xen reports a PV domain libxl just built without a P2M.
-    let (b, d, out, calls) = restore_into_toolstack_domain(GuestType::Pv);
+    let (b, d, out, calls, _) = restore_into_toolstack_domain(GuestType::Pv);
     // libxl's channels, not the toolstack's; the grant table is seeded,
     // the rings are libxl's to connect.
     assert_eq!(
@@ -493,7 +520,7 @@ fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
 fn existing_hvm_domain_grows_with_the_stream() {
     // Xen reports an HVM domain libxl built for a restore with nothing
     // mapped yet.
-    let (b, d, out, _) = restore_into_toolstack_domain(GuestType::Hvm);
+    let (b, d, out, _, _) = restore_into_toolstack_domain(GuestType::Hvm);
     assert_eq!(b.host.hvm_param(d, 2).unwrap(), 5);
     assert_eq!(b.host.hvm_param(d, 18).unwrap(), 6);
     assert!(out.pages > 0);

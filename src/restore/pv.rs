@@ -2,6 +2,7 @@
 //! start_info, vCPU contexts, shared info, pinning, the guest's P2M.
 
 use super::{RestoreError, RestoreParams, VcpuStash};
+use crate::bitmap::Bitmap;
 use crate::hv::{DomId, Hypervisor, PageType, PvVcpuState, INVALID_MFN};
 use crate::stats::Timeline;
 use crate::stream::PAGE_SIZE;
@@ -25,7 +26,7 @@ pub(crate) struct PvRestore {
     /// restored P2M yet: entries that changed, or the frame's page arrived
     /// since it was last written. Kept small while pages arrive (see
     /// [`PvRestore::write_p2m`]), so that END has little left to do.
-    stale_frames: BTreeSet<usize>,
+    stale_frames: Bitmap,
     /// Pfns typed as pinned page tables, in pfn order (pinned at END).
     pinned: BTreeSet<u64>,
     pub(super) shared_info: Option<Vec<u8>>,
@@ -54,7 +55,7 @@ impl PvRestore {
         self.p2m = vec![INVALID_MFN; n];
         self.types = vec![PageType::XTAB; n];
         self.frame_index = frames.iter().enumerate().map(|(i, &f)| (f, i)).collect();
-        self.stale_frames = (0..frames.len()).collect();
+        self.stale_frames = Bitmap::full(frames.len() as u64);
         self.frames = Some(frames);
         Ok(())
     }
@@ -68,15 +69,17 @@ impl PvRestore {
     pub(super) fn set_mfn(&mut self, pfn: u64, mfn: u64) {
         if let Some(e) = self.p2m.get_mut(pfn as usize) {
             *e = mfn;
-            self.stale_frames.insert((pfn / FPP) as usize);
+            self.stale_frames.set(pfn / FPP);
         }
     }
     pub(super) fn set_type(&mut self, pfn: u64, ty: PageType) {
         if let Some(e) = self.types.get_mut(pfn as usize) {
-            *e = ty;
+            let was = std::mem::replace(e, ty);
+            // The set is touched only for page tables: a data page costs
+            // no lookup.
             if ty.is_pinned() {
                 self.pinned.insert(pfn);
-            } else {
+            } else if was.is_pinned() {
                 self.pinned.remove(&pfn);
             }
         }
@@ -85,7 +88,7 @@ impl PvRestore {
     /// are the sender's again.
     pub(super) fn page_written(&mut self, pfn: u64) {
         if let Some(&i) = self.frame_index.get(&pfn) {
-            self.stale_frames.insert(i);
+            self.stale_frames.set(i as u64);
         }
     }
 
@@ -102,8 +105,8 @@ impl PvRestore {
         };
         let todo: Vec<usize> = self
             .stale_frames
-            .iter()
-            .copied()
+            .iter_ones()
+            .map(|i| i as usize)
             .filter(|&i| self.mfn(frames[i]) != INVALID_MFN)
             .collect();
         if todo.is_empty() {
@@ -117,7 +120,7 @@ impl PvRestore {
                 let pfn = i as u64 * FPP + j;
                 page.write_u64(j as usize * 8, self.mfn(pfn));
             }
-            self.stale_frames.remove(&i);
+            self.stale_frames.clear(i as u64);
         }
         Ok(())
     }
@@ -267,7 +270,7 @@ impl PvRestore {
         }
         self.frames = Some(frames);
         self.write_p2m(hv, dom)?;
-        if let Some(&i) = self.stale_frames.iter().next() {
+        if let Some(i) = self.stale_frames.iter_ones().next() {
             return Err(RestoreError::Unsupported(format!(
                 "P2M frame #{i} has no frame to write the guest's P2M into"
             )));
