@@ -8,7 +8,10 @@
 lab_qemu_args() {
     local img=$1 smp=$2 xfer=$3 pidfile=$4 dom0_extra=$5
     shift 5
-    local xen_cmd="console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=1024M,max:1024M dom0_max_vcpus=$smp"
+    # conswitch=ax: the serial console's input stays with Xen (nothing types
+    # to dom0), so that a hung boot can be asked for Xen's debug keys
+    # (ci/lab/run, before it stops a stalled QEMU)
+    local xen_cmd="console=com1 com1=115200,8n1 conswitch=ax loglvl=all guest_loglvl=all dom0_mem=1024M,max:1024M dom0_max_vcpus=$smp"
     local dom0_cmd="console=hvc0 earlyprintk=xen root=LABEL=xenroot ro rootwait quiet loglevel=4 init=/usr/local/sbin/lab-init $dom0_extra"
     # TCG only: this host's /dev/kvm cannot run ordinary guests; qemu64+svm+npt
     # is the one CPU model under which Xen gets HAP (PVH/HVM) and dom0 lives.
