@@ -238,6 +238,21 @@ mod tests {
     }
 
     #[test]
+    fn is_zero_finds_any_byte() {
+        let mut f = frame();
+        for i in [0, 7, 8, 63, 2048, 4095] {
+            f.0[i] = 0x80;
+            // SAFETY: `f` is an aligned page that outlives the handle, and
+            // no reference to it is used while the handle is.
+            let p = unsafe { GuestPage::new(f.0.as_ptr()) };
+            assert!(!p.is_zero(), "byte {i}");
+            f.0[i] = 0;
+            // SAFETY: as above.
+            assert!(unsafe { GuestPage::new(f.0.as_ptr()) }.is_zero());
+        }
+    }
+
+    #[test]
     fn copies_round_trip_and_compare() {
         let mut f = frame();
         // SAFETY: `f` is an aligned page that outlives the handle, and no

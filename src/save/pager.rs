@@ -31,13 +31,6 @@ use crate::stream::{LibxcWriter, PfnEntry, PAGE_SIZE};
 use crate::x86::X86Error;
 use std::io::Write;
 
-/// Whether a page is all zero. Stops at the first non-zero 64-byte line, so
-/// a page with data costs a few loads, not a pass.
-pub(crate) fn is_zero(page: &[u8]) -> bool {
-    page.chunks(64)
-        .all(|line| line.iter().fold(0u8, |acc, &b| acc | b) == 0)
-}
-
 /// Per-batch work space, kept across batches.
 #[derive(Default)]
 struct Scratch {
@@ -211,13 +204,25 @@ impl<W: Write> Pager for HvPager<'_, W> {
         for (&pfn, &ty) in pfns.iter().zip(&s.types) {
             let mut ty = ty;
             if let (true, Some(m)) = (ty.has_data(), &map) {
+                let page = m.page(k);
+                k += 1;
+                // A zero page sent for the first time goes without data:
+                // checked in the frame itself (a data page stops at its
+                // first non-zero word), copied only if it has data. A write
+                // racing the check dirties the page, which goes again.
+                if ty == PageType::NOTAB && !self.sent.get(pfn) && page.is_zero() {
+                    ty = PageType::XALLOC;
+                    zero += 1;
+                    self.sent.set(pfn);
+                    s.entries.push(PfnEntry { pfn, ty });
+                    continue;
+                }
                 let start = used;
                 if s.copies.len() < start + PAGE_SIZE {
                     s.copies.resize(start + PAGE_SIZE, 0);
                 }
                 let copy = &mut s.copies[start..start + PAGE_SIZE];
-                m.page(k).copy_to(copy);
-                k += 1;
+                page.copy_to(copy);
                 let level = ty.pt_level();
                 let keep = if level != 0 {
                     match ops.normalise_page(level, copy) {
@@ -231,10 +236,6 @@ impl<W: Write> Pager for HvPager<'_, W> {
                         }
                         Err(source) => return Err(SaveError::PageTable { pfn, source }),
                     }
-                } else if ty == PageType::NOTAB && !self.sent.get(pfn) && is_zero(copy) {
-                    ty = PageType::XALLOC;
-                    zero += 1;
-                    false
                 } else {
                     true
                 };

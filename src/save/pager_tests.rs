@@ -106,7 +106,7 @@ fn zero_pages_go_without_data_on_their_first_send_only() {
             (5, PageType::XALLOC, None),
         ]
     );
-    assert!(is_zero(got[4].2.as_ref().unwrap()));
+    assert!(got[4].2.as_ref().unwrap().iter().all(|&b| b == 0));
     assert_eq!(got[3].2.as_ref().unwrap()[4095], 1);
     host.destroy(dom).unwrap();
 }
@@ -142,15 +142,4 @@ fn hvm_holes_never_sent_are_left_out() {
     let got: Vec<(u64, PageType)> = entries(&stream).iter().map(|e| (e.0, e.1)).collect();
     assert_eq!(got, vec![(0x9F, PageType::NOTAB), (0xC0, PageType::XALLOC)]);
     host.destroy(dom).unwrap();
-}
-
-#[test]
-fn is_zero_finds_any_byte() {
-    let mut p = vec![0u8; 4096];
-    assert!(is_zero(&p));
-    for i in [0, 63, 64, 2048, 4095] {
-        p[i] = 0x80;
-        assert!(!is_zero(&p), "byte {i}");
-        p[i] = 0;
-    }
 }
