@@ -97,12 +97,16 @@ struct Restored {
     after: Vec<u8>,
     code: Option<i32>,
     stderr: String,
+    /// The JSON lines of RXMIGRATE_STATS.
+    stats: Vec<serde_json::Value>,
 }
 
 /// `xl migrate-receive`'s side: run `--restore-domain` into the domain libxl
 /// built, feeding the stream and what libxl has after it.
 fn restore(host: &SimHost, dom: u32, stream: Vec<u8>, static_reply: i32) -> Restored {
     let (r, w) = pipe();
+    let stats_dir = tempfile::tempdir().expect("tempdir");
+    let stats_file = stats_dir.path().join("stats.jsonl");
     let args: Vec<String> = [
         "--restore-domain".to_string(),
         r.as_raw_fd().to_string(),
@@ -119,7 +123,10 @@ fn restore(host: &SimHost, dom: u32, stream: Vec<u8>, static_reply: i32) -> Rest
     let mut h = spawn(
         &args,
         &[r.as_raw_fd()],
-        &[("RXMIGRATE_HV", format!("sim:{}", host.dir().display()))],
+        &[
+            ("RXMIGRATE_HV", format!("sim:{}", host.dir().display())),
+            ("RXMIGRATE_STATS", stats_file.display().to_string()),
+        ],
     );
     let writer = std::thread::spawn(move || {
         let mut f = std::fs::File::from(w);
@@ -149,11 +156,17 @@ fn restore(host: &SimHost, dom: u32, stream: Vec<u8>, static_reply: i32) -> Rest
         .read_to_end(&mut after)
         .expect("rest of the fd");
     writer.join().expect("writer");
+    let stats = std::fs::read_to_string(&stats_file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stats line is JSON"))
+        .collect();
     Restored {
         received,
         after,
         code,
         stderr,
+        stats,
     }
 }
 
@@ -365,6 +378,20 @@ fn save_then_restore(t: GuestType, live: bool) {
     // Its RAM matches a reference run to the same step.
     let rep = check(&b, nd).expect("oracle");
     assert!(rep.ok(), "{rep}");
+    // The restore's line in the stats file: the page data it applied.
+    let [line] = r.stats.as_slice() else {
+        panic!("one restore line expected: {:?}", r.stats)
+    };
+    let st = &line["restore"];
+    assert!(st["page_records"].as_u64().unwrap() >= 1, "{line}");
+    assert!(st["pages"].as_u64().unwrap() > 0, "{line}");
+    assert!(st["times"]["copy_ms"].is_f64(), "{line}");
+    assert!(
+        libxl_side::logs(&r.received)
+            .iter()
+            .any(|(_, l)| l.starts_with("restore: ")),
+        "the restore's times in libxl's log"
+    );
 }
 
 #[test]
