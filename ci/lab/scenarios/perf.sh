@@ -21,12 +21,12 @@
 #   cpu_s     CPU seconds of the whole migration (sender, receiver and all
 #             they waited for) and of the receiving side alone
 #   rounds    from rxmigrate's stats (not known for stock)
-# Our receivers' page-data times ({"restore": …} lines: the receiving helper
-# appends to the sender's stats file, receive writes BASE.recv.jsonl) are
-# tabulated by ci/lab/perf_times.py.
 #   work      the guest's work rate from the start of the migration to its
 #             first heartbeat on the destination, over its rate in the
 #             seconds before (lab-work's ticks=): what a throttle cost it
+# Our receivers' page-data times ({"restore": …} lines: the receiving helper
+# appends to the sender's stats file, receive writes BASE.recv.jsonl) are
+# tabulated by ci/lab/perf_times.py.
 # One `perf` record line per migration; ci/lab/perf_report.py makes the table.
 
 read -r -a PERF_VARIANTS <<<"${LAB_PERF_VARIANTS:-stock plugin-xen4 plugin-hotpage rx}"
