@@ -416,24 +416,29 @@ fn a_config_the_simulated_host_cannot_run_is_refused_before_anything_is_built() 
     assert!(b.host.check_restore_config(&config).is_ok());
 }
 
+/// What a restore into a toolstack-built domain left behind.
+struct ToolstackRestore {
+    host: TestHost,
+    domid: DomId,
+    out: rxmigrate::restore::RestoreOutcome,
+    /// The toolstack hooks' calls.
+    calls: Vec<String>,
+    /// The engine's map_pages calls.
+    maps: usize,
+    /// PAGE_DATA records of the image that carry page data (a record of
+    /// XALLOC entries only has nothing to map).
+    data_records: usize,
+}
+
 /// Restores a saved image of type `t` into a domain the toolstack built (as
 /// libxl does before running the helper), reported as Xen reports it then.
-/// Returns the host, the domain, the outcome and the hook calls made.
-/// The outcome, the toolstack's calls and the engine's map_pages calls.
-fn restore_into_toolstack_domain(
-    t: GuestType,
-) -> (
-    TestHost,
-    DomId,
-    rxmigrate::restore::RestoreOutcome,
-    Vec<String>,
-    usize,
-) {
+fn restore_into_toolstack_domain(t: GuestType) -> ToolstackRestore {
     use rxmigrate::restore::{self, RestoreParams, Target};
     let img = saved_image(t);
     let b = TestHost::new();
     let mut input = img.as_slice();
     let config = rxmigrate::image::read_start(&mut input).unwrap().unwrap();
+    let data_records = data_records(input);
     // Built by another toolstack (libxl): the simulated one's record of it
     // says so.
     let d = b
@@ -475,7 +480,31 @@ fn restore_into_toolstack_domain(
     let calls = ts.calls();
     let maps = fresh.maps.load(Ordering::Relaxed);
     drop((ts, fresh));
-    (b, d, out, calls, maps)
+    ToolstackRestore {
+        host: b,
+        domid: d,
+        out,
+        calls,
+        maps,
+        data_records,
+    }
+}
+
+/// The PAGE_DATA records of a libxc stream that carry page data. How many
+/// there are depends on what the guest wrote before the save (its workload
+/// runs on its own clock).
+fn data_records(stream: &[u8]) -> usize {
+    use rxmigrate::stream::Record;
+    let mut r = rxmigrate::stream::LibxcReader::new(stream).unwrap();
+    let mut n = 0;
+    while let Some(rec) = r.next_record().unwrap() {
+        match rec {
+            Record::PageData(pd) if pd.pages_with_data() > 0 => n += 1,
+            Record::End => break,
+            _ => {}
+        }
+    }
+    n
 }
 
 #[test]
@@ -484,14 +513,17 @@ fn pv_restore_maps_each_record_once_and_the_p2m_once() {
     // record holds the page tables, which map every pfn: localising them
     // populates the whole guest, and its P2M frames (pfns 4-11) arrive in
     // the same record. So the P2M is written once, after it, and never
-    // again; besides one mapping per record, start_info's at END.
-    let (_, _, out, _, maps) = restore_into_toolstack_domain(GuestType::Pv);
+    // again; besides one mapping per record with data (one of zero pages
+    // only is populated, not mapped), start_info's at END.
+    let r = restore_into_toolstack_domain(GuestType::Pv);
+    let (out, maps, with_data) = (&r.out, r.maps, r.data_records);
     let records = out.stats.page_records as usize;
     assert!(records >= 4, "{records} PAGE_DATA records");
+    assert!(with_data >= 1, "the page tables' record carries data");
     assert_eq!(
         maps,
-        records + 2,
-        "map_pages calls for {records} records (one each), the P2M and start_info"
+        with_data + 2,
+        "map_pages calls for {with_data} records with data (one each), the P2M and start_info"
     );
     assert_eq!(out.stats.populated, 4096);
     assert_eq!(out.stats.pages, out.pages);
@@ -500,7 +532,13 @@ fn pv_restore_maps_each_record_once_and_the_p2m_once() {
 #[test]
 fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
     // Xen reports a PV domain libxl just built without a P2M.
-    let (b, d, out, calls, _) = restore_into_toolstack_domain(GuestType::Pv);
+    let ToolstackRestore {
+        host: b,
+        domid: d,
+        out,
+        calls,
+        ..
+    } = restore_into_toolstack_domain(GuestType::Pv);
     // libxl's channels, not the toolstack's; the grant table is seeded,
     // the rings are libxl's to connect.
     assert_eq!(
@@ -520,7 +558,12 @@ fn existing_pv_domain_without_a_p2m_is_sized_by_the_stream() {
 fn existing_hvm_domain_grows_with_the_stream() {
     // Xen reports an HVM domain libxl built for a restore with nothing
     // mapped yet.
-    let (b, d, out, _, _) = restore_into_toolstack_domain(GuestType::Hvm);
+    let ToolstackRestore {
+        host: b,
+        domid: d,
+        out,
+        ..
+    } = restore_into_toolstack_domain(GuestType::Hvm);
     assert_eq!(b.host.hvm_param(d, 2).unwrap(), 5);
     assert_eq!(b.host.hvm_param(d, 18).unwrap(), 6);
     assert!(out.pages > 0);
