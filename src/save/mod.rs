@@ -157,14 +157,23 @@ pub fn save<W: Write>(
     let mut pager = HvPager::new(hv, dom, ops.as_ref(), w, hooks);
     let outcome = run_engine(hv, &mut pager, policy, &info, opts);
     let zero_pages = pager.zero_pages_total();
+    let xen_logdirty = pager.logdirty_is_on();
     let mut w = pager.finish();
     let outcome = outcome?;
     let mut timeline = Timeline::default();
     timeline.mark_at("tx:final_round", instant_ms(outcome.final_round_done));
+    // The END record goes before log-dirty is switched off, as Xen's saver
+    // does it: the receiver finishes while libxl asks the device model to
+    // stop tracking (a QMP round trip in the pause), not after it.
+    let tail =
+        write_tail(hv, ops.as_ref(), &info, &mut w, &mut timeline).and_then(|()| Ok(w.finish()?));
+    if tail.is_ok() {
+        timeline.mark("tx:end");
+    }
+    let off = logdirty_off(hv, hooks, &info, xen_logdirty);
     timeline.mark("tx:logdirty_off");
-    write_tail(hv, ops.as_ref(), &info, &mut w, &mut timeline)?;
-    let out = w.finish()?;
-    timeline.mark("tx:end");
+    let out = tail?;
+    off?;
 
     let last = outcome.rounds.last();
     let summary = Summary {
@@ -201,8 +210,9 @@ pub fn save<W: Write>(
     ))
 }
 
-/// The rounds, with log-dirty switched on for them and off again afterwards
-/// whatever happens.
+/// The rounds, with log-dirty switched on for them. On failure it is
+/// switched off again here; on success it stays on until the stream's END
+/// ([`logdirty_off`]).
 fn run_engine<W: Write>(
     hv: &dyn Hypervisor,
     pager: &mut HvPager<'_, W>,
@@ -238,16 +248,42 @@ fn run_engine<W: Write>(
     } else {
         rounds::run_nonlive(pager, info.p2m_size())
     };
-    let off = pager.logdirty_disable();
-    let qemu_off = if hvm {
-        pager.hooks().switch_qemu_logdirty(info.domid, false)
+    if result.is_err() {
+        let off = pager.logdirty_disable();
+        let qemu_off = if hvm {
+            pager.hooks().switch_qemu_logdirty(info.domid, false)
+        } else {
+            Ok(())
+        };
+        // The rounds' error is the one to report; a failure to switch off
+        // after it is logged.
+        for e in [off, qemu_off].into_iter().filter_map(Result::err) {
+            log::error!("after the failed save of domain {}: {e}", info.domid);
+        }
+    }
+    result
+}
+
+/// Log-dirty off after a successful save: Xen's (if the rounds switched it
+/// on) and the device model's (HVM). Both are tried; the first failure is
+/// returned.
+fn logdirty_off(
+    hv: &dyn Hypervisor,
+    hooks: &mut dyn SaveHooks,
+    info: &crate::hv::DomainInfo,
+    xen: bool,
+) -> Result<(), SaveError> {
+    let off = if xen {
+        hv.logdirty_disable(info.domid).map_err(SaveError::from)
     } else {
         Ok(())
     };
-    let outcome = result?;
-    off?;
-    qemu_off?;
-    Ok(outcome)
+    let qemu_off = if info.guest_type == GuestType::Hvm {
+        hooks.switch_qemu_logdirty(info.domid, false)
+    } else {
+        Ok(())
+    };
+    off.and(qemu_off)
 }
 
 /// Records after the memory: `end_of_checkpoint` in Xen's terms.

@@ -124,6 +124,11 @@ impl<'a, W: Write> HvPager<'a, W> {
         }
         Ok(())
     }
+    /// Whether Xen's log-dirty mode is on (switched on by
+    /// [`Self::logdirty_enable`] and not off since).
+    pub fn logdirty_is_on(&self) -> bool {
+        self.logdirty_on
+    }
     /// Pages sent as zero pages over the whole save.
     pub fn zero_pages_total(&self) -> u64 {
         self.zero_pages
