@@ -14,7 +14,7 @@
 //!   owning the guest. See docs/FAULTS.md.
 
 use crate::cancel;
-use crate::hv::{DomId, DomainConfig, Host, HvError, Hypervisor, ShutdownReason};
+use crate::hv::{DomId, DomainConfig, Host, HvError, Hypervisor, ShutdownReason, Toolstack};
 use crate::image::{self, ImageError};
 use crate::precopy::Policy;
 use crate::restore::{
@@ -80,6 +80,30 @@ fn resume_source(hv: &dyn Hypervisor, dom: DomId) -> String {
     }
 }
 
+/// The caller's hooks, plus what libxl does at `switch_qemu_logdirty` when
+/// xl saves: the device model's own dirty tracking, through the toolstack.
+struct DeviceModelTracking<'a> {
+    inner: &'a mut dyn SaveHooks,
+    ts: &'a dyn Toolstack,
+}
+
+impl SaveHooks for DeviceModelTracking<'_> {
+    fn suspend(&mut self, hv: &dyn Hypervisor, dom: DomId) -> Result<(), SaveError> {
+        self.inner.suspend(hv, dom)
+    }
+    fn switch_qemu_logdirty(&mut self, dom: DomId, enable: bool) -> Result<(), SaveError> {
+        self.inner.switch_qemu_logdirty(dom, enable)?;
+        self.ts.device_model_dirty_log(dom, enable)?;
+        Ok(())
+    }
+    fn round_done(&mut self, stats: &crate::stats::RoundStats) {
+        self.inner.round_done(stats)
+    }
+    fn progress(&mut self, done: u64, total: u64) {
+        self.inner.progress(done, total)
+    }
+}
+
 /// Write domain `dom` as an xl save image (xl header, libxl stream around the
 /// libxc stream) into `out`. The guest is left suspended on success; on
 /// failure it is resumed.
@@ -102,7 +126,8 @@ pub fn save_image<'h, W: Write>(
     if !raw {
         image::write_start(&mut w, &ts.domain_config(dom)?)?;
     }
-    let (mut outcome, mut w) = match save::save(hv, dom, w, policy, opts, hooks) {
+    let mut hooks = DeviceModelTracking { inner: hooks, ts };
+    let (mut outcome, mut w) = match save::save(hv, dom, w, policy, opts, &mut hooks) {
         Ok(x) => x,
         Err(e) => return Err(fail(e)),
     };

@@ -93,6 +93,9 @@ impl Toolstack for Recorder<'_> {
         ));
         self.sim.restore_finished(d, r)
     }
+    fn device_model_dirty_log(&self, d: DomId, enable: bool) -> Result<()> {
+        self.sim.device_model_dirty_log(d, enable)
+    }
     fn device_model_state(&self, d: DomId) -> Result<Option<DeviceModelState>> {
         match &self.saved_dm {
             Some(dm) => Ok(Some(dm.clone())),

@@ -59,6 +59,9 @@ pub struct ToolstackState {
     pub device_model: Option<DeviceModelState>,
     /// The device model was started (`start_platform`).
     pub platform_started: bool,
+    /// The device model's dirty tracking is on (`device_model_dirty_log`).
+    #[serde(default)]
+    pub dm_dirty_log: bool,
 }
 
 /// The first ports an unbound event channel gets (port 0 is never used).
@@ -345,6 +348,16 @@ impl Toolstack for SimHost {
             });
         }
         self.introduce(dom, rings)
+    }
+
+    fn device_model_dirty_log(&self, dom: DomId, enable: bool) -> Result<()> {
+        if self.device_model_state(dom)?.is_none() {
+            return Ok(());
+        }
+        self.update_toolstack(dom, |st| {
+            st.dm_dirty_log = enable;
+            Ok(())
+        })
     }
 
     fn device_model_state(&self, dom: DomId) -> Result<Option<DeviceModelState>> {

@@ -114,6 +114,12 @@ pub trait Toolstack: Send + Sync {
     /// complete (still paused): write where its rings are and introduce it
     /// to xenstore, so that dom0's daemons serve it.
     fn restore_finished(&self, dom: DomId, rings: &Rings) -> Result<()>;
+    /// Switch the device model's own dirty tracking on or off for a live
+    /// save (libxl's `switch_qemu_logdirty`): while it is on, what the
+    /// device model writes into guest memory (emulated DMA) is marked in
+    /// Xen's log-dirty bitmap, which sees only the guest's own writes.
+    /// Nothing to do for a guest without a device model.
+    fn device_model_dirty_log(&self, dom: DomId, enable: bool) -> Result<()>;
     /// A suspended HVM guest's device model, stopped and saved (libxl's
     /// EMULATOR_XENSTORE_DATA and EMULATOR_CONTEXT records). `None`: the
     /// guest has no device model.

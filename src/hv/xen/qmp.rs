@@ -83,6 +83,16 @@ pub fn save_device_state(sock: &Path, file: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Switches the device model's dirty tracking on or off: while on, it
+/// reports what it writes into guest memory to Xen's log-dirty bitmap.
+pub fn set_dirty_log(sock: &Path, enable: bool) -> Result<(), String> {
+    Qmp::connect(sock)?.execute(
+        "xen-set-global-dirty-log",
+        Some(json!({ "enable": enable })),
+    )?;
+    Ok(())
+}
+
 /// Lets a stopped device model run again (after a cancelled save).
 pub fn resume(sock: &Path) -> Result<(), String> {
     Qmp::connect(sock)?.execute("cont", None)?;
@@ -126,7 +136,11 @@ mod tests {
                 } else {
                     writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
                 }
-                seen.push(cmd);
+                if cmd == "xen-set-global-dirty-log" {
+                    seen.push(format!("{cmd} {}", v["arguments"]));
+                } else {
+                    seen.push(cmd);
+                }
                 line.clear();
             }
             seen
@@ -145,6 +159,23 @@ mod tests {
             t.join().unwrap(),
             vec!["qmp_capabilities", "stop", "xen-save-devices-state"]
         );
+    }
+
+    #[test]
+    fn dirty_log_on_and_off() {
+        let d = tempfile::tempdir().unwrap();
+        for enable in [true, false] {
+            let sock = d.path().join(format!("qmp-{enable}"));
+            let t = fake_qemu(&sock, None);
+            set_dirty_log(&sock, enable).unwrap();
+            assert_eq!(
+                t.join().unwrap(),
+                vec![
+                    "qmp_capabilities".to_string(),
+                    format!("xen-set-global-dirty-log {{\"enable\":{enable}}}")
+                ]
+            );
+        }
     }
 
     #[test]

@@ -100,6 +100,15 @@ impl Toolstack for XenHost {
         self.h.xs_introduce(dom, rings.store_gfn, c.store_evtchn)
     }
 
+    fn device_model_dirty_log(&self, dom: DomId, enable: bool) -> Result<()> {
+        let info = self.raw_info(dom)?;
+        let sock = qmp::socket_path(dom);
+        if !XenHost::is_hvm(&info) || !sock.exists() {
+            return Ok(());
+        }
+        qmp::set_dirty_log(&sock, enable).map_err(|e| HvError::op(dom, "device_model_dirty_log", e))
+    }
+
     fn device_model_state(&self, dom: DomId) -> Result<Option<DeviceModelState>> {
         let info = self.raw_info(dom)?;
         let sock = qmp::socket_path(dom);

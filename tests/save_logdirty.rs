@@ -1,14 +1,18 @@
-//! The order of a save's last steps, as Xen's saver has them: the stream's
-//! END record is written (and flushed) before log-dirty is switched off,
-//! Xen's first and then the device model's. The receiver can finish while
-//! the sender's toolstack asks QEMU to stop tracking; on a failed save
-//! log-dirty is off before the error is returned.
+//! Log-dirty around a save. The order of the last steps, as Xen's saver
+//! has them: the stream's END record is written (and flushed) before
+//! log-dirty is switched off, Xen's first and then the device model's. The
+//! receiver can finish while the sender's toolstack asks QEMU to stop
+//! tracking; on a failed save log-dirty is off before the error is
+//! returned. And a standalone save (`rxmigrate save --live`, `migrate`)
+//! has the device model track its own writes to guest memory during the
+//! rounds, as libxl has it for xl.
 
 mod sim_util;
 
 use rxmigrate::hv::sim::{GuestConfig, SimHost, WorkloadKind};
 use rxmigrate::hv::{DomId, GuestType};
 use rxmigrate::save::{self, SaveError, SaveHooks, SaveOptions};
+use rxmigrate::stats::RoundStats;
 use sim_util::TestHost;
 use std::cell::RefCell;
 use std::io::Write;
@@ -142,4 +146,69 @@ fn a_failed_save_switches_log_dirty_off_before_it_returns() {
     assert_eq!(hooks.qemu_off.len(), 1, "device model told once");
     assert!(!hooks.qemu_off[0].xen_logdirty_on);
     assert!(!t.host.logdirty_enabled(dom).unwrap());
+}
+
+/// Records whether the device model tracked its writes at each round's end.
+struct DmWatch<'a> {
+    host: &'a SimHost,
+    dom: DomId,
+    tracking: Vec<bool>,
+}
+
+impl SaveHooks for DmWatch<'_> {
+    fn round_done(&mut self, _: &RoundStats) {
+        let st = self.host.toolstack_state(self.dom).unwrap();
+        self.tracking.push(st.dm_dirty_log);
+    }
+}
+
+fn standalone_save<W: Write>(t: &TestHost, dom: DomId, out: W, live: bool) -> (bool, Vec<bool>) {
+    let mut w = DmWatch {
+        host: &t.host,
+        dom,
+        tracking: Vec::new(),
+    };
+    let mut p = rxmigrate::precopy::by_name("hotpage").unwrap();
+    let r = rxmigrate::migrate::save_image(
+        &t.host,
+        dom,
+        out,
+        p.as_mut(),
+        SaveOptions { live },
+        &mut w,
+        false,
+    );
+    (r.is_ok(), w.tracking)
+}
+
+#[test]
+fn a_standalone_save_has_the_device_model_track_its_writes_during_the_rounds() {
+    let mut t = TestHost::new();
+    let dom = hvm_guest(&mut t);
+    let (ok, tracking) = standalone_save(&t, dom, std::io::sink(), true);
+    assert!(ok);
+    assert!(tracking.len() >= 2, "{tracking:?}");
+    assert!(tracking.iter().all(|&on| on), "{tracking:?}");
+    assert!(!t.host.toolstack_state(dom).unwrap().dm_dirty_log);
+    // A failed save leaves it off too.
+    let dom = {
+        let mut c = GuestConfig::new("h", GuestType::Hvm, 16, WorkloadKind::Uniform);
+        c.seed = 6;
+        t.create(&c)
+    };
+    let (ok, tracking) = standalone_save(&t, dom, Breaks { left: 256 << 10 }, true);
+    assert!(!ok);
+    assert!(tracking.iter().all(|&on| on), "{tracking:?}");
+    assert!(!t.host.toolstack_state(dom).unwrap().dm_dirty_log);
+}
+
+#[test]
+fn a_pv_guest_has_no_device_model_to_track() {
+    let mut t = TestHost::new();
+    let mut c = GuestConfig::new("p", GuestType::Pv, 16, WorkloadKind::Uniform);
+    c.seed = 7;
+    let dom = t.create(&c);
+    let (ok, tracking) = standalone_save(&t, dom, std::io::sink(), true);
+    assert!(ok);
+    assert!(tracking.iter().all(|&on| !on), "{tracking:?}");
 }
