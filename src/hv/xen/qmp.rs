@@ -72,6 +72,12 @@ impl Qmp {
     }
 }
 
+/// Stops the device model (its emulation and its I/O).
+pub fn stop(sock: &Path) -> Result<(), String> {
+    Qmp::connect(sock)?.execute("stop", None)?;
+    Ok(())
+}
+
 /// Stops the device model and saves its state to `file` (non-live).
 pub fn save_device_state(sock: &Path, file: &Path) -> Result<(), String> {
     let mut q = Qmp::connect(sock)?;
@@ -159,6 +165,15 @@ mod tests {
             t.join().unwrap(),
             vec!["qmp_capabilities", "stop", "xen-save-devices-state"]
         );
+    }
+
+    #[test]
+    fn stop_stops() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("qmp");
+        let t = fake_qemu(&sock, None);
+        stop(&sock).unwrap();
+        assert_eq!(t.join().unwrap(), vec!["qmp_capabilities", "stop"]);
     }
 
     #[test]

@@ -52,7 +52,23 @@ fn has_pv_control(host: &XenHost, dom: DomId, hvm: bool) -> Result<bool> {
     Ok(host.hvm_param(dom, HVM_PARAM_CALLBACK_IRQ)? != 0)
 }
 
+/// Suspends the guest and, for HVM, stops its device model, as libxl's
+/// suspend does: what QEMU still had in flight (emulated DMA) lands before
+/// the final round's dirty bitmap is taken, not after it. A resume sends
+/// QEMU `cont`.
 pub fn suspend(host: &XenHost, dom: DomId) -> Result<()> {
+    let hvm = host.domain_info(dom)?.guest_type == GuestType::Hvm;
+    suspend_guest(host, dom)?;
+    if hvm {
+        let sock = super::qmp::socket_path(dom);
+        if sock.exists() {
+            super::qmp::stop(&sock).map_err(|e| HvError::op(dom, "suspend", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn suspend_guest(host: &XenHost, dom: DomId) -> Result<()> {
     let info = host.domain_info(dom)?;
     if info.shutdown == Some(ShutdownReason::Suspend) {
         return Ok(());
