@@ -82,9 +82,14 @@ fn resume_source(hv: &dyn Hypervisor, dom: DomId) -> String {
 
 /// The caller's hooks, plus what libxl does at `switch_qemu_logdirty` when
 /// xl saves: the device model's own dirty tracking, through the toolstack.
+/// Switching it off is left to [`DeviceModelTrackingOff`]: the guest is
+/// suspended and the device model stopped by then, so it can wait until
+/// the image is out, off the pause.
 struct DeviceModelTracking<'a> {
     inner: &'a mut dyn SaveHooks,
     ts: &'a dyn Toolstack,
+    /// Tracking is on and still to be switched off.
+    on: Option<DomId>,
 }
 
 impl SaveHooks for DeviceModelTracking<'_> {
@@ -93,7 +98,10 @@ impl SaveHooks for DeviceModelTracking<'_> {
     }
     fn switch_qemu_logdirty(&mut self, dom: DomId, enable: bool) -> Result<(), SaveError> {
         self.inner.switch_qemu_logdirty(dom, enable)?;
-        self.ts.device_model_dirty_log(dom, enable)?;
+        if enable {
+            self.ts.device_model_dirty_log(dom, true)?;
+            self.on = Some(dom);
+        }
         Ok(())
     }
     fn round_done(&mut self, stats: &crate::stats::RoundStats) {
@@ -101,6 +109,27 @@ impl SaveHooks for DeviceModelTracking<'_> {
     }
     fn progress(&mut self, done: u64, total: u64) {
         self.inner.progress(done, total)
+    }
+}
+
+/// Switches the device model's dirty tracking off when dropped: after the
+/// image is written on success, before the error is returned on failure.
+struct DeviceModelTrackingOff<'a> {
+    ts: &'a dyn Toolstack,
+    on: Option<DomId>,
+}
+
+impl Drop for DeviceModelTrackingOff<'_> {
+    fn drop(&mut self) {
+        if let Some(dom) = self.on.take() {
+            // The image does not depend on it: a failure costs the device
+            // model's tracking work while the guest lives on here, nothing
+            // more, so it is reported, not returned.
+            match self.ts.device_model_dirty_log(dom, false) {
+                Ok(()) => log::debug!("domain {dom}: device model's dirty tracking off"),
+                Err(e) => log::warn!("switching the device model's dirty tracking off: {e}"),
+            }
+        }
     }
 }
 
@@ -126,8 +155,14 @@ pub fn save_image<'h, W: Write>(
     if !raw {
         image::write_start(&mut w, &ts.domain_config(dom)?)?;
     }
-    let mut hooks = DeviceModelTracking { inner: hooks, ts };
-    let (mut outcome, mut w) = match save::save(hv, dom, w, policy, opts, &mut hooks) {
+    let mut hooks = DeviceModelTracking {
+        inner: hooks,
+        ts,
+        on: None,
+    };
+    let saved = save::save(hv, dom, w, policy, opts, &mut hooks);
+    let _tracking_off = DeviceModelTrackingOff { ts, on: hooks.on };
+    let (mut outcome, mut w) = match saved {
         Ok(x) => x,
         Err(e) => return Err(fail(e)),
     };
