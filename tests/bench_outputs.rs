@@ -179,6 +179,57 @@ fn assert_attributes_unique(svg: &str, name: &str) {
     }
 }
 
+/// An idle guest's stream, filled and fresh: a filled guest's data pages
+/// all travel with their bytes; a fresh guest's travel as XALLOC entries
+/// without data, so its stream is a fraction of the memory. The setup
+/// records which.
+#[test]
+fn guest_contents_filled_or_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bytes = Vec::new();
+    for contents in ["filled", "fresh"] {
+        let out = tmp.path().join(contents);
+        let o = bench(
+            &out,
+            tmp.path(),
+            &[
+                "--sizes",
+                "8M",
+                "--workloads",
+                "idle",
+                "--policies",
+                "xen4",
+                "--repeats",
+                "1",
+                "--warmup-ms",
+                "20",
+                "--contents",
+                contents,
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{contents}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+        let r: BenchResults = serde_json::from_str(&json).expect("results.json parses");
+        assert_eq!(r.setup.contents, contents);
+        let table = std::fs::read_to_string(out.join("table.md")).expect("table.md");
+        assert!(table.contains(if contents == "filled" {
+            "filled with data"
+        } else {
+            "zero at the start"
+        }));
+        bytes.push(r.runs[0].total_bytes);
+    }
+    let memory = 8u64 << 20;
+    // Filled: every page of the 8 MiB guest but its few special ones
+    // carries 4 KiB; fresh: the data pages carry none.
+    assert!(bytes[0] > memory * 9 / 10, "filled sent {} bytes", bytes[0]);
+    assert!(bytes[1] < memory / 4, "fresh sent {} bytes", bytes[1]);
+}
+
 #[test]
 fn bad_arguments_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
@@ -189,6 +240,7 @@ fn bad_arguments_are_refused_by_name() {
         (&["--policies", "xen3"][..], "xen3"),
         (&["--bandwidth", "fast"][..], "bandwidth"),
         (&["--repeats", "0"][..], "repeats"),
+        (&["--contents", "full"][..], "contents"),
     ] {
         let o = bench(&out, tmp.path(), args);
         assert!(!o.status.success(), "{args:?} accepted");

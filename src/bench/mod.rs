@@ -9,6 +9,7 @@
 //! (medians, ratios), `report` (table.md, CSV, JSON), `svg` (plots);
 //! `throughput` is the unthrottled suite (engine against a plain socket copy).
 
+pub mod contents;
 pub mod netns;
 pub mod report;
 pub mod results;
@@ -98,6 +99,7 @@ pub fn run_suite(cfg: &BenchConfig, obs: &mut dyn Observer) -> Result<BenchResul
         repeats: cfg.repeats,
         guest_type: cfg.guest_type.to_string(),
         warmup_ms: cfg.warmup.as_millis() as u64,
+        contents: cfg.contents.name().to_string(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         tracking: std::env::var("RXMIGRATE_SIM_TRACKING")
             .ok()
@@ -134,6 +136,7 @@ pub fn run_suite(cfg: &BenchConfig, obs: &mut dyn Observer) -> Result<BenchResul
                         guest_type: cfg.guest_type,
                         bandwidth: cfg.bandwidth,
                         warmup: cfg.warmup,
+                        contents: cfg.contents,
                         link: link.as_ref(),
                     };
                     let label = spec.label();

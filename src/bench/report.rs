@@ -103,7 +103,7 @@ pub fn table_md(r: &BenchResults) -> String {
     let s = &r.setup;
     let _ = writeln!(
         t,
-        "Link {:.0} Mbit/s ({}), {} guests, seed {}, median of {} run(s), \
+        "Link {:.0} Mbit/s ({}), {} guests{}, seed {}, median of {} run(s), \
          {} CPU(s), dirty tracking: {}.\n",
         s.bandwidth_bytes_per_s as f64 * 8.0 / 1e6,
         if s.link.is_empty() {
@@ -112,6 +112,11 @@ pub fn table_md(r: &BenchResults) -> String {
             &s.link
         },
         s.guest_type.to_uppercase(),
+        match s.contents.as_str() {
+            "filled" => " (memory filled with data at the start)",
+            "fresh" => " (memory zero at the start but for what the workload writes)",
+            _ => "",
+        },
         s.seed,
         s.repeats,
         s.cpus,

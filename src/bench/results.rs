@@ -202,6 +202,11 @@ pub struct Setup {
     pub repeats: u32,
     pub guest_type: String,
     pub warmup_ms: u64,
+    /// The guests' memory at the start: `filled` or `fresh` (absent in
+    /// results made before the choice existed: fresh guests, whose zero
+    /// pages then travelled with their data).
+    #[serde(default)]
+    pub contents: String,
     pub cpus: usize,
     pub tracking: String,
     pub workloads: Vec<WorkloadNote>,
@@ -332,6 +337,7 @@ mod tests {
             repeats: 3,
             guest_type: "pv".into(),
             warmup_ms: 0,
+            contents: "filled".into(),
             cpus: 2,
             tracking: "uffd".into(),
             workloads: vec![],

@@ -2,6 +2,7 @@
 //! source, the receiver in a thread, the stream through the sender's rate
 //! limiter over a socket pair, then the destination copy is destroyed.
 
+use super::contents::{fill, Contents};
 use super::netns::NetnsLink;
 use super::results::RunResult;
 use super::suite::Scenario;
@@ -32,6 +33,7 @@ pub struct RunSpec<'a> {
     pub guest_type: GuestType,
     pub bandwidth: u64,
     pub warmup: Duration,
+    pub contents: Contents,
     /// Over a tc-shaped veth pair instead of the sender's rate limiter.
     pub link: Option<&'a NetnsLink>,
 }
@@ -53,6 +55,9 @@ impl RunSpec<'_> {
         g.seed = self.seed;
         g.rate = self.scenario.steps_per_s(self.bandwidth);
         g.trace = self.scenario.trace.as_ref().map(|t| t.spec.clone());
+        // A filled guest starts paused: its pages are written before its
+        // workload runs.
+        g.paused = self.contents == Contents::Filled;
         g
     }
 }
@@ -92,7 +97,8 @@ pub fn run_one(
     let dst = SimHost::open(dst_dir)?;
     let guest = spec.guest();
     let dom = src.create_guest(&guest)?;
-    let result = migrate_guest(src, dom, dst_dir, spec, obs);
+    let result = start_guest(src, dom, spec, guest.pages())
+        .and_then(|()| migrate_guest(src, dom, dst_dir, spec, obs));
     let (outcome, dst_dom, step0, elapsed) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -113,6 +119,15 @@ pub fn run_one(
         &outcome,
         step1.saturating_sub(step0) as f64 / elapsed.as_secs_f64().max(1e-9),
     ))
+}
+
+/// Fill a paused guest's memory when the run asks for it, then let it run.
+fn start_guest(src: &SimHost, dom: DomId, spec: &RunSpec<'_>, pages: u64) -> Result<(), String> {
+    if spec.contents == Contents::Filled {
+        fill(src, dom, spec.guest_type, pages).map_err(|e| format!("filling the guest: {e}"))?;
+        src.unpause(dom).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 type Migrated = (migrate::MigrateOutcome, DomId, u64, Duration);

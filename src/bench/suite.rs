@@ -5,6 +5,7 @@
 //! fraction of the pages per second the link carries), so a scenario means
 //! the same thing — converging, not converging — at any `--bandwidth`.
 
+use super::contents::Contents;
 use super::BenchError;
 use crate::hv::sim::{parse_workload, TraceSpec, WorkloadKind, WorkloadParams};
 use crate::hv::GuestType;
@@ -274,6 +275,8 @@ pub struct BenchConfig {
     pub guest_type: GuestType,
     /// How long the guest runs before the migration starts.
     pub warmup: Duration,
+    /// What the guest's memory holds when it starts.
+    pub contents: Contents,
     /// Over a veth pair into a network namespace shaped with tc (root only)
     /// instead of the sender's rate limiter.
     pub netns: bool,
@@ -298,6 +301,7 @@ impl BenchConfig {
             seed: 1,
             guest_type: GuestType::Pv,
             warmup: Duration::from_millis(500),
+            contents: Contents::Filled,
             netns: false,
             work_dir,
         }

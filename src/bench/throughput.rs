@@ -14,10 +14,10 @@
 //! contents: the engine's copy path), and `fresh`, an idle guest as built
 //! (its data pages are zero: they travel as XALLOC entries without data).
 
+use super::contents::{fill, Contents};
 use super::BenchError;
-use crate::hv::sim::layout::Layout;
 use crate::hv::sim::{GuestConfig, SimHost, WorkloadKind};
-use crate::hv::{DomId, GuestType, Hypervisor, INVALID_MFN};
+use crate::hv::{DomId, GuestType, Hypervisor};
 use crate::migrate::{self, SendOptions};
 use crate::save::DirectHooks;
 use serde::Serialize;
@@ -40,25 +40,6 @@ pub struct ThroughputConfig {
     pub repeats: u32,
     pub seed: u64,
     pub work_dir: PathBuf,
-}
-
-/// The guest's memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Contents {
-    /// Data pages filled with non-zero bytes.
-    Filled,
-    /// As built: data pages zero.
-    Fresh,
-}
-
-impl Contents {
-    pub fn name(self) -> &'static str {
-        match self {
-            Contents::Filled => "filled",
-            Contents::Fresh => "fresh",
-        }
-    }
 }
 
 /// One migration and its baseline copy.
@@ -135,34 +116,6 @@ fn thread_cpu() -> Duration {
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// Fill the data pages of a (paused) sim guest with non-zero bytes.
-fn fill(host: &SimHost, dom: DomId, guest_type: GuestType, pages: u64) -> Result<(), BenchError> {
-    let pfns = Layout::new(guest_type, pages).data_pfns();
-    let p2m = match guest_type {
-        GuestType::Pv => Some(host.pv_p2m(dom)?.p2m),
-        GuestType::Hvm => None,
-    };
-    for chunk in pfns.chunks(1024) {
-        let gfns: Vec<u64> = chunk
-            .iter()
-            .map(|&p| match &p2m {
-                Some(m) => m.get(p as usize).copied().unwrap_or(INVALID_MFN),
-                None => p,
-            })
-            .filter(|&g| g != INVALID_MFN)
-            .collect();
-        let mut map = host.map_pages(dom, &gfns, true)?;
-        for (i, &g) in gfns.iter().enumerate() {
-            let mut page = map.page_mut(i);
-            for w in 0..512 {
-                let v = crate::hv::sim::workload::mix(g.wrapping_mul(512) + w as u64) | 1;
-                page.write_u64(w * 8, v);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// What the plain copy took: wall seconds, and the CPU seconds of its

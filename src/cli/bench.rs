@@ -68,6 +68,12 @@ pub struct BenchArgs {
     /// 500, quick 100].
     #[arg(long)]
     pub warmup_ms: Option<u64>,
+    /// What the guests' memory holds when their workload starts: `filled`
+    /// (every data page written with non-zero bytes first, as in a guest
+    /// that has been running a while) or `fresh` (zero pages, which the
+    /// engine sends without data, until the workload writes them).
+    #[arg(long, value_parser = ["filled", "fresh"], default_value = "filled")]
+    pub contents: String,
     /// Run over a veth pair into a network namespace of its own, shaped with
     /// `tc` to --bandwidth, instead of the sender's rate limiter (root only).
     #[arg(long)]
@@ -161,6 +167,8 @@ impl BenchArgs {
         c.bandwidth = parse_bandwidth(&self.bandwidth).map_err(anyhow::Error::msg)?;
         c.seed = self.seed;
         c.netns = self.netns;
+        c.contents = bench::contents::Contents::parse(&self.contents)
+            .ok_or_else(|| anyhow::anyhow!("--contents {}: filled or fresh", self.contents))?;
         c.guest_type = match self.guest_type {
             super::sim::TypeArg::Pv => GuestType::Pv,
             super::sim::TypeArg::Hvm => GuestType::Hvm,
