@@ -19,6 +19,20 @@ fn bench(out: &Path, work: &Path, extra: &[&str]) -> std::process::Output {
         .expect("run rxmigrate bench")
 }
 
+/// Run a suite that must succeed (arguments split at spaces); its
+/// results.json, parsed.
+fn bench_ok(out: &Path, work: &Path, args: &str) -> BenchResults {
+    let extra: Vec<&str> = args.split_whitespace().collect();
+    let o = bench(out, work, &extra);
+    assert!(
+        o.status.success(),
+        "bench {extra:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+    serde_json::from_str(&json).expect("results.json parses")
+}
+
 fn near(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -27,31 +41,12 @@ fn near(a: f64, b: f64) -> bool {
 fn tiny_suite_writes_consistent_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let o = bench(
+    // The paper's policy under its first name, as one candidate.
+    let r = bench_ok(
         &out,
         tmp.path(),
-        &[
-            "--sizes",
-            "8M",
-            "--workloads",
-            "hot-set,idle",
-            // The paper's policy under its first name, as one candidate.
-            "--policies",
-            "xen33,xen4,hotpage",
-            "--repeats",
-            "2",
-            "--warmup-ms",
-            "50",
-        ],
+        "--sizes 8M --workloads hot-set,idle --policies xen33,xen4,hotpage --repeats 2 --warmup-ms 50",
     );
-    assert!(
-        o.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-
-    let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
-    let r: BenchResults = serde_json::from_str(&json).expect("results.json parses");
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     let policies = ["xen33", "xen4", "hotpage"];
     // 1 size × 2 workloads × 3 policies × 2 repeats.
@@ -189,31 +184,11 @@ fn guest_contents_filled_or_fresh() {
     let mut bytes = Vec::new();
     for contents in ["filled", "fresh"] {
         let out = tmp.path().join(contents);
-        let o = bench(
+        let r = bench_ok(
             &out,
             tmp.path(),
-            &[
-                "--sizes",
-                "8M",
-                "--workloads",
-                "idle",
-                "--policies",
-                "xen4",
-                "--repeats",
-                "1",
-                "--warmup-ms",
-                "20",
-                "--contents",
-                contents,
-            ],
+            &format!("--sizes 8M --workloads idle --policies xen4 --repeats 1 --warmup-ms 20 --contents {contents}"),
         );
-        assert!(
-            o.status.success(),
-            "{contents}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
-        let r: BenchResults = serde_json::from_str(&json).expect("results.json parses");
         assert_eq!(r.setup.contents, contents);
         let table = std::fs::read_to_string(out.join("table.md")).expect("table.md");
         assert!(table.contains(if contents == "filled" {
