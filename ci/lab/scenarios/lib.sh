@@ -129,14 +129,20 @@ check() {
 # Writes the xl config of a test guest: no disks, no network; the dom0's
 # kernel with the lab initramfs; on_reboot/on_crash "preserve" so a crash
 # leaves the domain (and its console) for the record instead of rebooting.
-guest_config() {
-    local name=$1 type=$2 cfg=$SAVE_DIR/$1.cfg work args
+# The lab initramfs's part of a test guest's kernel command line: the
+# workload of LAB_WORKLOAD (also used by libvirt.sh's domain XML).
+guest_args() {
+    local work hot sweep rate
     IFS=: read -r work hot sweep rate <<<"$LAB_WORKLOAD"
     if [ "$work" = random ]; then
-        args="quiet lab.work=random lab.fill=$hot"
+        echo "quiet lab.work=random lab.fill=$hot"
     else
-        args="quiet lab.work=$work${hot:+ lab.hot=$hot}${sweep:+ lab.sweep=$sweep}${rate:+ lab.rate=$rate}"
+        echo "quiet lab.work=$work${hot:+ lab.hot=$hot}${sweep:+ lab.sweep=$sweep}${rate:+ lab.rate=$rate}"
     fi
+}
+guest_config() {
+    local name=$1 type=$2 cfg=$SAVE_DIR/$1.cfg args
+    args=$(guest_args)
     {
         echo "name = \"$name\""
         echo "type = \"$type\""
