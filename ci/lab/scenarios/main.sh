@@ -53,6 +53,8 @@ for s in "$@"; do
         python3 "$SCEN_DIR/report.py" "$OUT/$s.rec" >"$OUT/$s.json"
         for d in $(xl list | awk 'NR > 2 { print $1 }'); do xl destroy "$d"; done
     fi
+    # a libvirtd left by a libvirt-TYPE scenario killed in the middle
+    for p in $(pgrep -x libvirtd) $(pgrep -x virtlogd); do kill "$p"; done
     # an installed rxmigrate-save-helper left behind (a scenario killed in
     # the middle) must not quietly serve the scenarios after it
     if dpkg -s rxmigrate-xl-plugin >/dev/null 2>&1 || dpkg -s rxmigrate >/dev/null 2>&1; then

@@ -21,6 +21,10 @@
 #                            xl migrate NAME localhost (ssh), uninstall, xl save + restore
 #   package-TYPE             the .debs of ci/package by dpkg -i, rxmigrate doctor, the
 #                            installed sequence, apt-get remove (package.sh)
+#   libvirt-TYPE             libvirt's packages (fetched by ci/lab/run) by dpkg -i, the
+#                            lab's CPU model, libvirtd (libxl driver), the .debs; virsh
+#                            define/start, virsh save + restore by our helper, apt-get
+#                            remove, virsh save + restore by Xen's (libvirt.sh)
 #   export-TYPE              for another lab (the upgrade path): xl save to
 #                            OUT/export/xl-TYPE.save, xl restore, rxmigrate save
 #                            (non-live) to OUT/export/rx-TYPE.save
@@ -391,6 +395,13 @@ print(s[-1].get("throttle_max_pct", 0) if s else 0)' "$STATS")
         . "$SCEN_DIR/package.sh"
         trap 'package_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
         package_sequence
+        ;;
+    libvirt)
+        . "$SCEN_DIR/installed.sh"
+        . "$SCEN_DIR/package.sh"
+        . "$SCEN_DIR/libvirt.sh"
+        trap 'libvirt_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE" "$FILE.libxl"' EXIT
+        libvirt_sequence
         ;;
     *)
         echo "unknown scenario $SCENARIO" >&2
