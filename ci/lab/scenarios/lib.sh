@@ -261,12 +261,22 @@ destroy_checked() {
 
 # Create guest NAME of TYPE and wait for its first heartbeat.
 guest_create() {
-    local name=$1 type=$2 cfg i s
+    local name=$1 type=$2 cfg s
     xl destroy "$name" >/dev/null 2>&1
     rm -f "$CONSOLE_DIR"/guest-"$name"*.log*
     cfg=$(guest_config "$name" "$type")
     s=$(now)
     op create -- xl create "$cfg" || return 1
+    await_heartbeat "$name" "$s" "xl create" || return 1
+    say "guest $name up, heartbeat $(heartbeat "$name")"
+    capture_domain "$name" created
+}
+
+# Wait for the first heartbeat of guest NAME, started at S (a `now`) by HOW
+# (for the message), and record the boot step; 1 when none came within
+# LAB_BOOT_WAIT seconds or the domain went away.
+await_heartbeat() {
+    local name=$1 s=$2 how=$3 i
     # one cheap grep a second: process starts are slow in an emulated dom0
     for ((i = 0; i < LAB_BOOT_WAIT; i++)); do
         grep -aqs HEARTBEAT "$CONSOLE_DIR"/guest-"$name"*.log && break
@@ -276,12 +286,10 @@ guest_create() {
     if [ -z "$(heartbeat "$name")" ]; then
         rec step "op=boot" "rc=1" "secs=$(secs_since "$s")"
         guest_tail "$name"
-        fail "guest $name showed no heartbeat within ${LAB_BOOT_WAIT}s of xl create"
+        fail "guest $name showed no heartbeat within ${LAB_BOOT_WAIT}s of $how"
         return 1
     fi
     rec step "op=boot" "rc=0" "secs=$(secs_since "$s")" "heartbeat=$(heartbeat "$name")"
-    say "guest $name up, heartbeat $(heartbeat "$name")"
-    capture_domain "$name" created
 }
 
 # For the record (and as test fixtures): xl's stored config of guest NAME and,

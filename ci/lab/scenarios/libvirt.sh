@@ -209,7 +209,7 @@ libvirt_xml() {
 
 # virsh define + start, and the first heartbeat.
 libvirt_create() {
-    local xml=$SAVE_DIR/$NAME.xml i s
+    local xml=$SAVE_DIR/$NAME.xml s
     xl destroy "$NAME" >/dev/null 2>&1
     rm -f "$CONSOLE_DIR"/guest-"$NAME"*.log*
     libvirt_xml "$NAME" "$TYPE" >"$xml"
@@ -217,18 +217,7 @@ libvirt_create() {
     op virsh-define -- timeout 60 "${VIRSH[@]}" define "$xml" || return 1
     s=$(now)
     op virsh-start -- timeout 300 "${VIRSH[@]}" start "$NAME" || return 1
-    for ((i = 0; i < LAB_BOOT_WAIT; i++)); do
-        grep -aqs HEARTBEAT "$CONSOLE_DIR"/guest-"$NAME"*.log && break
-        [ $((i % 15)) = 14 ] && ! domain_exists "$NAME" && break
-        sleep 1
-    done
-    if [ -z "$(heartbeat "$NAME")" ]; then
-        rec step "op=boot" "rc=1" "secs=$(secs_since "$s")"
-        guest_tail "$NAME"
-        fail "guest $NAME showed no heartbeat within ${LAB_BOOT_WAIT}s of virsh start"
-        return 1
-    fi
-    rec step "op=boot" "rc=0" "secs=$(secs_since "$s")" "heartbeat=$(heartbeat "$NAME")"
+    await_heartbeat "$NAME" "$s" "virsh start" || return 1
     say "guest $NAME up under libvirt, heartbeat $(heartbeat "$NAME")"
     capture_domain "$NAME" created
 }
