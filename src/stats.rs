@@ -18,6 +18,8 @@ pub struct RoundStats {
     /// Of `pages_sent`, zero pages sent as XALLOC entries without data.
     pub zero_pages: u64,
     pub pages_skipped: u64,
+    /// Log-dirty PEEKs made in this round.
+    pub peeks: u64,
     pub bytes: u64,
     pub duration_ms: f64,
     /// Bytes per second over this round.

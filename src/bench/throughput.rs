@@ -54,6 +54,11 @@ pub struct ThroughputRun {
     pub migrate_s: f64,
     /// The plain loopback copy of `stream_bytes`.
     pub copy_s: f64,
+    /// The same copy with the reader putting the bytes into new memory (as
+    /// the simulated host allocates a domain's RAM): the floor of any
+    /// receiver on this host, which must write into memory it allocates.
+    #[serde(default)]
+    pub copy_new_s: f64,
     /// CPU seconds (user + system) of the saving and the restoring thread.
     pub save_cpu_s: f64,
     pub restore_cpu_s: f64,
@@ -76,6 +81,13 @@ impl ThroughputRun {
     }
     pub fn ratio(&self) -> f64 {
         self.migrate_mib_s() / self.copy_mib_s().max(1e-9)
+    }
+    pub fn copy_new_mib_s(&self) -> f64 {
+        self.stream_bytes as f64 / 1048576.0 / self.copy_new_s.max(1e-9)
+    }
+    /// The migration's MiB/s over the copy into new memory's.
+    pub fn ratio_new(&self) -> f64 {
+        self.migrate_mib_s() / self.copy_new_mib_s().max(1e-9)
     }
     fn gib(&self) -> f64 {
         self.size_mib as f64 / 1024.0
@@ -125,19 +137,49 @@ struct Copied {
     cpu: Duration,
 }
 
+/// Where the plain copy's reader puts what it reads.
+enum Sink {
+    /// One buffer, overwritten by every read: the socket alone.
+    Buffer,
+    /// New memory of the host in this directory, allocated a buffer's worth
+    /// at a time ahead of the copy, as the simulated host's populate does.
+    NewMemory(PathBuf),
+}
+
 /// `bytes` through a plain loopback TCP connection.
-fn plain_copy(bytes: u64) -> Result<Copied, String> {
+fn plain_copy(bytes: u64, sink: Sink) -> Result<Copied, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let reader = thread::spawn(move || -> Result<(u64, Duration), String> {
         let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
         let cpu0 = thread_cpu();
+        let mem = match &sink {
+            Sink::Buffer => None,
+            Sink::NewMemory(dir) => {
+                Some(crate::hv::sim::new_memory(dir, bytes as usize).map_err(|e| e.to_string())?)
+            }
+        };
         let mut buf = vec![0u8; BUF];
         let mut got = 0u64;
+        let mut allocated = 0;
         loop {
             match s.read(&mut buf) {
                 Ok(0) => return Ok((got, thread_cpu() - cpu0)),
-                Ok(n) => got += n as u64,
+                Ok(n) => {
+                    if let Some(m) = &mem {
+                        let off = got as usize;
+                        if off + n > m.len() {
+                            return Err(format!("plain copy: more than the {bytes} bytes sent"));
+                        }
+                        while allocated < off + n {
+                            let len = BUF.min(m.len() - allocated);
+                            m.allocate(allocated, len).map_err(|e| e.to_string())?;
+                            allocated += len;
+                        }
+                        m.write(off, &buf[..n]).map_err(|e| e.to_string())?;
+                    }
+                    got += n as u64
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read: {e}")),
             }
@@ -262,7 +304,8 @@ fn run_one(
         }
     };
     dst.destroy(m.dst_dom).map_err(|e| e.to_string())?;
-    let copy = plain_copy(m.stream_bytes)?;
+    let copy = plain_copy(m.stream_bytes, Sink::Buffer)?;
+    let copy_new = plain_copy(m.stream_bytes, Sink::NewMemory(dst_dir.to_path_buf()))?;
     Ok(ThroughputRun {
         size_mib,
         contents,
@@ -270,6 +313,7 @@ fn run_one(
         stream_bytes: m.stream_bytes,
         migrate_s: m.secs,
         copy_s: copy.secs,
+        copy_new_s: copy_new.secs,
         save_cpu_s: m.save_cpu.as_secs_f64(),
         restore_cpu_s: m.restore_cpu.as_secs_f64(),
         copy_cpu_s: copy.cpu.as_secs_f64(),
@@ -306,11 +350,12 @@ pub fn run_throughput(
                 match run_one(&src, &dst_dir, cfg, size, contents, repeat) {
                     Ok(r) => {
                         progress(&format!(
-                            "{label}: {:.1} MiB in {:.2} s ({:.0} MiB/s), plain copy {:.0} MiB/s",
+                            "{label}: {:.1} MiB in {:.2} s ({:.0} MiB/s), plain copy {:.0} MiB/s, into new memory {:.0} MiB/s",
                             r.stream_bytes as f64 / 1048576.0,
                             r.migrate_s,
                             r.migrate_mib_s(),
-                            r.copy_mib_s()
+                            r.copy_mib_s(),
+                            r.copy_new_mib_s()
                         ));
                         runs.push(r);
                     }
@@ -350,8 +395,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn table_md(r: &ThroughputResults) -> String {
     let mut s = format!(
         "Throughput, {} guests, {}; load average before: {}\n\n\
-         | size | guest | runs | stream MiB | migrate MiB/s | plain copy MiB/s | ratio | guest MiB/s | save CPU-s/GiB | restore CPU-s/GiB | copy CPU-s/GiB | CPU ratio |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | size | guest | runs | stream MiB | migrate MiB/s | plain copy MiB/s | ratio | into new memory MiB/s | ratio to it | guest MiB/s | save CPU-s/GiB | restore CPU-s/GiB | copy CPU-s/GiB | CPU ratio |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         r.guest_type, r.link, r.load_before
     );
     let mut keys: Vec<(u64, Contents)> = Vec::new();
@@ -368,13 +413,15 @@ pub fn table_md(r: &ThroughputResults) -> String {
             .collect();
         let m = |f: fn(&ThroughputRun) -> f64| median(rs.iter().map(|x| f(x)).collect());
         s.push_str(&format!(
-            "| {size} MiB | {} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {size} MiB | {} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             contents.name(),
             rs.len(),
             m(|x| x.stream_bytes as f64 / 1048576.0),
             m(ThroughputRun::migrate_mib_s),
             m(ThroughputRun::copy_mib_s),
             m(ThroughputRun::ratio),
+            m(ThroughputRun::copy_new_mib_s),
+            m(ThroughputRun::ratio_new),
             m(ThroughputRun::guest_mib_s),
             m(ThroughputRun::save_cpu_s_per_gib),
             m(ThroughputRun::restore_cpu_s_per_gib),
@@ -395,7 +442,10 @@ mod tests {
     #[test]
     fn plain_copy_moves_every_byte() {
         // Not a timing test: the copy must report the bytes it was given.
-        let c = plain_copy(3 * BUF as u64 + 17).unwrap();
+        let c = plain_copy(3 * BUF as u64 + 17, Sink::Buffer).unwrap();
+        assert!(c.secs > 0.0);
+        let dir = tempfile::tempdir().unwrap();
+        let c = plain_copy(3 * BUF as u64 + 17, Sink::NewMemory(dir.path().into())).unwrap();
         assert!(c.secs > 0.0);
     }
 

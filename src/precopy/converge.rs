@@ -127,6 +127,9 @@ impl Policy for AutoConverge {
     fn skip_redirtied(&self) -> bool {
         self.inner.skip_redirtied()
     }
+    fn adaptive_peek(&self) -> bool {
+        self.inner.adaptive_peek()
+    }
     fn plan(&mut self, facts: &RoundFacts, dirty: &mut Bitmap, skipped: &Bitmap) -> Decision {
         let d = self.inner.plan(facts, dirty, skipped);
         // Throttling only helps rounds still to come; once the wrapped

@@ -296,6 +296,11 @@ impl Policy for HotPage {
         // as a second CLEAN.
         true
     }
+    fn adaptive_peek(&self) -> bool {
+        // A PEEK that finds the log as the last one left it skips the same
+        // pages and observes nothing new.
+        true
+    }
     fn plan(&mut self, f: &RoundFacts, dirty: &mut Bitmap, skipped: &Bitmap) -> Decision {
         let n = dirty.len();
         if self.hot.len() != n {

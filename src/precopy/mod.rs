@@ -76,6 +76,13 @@ pub trait Policy: Send {
     /// Refresh the dirty log (PEEK) before each batch and skip pages that are
     /// already dirty again (Xen 3.3's `to_skip`).
     fn skip_redirtied(&self) -> bool;
+    /// With [`Policy::skip_redirtied`]: PEEK less often while the PEEKs
+    /// find no page dirtied since the one before (the log only grows
+    /// between CLEANs, so an unchanged count is an unchanged log). Xen 3.3
+    /// PEEKs before every batch; `xen33` keeps that.
+    fn adaptive_peek(&self) -> bool {
+        false
+    }
     /// After live round `facts.round` and its CLEAN: `dirty` holds the pages
     /// the CLEAN returned and `skipped` those the round skipped. Leave in
     /// `dirty` the pages to send next; anything removed must be held (see

@@ -57,36 +57,69 @@ pub struct RoundsOutcome {
 /// batches of holes, and a PEEK reads the log of the whole P2M.
 pub const PEEK_AFTER_IDLE: u32 = 32;
 
+/// With adaptive PEEKs ([`Policy::adaptive_peek`]): the most batches with
+/// data between two PEEKs, reached by doubling while each PEEK finds the log
+/// as the one before left it.
+pub const PEEK_MAX_INTERVAL: u32 = 32;
+
+/// How a round refreshes its view of pages dirtied again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peek {
+    /// No PEEK (Xen 4's saver; the final round).
+    Never,
+    /// Before every batch that follows one with data (Xen 3.3).
+    EveryBatch,
+    /// As `EveryBatch` while the log grows; while it does not, every 2, 4,
+    /// … up to [`PEEK_MAX_INTERVAL`] batches.
+    Adaptive,
+}
+
 struct RoundLoop<'a, P: Pager> {
     pager: &'a mut P,
     p2m_size: u64,
     to_skip: Bitmap,
     rounds: Vec<RoundStats>,
     total_sent: u64,
+    /// PEEKs made (all rounds): what adaptive PEEKs save shows here.
+    peeks: u64,
 }
 
 impl<P: Pager> RoundLoop<'_, P> {
-    /// Send `set` in batches; with `skip`, PEEK before each batch and leave
-    /// out pages already dirty again (they stay in the log for the next
-    /// CLEAN). Batches that sent nothing (holes only: an HVM guest's P2M is
-    /// mostly holes below 4 GiB) took little time, so the batch after one
-    /// reuses the last PEEK unless [`PEEK_AFTER_IDLE`] of them have passed
-    /// since. Returns (sent, skipped bitmap).
-    fn send_set(&mut self, set: &Bitmap, skip: bool) -> Result<(u64, Bitmap), SaveError> {
+    /// Send `set` in batches; with a PEEK before a batch, leave out pages
+    /// already dirty again (they stay in the log for the next CLEAN).
+    /// Batches that sent nothing (holes only: an HVM guest's P2M is mostly
+    /// holes below 4 GiB) took little time, so the batch after one reuses
+    /// the last PEEK unless [`PEEK_AFTER_IDLE`] of them have passed since.
+    /// Returns (sent, skipped bitmap).
+    fn send_set(&mut self, set: &Bitmap, peek: Peek) -> Result<(u64, Bitmap), SaveError> {
         let total = set.count();
         let mut done_pfns = 0;
         let mut skipped = Bitmap::new(self.p2m_size);
         let mut sent = 0;
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut pfns = set.iter_ones().peekable();
+        let skip = peek != Peek::Never;
         let mut peek_due = true;
         let mut idle = 0;
+        // batches with data since the last PEEK, and how many it may be
+        let (mut since, mut interval) = (0u32, 1u32);
+        let mut logged: Option<u64> = None;
         while pfns.peek().is_some() {
             // A signal stops the save here; the caller resumes the guest.
             crate::cancel::check()?;
             if skip && peek_due {
                 self.pager.peek(&mut self.to_skip)?;
+                self.peeks += 1;
+                if peek == Peek::Adaptive {
+                    let now = self.to_skip.count();
+                    interval = match logged {
+                        Some(before) if before == now => (interval * 2).min(PEEK_MAX_INTERVAL),
+                        _ => 1,
+                    };
+                    logged = Some(now);
+                }
                 idle = 0;
+                since = 0;
             }
             batch.clear();
             while batch.len() < MAX_BATCH {
@@ -100,8 +133,10 @@ impl<P: Pager> RoundLoop<'_, P> {
                 let n = self.pager.send_batch(&batch)?;
                 if n == 0 {
                     idle += 1;
+                } else {
+                    since += 1;
                 }
-                peek_due = n > 0 || idle >= PEEK_AFTER_IDLE;
+                peek_due = (n > 0 && since >= interval) || idle >= PEEK_AFTER_IDLE;
                 sent += n;
                 done_pfns += batch.len() as u64;
                 self.pager.progress(done_pfns, total);
@@ -110,12 +145,13 @@ impl<P: Pager> RoundLoop<'_, P> {
         Ok((sent, skipped))
     }
 
-    /// Where a round starts: (bytes, zero pages, times) so far.
-    fn mark(&self) -> (u64, u64, SendTimes) {
+    /// Where a round starts: (bytes, zero pages, times, PEEKs) so far.
+    fn mark(&self) -> (u64, u64, SendTimes, u64) {
         (
             self.pager.bytes_written(),
             self.pager.zero_pages(),
             self.pager.times(),
+            self.peeks,
         )
     }
 
@@ -124,12 +160,13 @@ impl<P: Pager> RoundLoop<'_, P> {
         &self,
         mut r: RoundStats,
         started: Instant,
-        before: (u64, u64, SendTimes),
+        before: (u64, u64, SendTimes, u64),
     ) -> RoundStats {
         let secs = started.elapsed().as_secs_f64();
         r.bytes = self.pager.bytes_written() - before.0;
         r.zero_pages = self.pager.zero_pages() - before.1;
         r.times = self.pager.times().since(&before.2);
+        r.peeks = self.peeks - before.3;
         r.duration_ms = secs * 1e3;
         r.bandwidth = if secs > 0.0 {
             r.bytes as f64 / secs
@@ -173,8 +210,13 @@ pub fn run_live_throttled<P: Pager>(
         to_skip: Bitmap::new(p2m_size),
         rounds: Vec::new(),
         total_sent: 0,
+        peeks: 0,
     };
-    let skip = policy.skip_redirtied();
+    let skip = match (policy.skip_redirtied(), policy.adaptive_peek()) {
+        (false, _) => Peek::Never,
+        (true, false) => Peek::EveryBatch,
+        (true, true) => Peek::Adaptive,
+    };
     let mut to_send = Bitmap::full(p2m_size);
     let mut dirty = Bitmap::new(p2m_size);
     let mut round = 0u32;
@@ -265,7 +307,7 @@ pub fn run_live_throttled<P: Pager>(
     }
     lp.pager.take_deferred(&mut last);
     let planned = last.count();
-    let (sent, _) = lp.send_set(&last, false)?;
+    let (sent, _) = lp.send_set(&last, Peek::Never)?;
     let r = lp.measure(
         RoundStats {
             round,
@@ -300,12 +342,13 @@ pub fn run_nonlive<P: Pager>(pager: &mut P, p2m_size: u64) -> Result<RoundsOutco
         to_skip: Bitmap::new(p2m_size),
         rounds: Vec::new(),
         total_sent: 0,
+        peeks: 0,
     };
     let all = Bitmap::full(p2m_size);
     // The round's bytes are its PAGE_DATA records, not the headers before.
     let before = lp.mark();
     // The guest is suspended: the pager fails rather than defers.
-    let (sent, _) = lp.send_set(&all, false)?;
+    let (sent, _) = lp.send_set(&all, Peek::Never)?;
     let r = lp.measure(
         RoundStats {
             round: 0,

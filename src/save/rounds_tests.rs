@@ -24,6 +24,9 @@ struct Model {
     /// Pfns without a frame (an HVM guest's MMIO hole): sent without data.
     holes: std::ops::Range<u64>,
     peeks: u64,
+    /// Batches sent before the first CLEAN.
+    batches_in_round0: u64,
+    cleaned: bool,
 }
 
 impl Model {
@@ -41,6 +44,8 @@ impl Model {
             defer_once,
             holes: 0..0,
             peeks: 0,
+            batches_in_round0: 0,
+            cleaned: false,
         }
     }
     fn tick(&mut self) {
@@ -80,6 +85,9 @@ impl Pager for Model {
         }
         self.bytes += pfns.len() as u64 * 4104;
         self.batches += 1;
+        if !self.cleaned {
+            self.batches_in_round0 += 1;
+        }
         Ok(sent)
     }
     fn peek(&mut self, out: &mut Bitmap) -> Result<(), SaveError> {
@@ -90,6 +98,7 @@ impl Pager for Model {
     }
     fn clean(&mut self, out: &mut Bitmap, final_round: bool) -> Result<(), SaveError> {
         assert_eq!(final_round, self.suspended);
+        self.cleaned = true;
         self.tick();
         out.copy_from(&self.log);
         self.log.clear_all();
@@ -263,4 +272,39 @@ fn batches_of_holes_do_not_each_peek() {
     assert!((0..8 * b)
         .chain(108 * b..116 * b)
         .all(|p| m.dst[p as usize] == m.src[p as usize]));
+}
+
+#[test]
+fn adaptive_peeks_back_off_while_the_log_stands_still() {
+    // 200 batches of pages and a guest that writes nothing: hotpage's PEEKs
+    // find the log unchanged, so the interval doubles to PEEK_MAX_INTERVAL:
+    // PEEKs before batches 0, 1, 3, 7, 15, 31, then every 32 (63 … 191).
+    // xen33 PEEKs before every batch, as Xen 3.3 does.
+    let b = MAX_BATCH as u64;
+    let mut m = Model::new(200 * b, vec![], vec![]);
+    let mut hp = HotPage::new(HotPageParams::default()).unwrap();
+    let out = run_live(&mut m, &mut hp, 200 * b).unwrap();
+    assert_eq!(PEEK_MAX_INTERVAL, 32);
+    assert_eq!(out.rounds[0].peeks, 11);
+    let mut m = Model::new(200 * b, vec![], vec![]);
+    let out = run_live(&mut m, &mut Xen33::new(Xen33Params::default()), 200 * b).unwrap();
+    assert_eq!(out.rounds[0].peeks, 200);
+}
+
+#[test]
+fn adaptive_peeks_stay_per_batch_while_the_log_grows() {
+    // Each tick writes a page not written before (ahead of the round's
+    // cursor and behind it alike): every PEEK finds the log grown, so
+    // hotpage PEEKs before every batch, as xen33 does, and skips what it
+    // finds.
+    let b = MAX_BATCH as u64;
+    let pages = 64 * b;
+    let script: Vec<Vec<u64>> = (0..400).map(|i| vec![(i * 4099 + 17) % pages]).collect();
+    let mut m = Model::new(pages, script, vec![]);
+    let mut hp = HotPage::new(HotPageParams::default()).unwrap();
+    let out = run_live(&mut m, &mut hp, pages).unwrap();
+    assert!(m.dst == m.src);
+    let r0 = &out.rounds[0];
+    assert_eq!(r0.peeks, m.batches_in_round0, "{r0:?}");
+    assert!(r0.pages_skipped > 0, "{r0:?}");
 }

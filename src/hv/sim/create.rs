@@ -154,6 +154,9 @@ impl SimHost {
         )?;
         let domid = d.meta.domid;
         let r = (|| {
+            // Xen gives a new guest all its memory at build: allocate the
+            // RAM now, so that nobody's first touch of a page allocates it.
+            d.ram.allocate(0, d.ram.len())?;
             let img = build::build(
                 cfg,
                 &d.view,

@@ -51,6 +51,20 @@ pub(super) fn shm_dir(fallback: &Path) -> PathBuf {
     }
 }
 
+/// Anonymous memory of `bytes` (rounded up to pages) as this host gives a
+/// domain its RAM: a file in the same tmpfs, unlinked at once, mapped here
+/// and not yet allocated (see [`Shm::allocate`]). The benchmarks' floor for
+/// "receive into new memory".
+pub fn new_memory(host_dir: &Path, bytes: usize) -> Result<super::shm::Shm> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = shm_dir(host_dir).join(format!("rxmigrate-scratch-{}-{n}.ram", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let shm = super::shm::Shm::create(&path, bytes.div_ceil(4096).max(1) * 4096);
+    let _ = std::fs::remove_file(&path);
+    shm
+}
+
 /// The default host directory: $XDG_STATE_HOME/rxmigrate/sim or
 /// ~/.local/state/rxmigrate/sim.
 pub fn default_dir() -> PathBuf {
@@ -645,6 +659,7 @@ impl Hypervisor for SimHost {
         let sc = Scramble::new(d.pages(), d.meta.salt);
         let m2p = d.st.m2p()?;
         let mut out = Vec::with_capacity(pfns.len());
+        let mut frames = Vec::with_capacity(pfns.len());
         for &pfn in pfns {
             if pfn > d.meta.max_pfn {
                 return Err(HvError::op(
@@ -666,10 +681,22 @@ impl Hypervisor for SimHost {
             // As Xen: an HVM guest's populated gfn is the pfn asked for
             // (its frame is the sim's business, frame_of_gfn finds it); a
             // PV guest gets the machine frame.
+            frames.push(f);
             out.push(match d.meta.guest_type {
                 GuestType::Pv => d.meta.mfn_base + f as u64,
                 GuestType::Hvm => pfn,
             });
+        }
+        // Xen allocates the frames now; so does the sim, in runs.
+        frames.sort_unstable();
+        let mut i = 0;
+        while i < frames.len() {
+            let mut j = i + 1;
+            while j < frames.len() && frames[j] == frames[j - 1] + 1 {
+                j += 1;
+            }
+            d.ram.allocate(frames[i] * 4096, (j - i) * 4096)?;
+            i = j;
         }
         Ok(out)
     }

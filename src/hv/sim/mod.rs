@@ -44,7 +44,7 @@ pub mod workload;
 pub use config::{
     parse_workload, GuestConfig, TraceSpec, TrackingMode, WorkloadKind, WorkloadParams,
 };
-pub use host::{default_dir, SimHost};
+pub use host::{default_dir, new_memory, SimHost};
 pub use oracle::{check, compare, written_between, CheckReport, Reference};
 pub use process::own_start_time;
 pub use toolstack::{GrantEntry, ToolstackState};

@@ -18,6 +18,8 @@ pub struct Shm {
     ptr: NonNull<u8>,
     len: usize,
     path: PathBuf,
+    /// Kept open for [`Shm::allocate`].
+    file: File,
 }
 
 // SAFETY: the mapping is plain shared memory; all access goes through raw
@@ -80,6 +82,7 @@ impl Shm {
             ptr,
             len,
             path: path.to_path_buf(),
+            file,
         })
     }
 
@@ -99,6 +102,7 @@ impl Shm {
             ptr,
             len,
             path: path.to_path_buf(),
+            file,
         })
     }
 
@@ -127,6 +131,38 @@ impl Shm {
                 ),
             }),
         }
+    }
+
+    /// Back `len` bytes at `off` with memory now (`fallocate`), as Xen's
+    /// populate allocates a frame when it is asked: the first touch of each
+    /// page then finds it allocated and cleared, wherever it comes from (a
+    /// guest, a toolstack's mapping). Nothing is mapped into this process.
+    pub fn allocate(&self, off: usize, len: usize) -> Result<()> {
+        self.check(off, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: fallocate on a file descriptor we own, inside its size
+        // (checked above); mode 0 only allocates, the contents stay zero.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                0,
+                off as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            // a file system without fallocate: pages come at first touch
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(HvError::io(
+                    format!("allocate {len} bytes at {off:#x} of {}", self.path.display()),
+                    e,
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Copy bytes out of the mapping.
