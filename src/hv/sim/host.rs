@@ -65,6 +65,20 @@ pub fn new_memory(host_dir: &Path, bytes: usize) -> Result<super::shm::Shm> {
     shm
 }
 
+/// `f(first, count)` for each run of consecutive frames in `sorted`.
+fn for_runs(sorted: &[usize], mut f: impl FnMut(usize, usize) -> Result<()>) -> Result<()> {
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i + 1;
+        while j < sorted.len() && sorted[j] == sorted[j - 1] + 1 {
+            j += 1;
+        }
+        f(sorted[i], j - i)?;
+        i = j;
+    }
+    Ok(())
+}
+
 /// The default host directory: $XDG_STATE_HOME/rxmigrate/sim or
 /// ~/.local/state/rxmigrate/sim.
 pub fn default_dir() -> PathBuf {
@@ -689,15 +703,7 @@ impl Hypervisor for SimHost {
         }
         // Xen allocates the frames now; so does the sim, in runs.
         frames.sort_unstable();
-        let mut i = 0;
-        while i < frames.len() {
-            let mut j = i + 1;
-            while j < frames.len() && frames[j] == frames[j - 1] + 1 {
-                j += 1;
-            }
-            d.ram.allocate(frames[i] * 4096, (j - i) * 4096)?;
-            i = j;
-        }
+        for_runs(&frames, |first, n| d.ram.allocate(first * 4096, n * 4096))?;
         Ok(out)
     }
 

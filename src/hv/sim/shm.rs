@@ -157,7 +157,10 @@ impl Shm {
             // a file system without fallocate: pages come at first touch
             if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
                 return Err(HvError::io(
-                    format!("allocate {len} bytes at {off:#x} of {}", self.path.display()),
+                    format!(
+                        "allocate {len} bytes at {off:#x} of {}",
+                        self.path.display()
+                    ),
                     e,
                 ));
             }
