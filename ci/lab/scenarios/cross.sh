@@ -1,5 +1,6 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2153 # NAME, TYPE, BIN, STATS come from scenario.sh and run.sh
+# shellcheck disable=SC2029 # peer commands are expanded here, on purpose
 # The cross-release family (sourced by scenario.sh), on machine A of a
 # two-machine lab (ci/lab/pair): a live migration of a running guest with the
 # dirty workload to machine B (LAB_PEER_ADDR), which may run another Xen
@@ -11,6 +12,8 @@
 #                      --listen` on B, over rxmigrate's authenticated transport
 #   cross-plugin-TYPE  `xl migrate NAME B` with xl-plugin/install.sh's helper
 #                      in place on both machines
+#   cross-libvirt-TYPE `virsh migrate --live NAME xen+tcp://B/system` between
+#                      two libvirtds (libvirt.sh), our .debs on both machines
 
 PEER=${LAB_PEER_ADDR:-}
 PEER_BIN=/mnt/xfer/bin
@@ -181,8 +184,77 @@ cross_plugin() {
     check_moved migrate
 }
 
+# libvirt-peer.sh ACTION on B, with what it needs of this machine's
+# environment (the transfer disks have the same layout)
+peer_libvirt() {
+    peer "OUT=$OUT BIN=$PEER_BIN LAB_MEMORY=$LAB_MEMORY LAB_WORKLOAD=$LAB_WORKLOAD LAB_PEER_SELF=$PEER bash /mnt/xfer/scenarios/libvirt-peer.sh $1 $SCENARIO"
+}
+# B made a host of libvirt with our packages, its libvirtd listening on the
+# link: its steps, checks and facts taken into this record as B's (peer-OP,
+# peer-CHECK, peer_KEY), its result as this scenario's precondition.
+peer_libvirt_setup() {
+    local brec=$OUT/$SCENARIO.receiver.rec status reason
+    op peer-libvirt-setup -- peer_libvirt setup || return 1
+    peer "cat $OUT/$SCENARIO.rec" >"$brec" 2>/dev/null
+    awk -F'\t' -v OFS='\t' '
+        $1 == "step" || $1 == "check" { for (i = 2; i <= NF; i++) sub(/^(op|name)=/, "&peer-", $i); print }
+        $1 == "meta" { for (i = 2; i <= NF; i++) $i = "peer_" $i; print }' "$brec" >>"$REC"
+    status=$(awk -F'\t' '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^status=/) print substr($i, 8) }' "$brec")
+    reason=$(awk -F'\t' '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^reason=/) print substr($i, 8) }' "$brec")
+    case $status in
+        pass) say "$PEER: libvirtd with our packages, listening on tcp://$PEER:16509" ;;
+        "not available") not_available "on $PEER: $reason" ;;
+        *) fail "on $PEER: ${reason:-libvirt-peer.sh setup left no result}"; return 1 ;;
+    esac
+}
+# virsh's state of the guest on this host or (peer) on B
+virsh_state() {
+    local cmd="timeout 30 virsh -c xen:///system domstate $NAME 2>&1 | head -1"
+    if [ "$1" = peer ]; then peer "$cmd"; else bash -c "$cmd"; fi
+}
+
+# virsh migrate --live from this host's libvirtd to B's: our helper must do
+# the live save here and the restore there, each saying so in its libvirt's
+# libxl log (this host's lines in SCENARIO.migrate.log, B's in
+# SCENARIO.receive.log); the guest then runs on B under libvirt and no
+# longer here.
+cross_libvirt() {
+    local rc state
+    libvirt_setup || return 1
+    peer_libvirt_setup || return 1
+    libvirt_create || return 1
+    conf_for migrate
+    [ "$TYPE" = hvm ] && keep_serial "$NAME"
+    libxl_mark
+    # (--migrateuri: B's libvirtd listens for the stream on the link's
+    # address, not on whatever its hostname resolves to)
+    op migrate -- timeout $((LAB_TIMEOUT / 2)) "${VIRSH[@]}" migrate --live "$NAME" \
+        "xen+tcp://$PEER/system" "tcp://$PEER"
+    rc=$?
+    libxl_lines migrate
+    peer "cat $LIBXL_LOG $LIBVIRT_LOG_DIR/$NAME.log" >"$OUT/$SCENARIO.receive.libxl.log" 2>/dev/null
+    libxl_rxmigrate_lines "$OUT/$SCENARIO.receive.libxl.log" >"$OUT/$SCENARIO.receive.log"
+    [ $rc = 0 ] || return 1
+    helper_line migrate version '^rxmigrate: rxmigrate-save-helper [0-9.]+ \(git [0-9a-f]+; Xen [0-9.]+'
+    helper_line migrate live '^rxmigrate: live save of domain [0-9]+ with '
+    helper_line migrate summary '^rxmigrate: save done, [a-z0-9+]+: [0-9]+ rounds'
+    no_handover migrate
+    helper_line receive version '^rxmigrate: rxmigrate-save-helper [0-9.]+ \(git [0-9a-f]+; Xen [0-9.]+'
+    helper_line receive summary '^rxmigrate: restore done: [0-9]+ pages into domain [0-9]+'
+    no_handover receive
+    # shellcheck disable=SC2046
+    rec stats "op=migrate" $(stats_fields "$OUT/$SCENARIO.migrate.stats.jsonl")
+    state=$(virsh_state peer)
+    check peer-libvirt-running "$([ "$state" = running ] && echo yes || echo no)" "virsh domstate $NAME on $PEER: $state"
+    state=$(virsh_state here)
+    check source-libvirt-inactive "$([ "$state" = "shut off" ] && echo yes || echo no)" "virsh domstate $NAME here: $state"
+    check_moved migrate
+}
+
 cross_family() {
     peer_prepare || return
+    # (libvirt's guest is libvirt's to create)
+    [ "$FAMILY" = cross-libvirt ] && { cross_libvirt; return; }
     guest_create "$NAME" "$TYPE" || return
     case $FAMILY in
         cross-xl) cross_xl ;;
@@ -193,6 +265,12 @@ cross_family() {
 
 cross_cleanup() {
     [ "$FAMILY" = cross-plugin ] && plugin_uninstall
+    if [ "$FAMILY" = cross-libvirt ]; then
+        timeout 30 virsh -c xen:///system list --all >"$OUT/$SCENARIO.virsh-list.txt" 2>&1
+        peer "timeout 30 virsh -c xen:///system list --all" >"$OUT/$SCENARIO.peer-virsh-list.txt" 2>&1
+        libvirt_cleanup
+        peer_libvirt cleanup >>"$OUT/$SCENARIO.cleanup.log" 2>&1
+    fi
     [ -n "$PEER" ] && peer "xl destroy $NAME" >/dev/null 2>&1
     return 0
 }

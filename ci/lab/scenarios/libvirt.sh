@@ -114,8 +114,12 @@ EOF
 # holding only that module; the QEMU driver Debian's libvirt-daemon depends
 # on wants users and groups of libvirt-daemon-system, not installed here),
 # logging at info level so that libxl passes our helper's info lines on.
+# With LISTEN (an address), libvirtd also takes connections on it, by TCP
+# without authentication (xen+tcp://LISTEN/system): the receiver of a
+# migration in ci/lab/pair, whose only network is the private link between
+# the two lab machines. Never anywhere else.
 libvirt_start() {
-    local dir=$SAVE_DIR/libvirt-drivers i
+    local listen=${1:-} dir=$SAVE_DIR/libvirt-drivers i flags=(-d)
     rm -rf "$dir"
     mkdir -p "$dir" "$LIBVIRT_LOG_DIR" /run/libvirt
     ln -s "$(libvirt_driver_module)" "$dir/"
@@ -127,9 +131,15 @@ log_outputs = "2:file:$OUT/$SCENARIO.libvirtd.log"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 EOF
+    if [ -n "$listen" ]; then
+        printf '%s\n' 'listen_tls = 0' 'listen_tcp = 1' 'auth_tcp = "none"' \
+            "listen_addr = \"$listen\"" >>"$SAVE_DIR/libvirtd.conf"
+        flags+=(--listen)
+        rec meta "libvirtd_listen=tcp://$listen:16509"
+    fi
     # (libxl's driver writes its logs itself; virtlogd, if any, is harmless)
     command -v virtlogd >/dev/null && virtlogd -d >/dev/null 2>&1
-    op libvirtd -- env LIBVIRT_DRIVER_DIR="$dir" libvirtd -d -f "$SAVE_DIR/libvirtd.conf" || return 1
+    op libvirtd -- env LIBVIRT_DRIVER_DIR="$dir" libvirtd "${flags[@]}" -f "$SAVE_DIR/libvirtd.conf" || return 1
     # the socket appears once the drivers are up; each probe is bounded (a
     # daemon that accepts but never answers would hold virsh forever)
     for ((i = 0; i < 12; i++)); do
@@ -263,12 +273,15 @@ libxl_lines() {
         [ -f "$f" ] && tail -c +$((${LIBXL_MARKS[n]:-0} + 1)) "$f" >>"$OUT/$SCENARIO.$op.libxl.log"
         n=$((n + 1))
     done
-    # libvirt's libxl logger writes "YYYY-MM-DD HH:MM:SS.mmm+0000: CONTEXT:
-    # text", without the level (its log_level filters them): our context
-    # is "rxmigrate". (So no_handover here sees a hand-over, not a warning
-    # or error line; fallback = fail makes a hand-over an error anyway.)
-    sed -n 's/^[^:]*:[^:]*:[^:]*: rxmigrate: \(.*\)$/rxmigrate: \1/p' \
-        "$OUT/$SCENARIO.$op.libxl.log" >>"$OUT/$SCENARIO.$op.log"
+    libxl_rxmigrate_lines "$OUT/$SCENARIO.$op.libxl.log" >>"$OUT/$SCENARIO.$op.log"
+}
+# Our helper's lines in libvirt's libxl log FILE, as "rxmigrate: TEXT".
+# libvirt's libxl logger writes "YYYY-MM-DD HH:MM:SS.mmm+0000: CONTEXT:
+# text", without the level (its log_level filters them): our context is
+# "rxmigrate". (So no_handover here sees a hand-over, not a warning or
+# error line; fallback = fail makes a hand-over an error anyway.)
+libxl_rxmigrate_lines() {
+    sed -n 's/^[^:]*:[^:]*:[^:]*: rxmigrate: \(.*\)$/rxmigrate: \1/p' "$1"
 }
 
 # virsh save to FILE: our helper's lines, the stream verified
@@ -306,20 +319,23 @@ libvirt_cleanup() {
     package_cleanup
 }
 
-libvirt_sequence() {
+# A host of libvirt with our packages. libvirt first, as on a host that
+# runs it: the packages, the lab's CPU model, libvirtd (which passes no
+# LIBXL_SAVE_HELPER or RXMIGRATE_* on: package_preflight unset them),
+# listening on LISTEN if given (libvirt_start); then rxmigrate's packages,
+# with libvirtd running.
+libvirt_setup() {
     package_preflight || return 1
-    # libvirt first, as on a host that runs it: the packages, the lab's CPU
-    # model, libvirtd (which passes no LIBXL_SAVE_HELPER or RXMIGRATE_* on:
-    # package_preflight unset them)
     libvirt_install || return 1
     libvirt_cpu_map || return 1
-    libvirt_start || return 1
-
-    # then rxmigrate's packages, with libvirtd running
+    libvirt_start "${1:-}" || return 1
     op dpkg-i-rxmigrate -- dpkg -i "$PKG_RX" || return 1
     package_install_plugin || return 1
     rec meta "save_helper=$(readlink -f "$STOCK_PATH")" "version=$(rxmigrate --version)"
+}
 
+libvirt_sequence() {
+    libvirt_setup || return 1
     libvirt_create || return 1
 
     # virsh save and restore through libxl, by our helper

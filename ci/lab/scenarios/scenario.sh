@@ -31,7 +31,7 @@
 #   upgrade-xl-xl-TYPE       xl restore of an imported xl-TYPE.save (IMPORT dir)
 #   upgrade-xl-rx-TYPE       rxmigrate restore of an imported xl-TYPE.save
 #   upgrade-rx-xl-TYPE       xl restore of an imported rx-TYPE.save
-#   cross-xl|rx|plugin-TYPE  live to the other machine of ci/lab/pair (cross.sh)
+#   cross-xl|rx|plugin|libvirt-TYPE  live to the other machine of ci/lab/pair (cross.sh)
 #
 # TYPE is pv, pvh or hvm. Writes OUT/SCENARIO.json (see report.py) and one log
 # per operation. Every save file is checked with Xen's verify-stream-v2.
@@ -379,8 +379,13 @@ print(s[-1].get("throttle_max_pct", 0) if s else 0)' "$STATS")
         left=$(xl list | awk 'NR > 2 { print $1 }' | tr '\n' ' ')
         [ -z "$left" ] || fail "domains left behind: $left"
         ;;
-    cross-xl | cross-rx | cross-plugin)
+    cross-xl | cross-rx | cross-plugin | cross-libvirt)
         # on machine A of ci/lab/pair: live to machine B (cross.sh)
+        if [ "$FAMILY" = cross-libvirt ]; then
+            . "$SCEN_DIR/installed.sh"
+            . "$SCEN_DIR/package.sh"
+            . "$SCEN_DIR/libvirt.sh"
+        fi
         . "$SCEN_DIR/cross.sh"
         trap 'cross_cleanup; xl destroy "$NAME" >/dev/null 2>&1; rm -f "$FILE"' EXIT
         cross_family
