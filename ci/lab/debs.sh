@@ -29,49 +29,59 @@ lab_xfer_debs() {
 # --- libvirt's packages, for the libvirt scenarios only ------------------------
 # The dom0 image has no libvirt (CI builds the image from scratch, and none
 # of its scenarios needs it). What the image lacks of libvirt's libxl
-# driver, daemon and virsh is worked out by this host's apt against the
-# image's own dpkg status (read out of dom0.img with debugfs, no mount),
-# downloaded into the run's work directory and carried on the transfer
-# disk; the scenario installs what dom0 does not have with dpkg -i (dom0
-# has no network). Only when this host runs dom0's Debian release (its apt
-# knows those packages): bookworm's 4.17 lab on a bookworm host. Any
-# failure is written into DEST/NOT-FETCHED, which the scenario reports as
-# "not available".
+# driver, daemon and virsh is worked out by apt on this host against the
+# image's own dpkg status (read out of dom0.img with debugfs, no mount) and
+# the sources the image was built from, downloaded into the run's work
+# directory and carried on the transfer disk; the scenario installs what
+# dom0 does not have with dpkg -i (dom0 has no network). apt runs with a
+# configuration of its own (lab_apt), so any host can fetch for either
+# lab's Debian release (bookworm for 4.17, trixie for 4.20), and this
+# host's apt sources, lists and cache are never touched. Any failure is
+# written into DEST/NOT-FETCHED, which the scenario reports as "not
+# available".
 LIBVIRT_PKGS="libvirt-daemon-driver-xen libvirt-daemon libvirt-clients"
-libvirt_plan() { # STATUS LOG: the packages apt would install in dom0, as NAME=VERSION
-    # shellcheck disable=SC2086 # a list of names
-    apt-get -s -q -o Dir::State::status="$1" -o Debug::NoLocking=1 \
-        install --no-install-recommends $LIBVIRT_PKGS >"$2" 2>&1 || return 1
-    awk '$1 == "Inst" { v = $3; if (v ~ /^\[/) v = $4; sub(/^\(/, "", v); print $2 "=" v }' "$2"
+LAB_APT_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# lab_apt_init DIR SUITE STATUS: LAB_APT, apt's options for Debian SUITE as
+# ci/lab/build's dom0 has it (LAB_MIRROR's SUITE, SUITE-updates and
+# SUITE-security, main, signed by Debian's archive keys), its lists and
+# cache under DIR, dpkg's status STATUS (the image's). The host's apt.conf.d
+# still applies (a proxy, say); its sources, lists and cache do not.
+lab_apt_init() {
+    local dir=$1 suite=$2 status=$3 k=$LAB_APT_KEYRING
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/sources.list.d"
+    printf "deb [signed-by=$k] %s\n" "$LAB_MIRROR $suite main" "$LAB_MIRROR $suite-updates main" \
+        "${LAB_MIRROR%/debian}/debian-security $suite-security main" >"$dir/sources.list"
+    LAB_APT=(-o "Dir::Etc::SourceList=$dir/sources.list" -o "Dir::Etc::SourceParts=$dir/sources.list.d"
+        -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache" -o "Dir::State::status=$status"
+        -o Debug::NoLocking=1)
 }
-libvirt_download() { # DEST STATUS LOGDIR: the planned packages into DEST
-    local pkgs
-    pkgs=$(libvirt_plan "$2" "$3/plan.log") && [ -n "$pkgs" ] || return 1
-    rm -f "$1"/*.deb
-    # shellcheck disable=SC2086 # a list of NAME=VERSION
-    (cd "$1" && apt-get download -q $pkgs) >"$3/download.log" 2>&1
+libvirt_plan() { # LOG: the packages apt would install in dom0, as NAME=VERSION
+    # shellcheck disable=SC2086 # a list of names
+    apt-get "${LAB_APT[@]}" -s -q install --no-install-recommends $LIBVIRT_PKGS >"$1" 2>&1 || return 1
+    awk '$1 == "Inst" { v = $3; if (v ~ /^\[/) v = $4; sub(/^\(/, "", v); print $2 "=" v }' "$1"
 }
 # fetch_libvirt_debs DEST IMG SUITE XEN: libvirt's packages for the dom0 of
 # lab image IMG (Debian SUITE, Xen release XEN) into DEST, or the reason
 # they are not there in DEST/NOT-FETCHED.
 fetch_libvirt_debs() {
-    local dest=$1 img=$2 suite=$3 xen=$4 st=$1.apt host_suite why=""
+    local dest=$1 img=$2 suite=$3 xen=$4 st=$1.apt pkgs why=""
     rm -rf "$dest" "$st"
     mkdir -p "$dest" "$st"
     # apt-get download runs as _apt, which needs to write into the directory
     chmod 777 "$dest"
-    host_suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
-    if [ "$host_suite" != "$suite" ]; then
-        why="libvirt packages for $suite (Xen $xen) are not fetched: the lab takes them from this host's apt, which is ${host_suite:-unknown}'s"
+    lab_apt_init "$st" "$suite" "$st/status"
+    if [ ! -f "$LAB_APT_KEYRING" ]; then
+        why="no $LAB_APT_KEYRING on this host (package debian-archive-keyring) to check $suite's packages"
     elif ! debugfs -R "cat /var/lib/dpkg/status" "$img/dom0.img" >"$st/status" 2>"$st/debugfs.log" ||
         ! grep -q '^Package: ' "$st/status"; then
         why="could not read dom0's dpkg status out of $img/dom0.img (debugfs: $(tail -1 "$st/debugfs.log"))"
-    elif ! libvirt_download "$dest" "$st/status" "$st"; then
-        # stale lists (a version gone from the mirror): once more after an update
-        lab_log "fetching libvirt's packages failed; apt-get update and again"
-        apt-get update -qq >"$st/update.log" 2>&1 || true
-        libvirt_download "$dest" "$st/status" "$st" ||
-            why="apt could not fetch $LIBVIRT_PKGS for dom0: $(grep -a -m1 -E '^(E:|W:)' "$st/plan.log" "$st/download.log" 2>/dev/null | cut -c1-200)"
+    elif ! apt-get "${LAB_APT[@]}" -q update >"$st/update.log" 2>&1; then
+        why="apt-get update for $suite failed: $(grep -a -m1 -E '^(E:|W:|Err)' "$st/update.log" | cut -c1-200)"
+    elif ! pkgs=$(libvirt_plan "$st/plan.log") || [ -z "$pkgs" ]; then
+        why="apt found no way to install $LIBVIRT_PKGS in dom0: $(grep -a -m1 -E '^(E:|W:)' "$st/plan.log" | cut -c1-200)"
+    # shellcheck disable=SC2086 # a list of NAME=VERSION
+    elif ! (cd "$dest" && apt-get "${LAB_APT[@]}" -q download $pkgs) >"$st/download.log" 2>&1; then
+        why="apt could not download $LIBVIRT_PKGS for dom0: $(grep -a -m1 -E '^(E:|W:|Err)' "$st/download.log" | cut -c1-200)"
     fi
     if [ -n "$why" ]; then
         lab_log "libvirt scenarios on Xen $xen will be \"not available\": $why"
@@ -79,5 +89,5 @@ fetch_libvirt_debs() {
         echo "$why" >"$dest/NOT-FETCHED"
         return 0
     fi
-    lab_log "libvirt's packages for the Xen $xen dom0: $(find "$dest" -name '*.deb' | wc -l) .debs, $(du -sh "$dest" | cut -f1) (what the image lacks of $LIBVIRT_PKGS)"
+    lab_log "libvirt's packages for the Xen $xen dom0 ($suite): $(find "$dest" -name '*.deb' | wc -l) .debs, $(du -sh "$dest" | cut -f1) (what the image lacks of $LIBVIRT_PKGS)"
 }
