@@ -187,7 +187,10 @@ cross_plugin() {
 # libvirt-peer.sh ACTION on B, with what it needs of this machine's
 # environment (the transfer disks have the same layout)
 peer_libvirt() {
-    peer "OUT=$OUT BIN=$PEER_BIN LAB_MEMORY=$LAB_MEMORY LAB_WORKLOAD=$LAB_WORKLOAD LAB_PEER_SELF=$PEER bash /mnt/xfer/scenarios/libvirt-peer.sh $1 $SCENARIO"
+    local loader=""
+    [ "$TYPE" = hvm ] && loader=$XEN_LIB/boot/hvmloader
+    peer "OUT=$OUT BIN=$PEER_BIN LAB_MEMORY=$LAB_MEMORY LAB_WORKLOAD=$LAB_WORKLOAD LAB_PEER_SELF=$PEER" \
+        "LAB_GUEST_LOADER=$loader bash /mnt/xfer/scenarios/libvirt-peer.sh $1 $SCENARIO"
 }
 # B made a host of libvirt with our packages, its libvirtd listening on the
 # link: its steps, checks and facts taken into this record as B's (peer-OP,
