@@ -202,13 +202,17 @@ peer_libvirt_setup() {
     awk -F'\t' -v OFS='\t' '
         $1 == "step" || $1 == "check" { for (i = 2; i <= NF; i++) sub(/^(op|name)=/, "&peer-", $i); print }
         $1 == "meta" { for (i = 2; i <= NF; i++) $i = "peer_" $i; print }' "$brec" >>"$REC"
-    status=$(awk -F'\t' '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^status=/) print substr($i, 8) }' "$brec")
-    reason=$(awk -F'\t' '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^reason=/) print substr($i, 8) }' "$brec")
+    status=$(result_field status "$brec")
+    reason=$(result_field reason "$brec")
     case $status in
         pass) say "$PEER: libvirtd with our packages, listening on tcp://$PEER:16509" ;;
         "not available") not_available "on $PEER: $reason" ;;
         *) fail "on $PEER: ${reason:-libvirt-peer.sh setup left no result}"; return 1 ;;
     esac
+}
+# KEY's value in the result line of record FILE
+result_field() {
+    awk -F'\t' -v k="$1=" '$1 == "result" { for (i = 2; i <= NF; i++) if (index($i, k) == 1) print substr($i, length(k) + 1) }' "$2"
 }
 # virsh's state of the guest on this host or (peer) on B
 virsh_state() {
