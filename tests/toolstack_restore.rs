@@ -120,13 +120,26 @@ impl Toolstack for Recorder<'_> {
     }
 }
 
-/// The simulated hypervisor, reporting one domain as Xen reports a PV
-/// domain libxl just built: no P2M yet, max pfn 0.
+/// The simulated hypervisor, reporting one domain (if any) as Xen reports
+/// a PV domain libxl just built: no P2M yet, max pfn 0; counting calls.
 struct Fresh<'a> {
     sim: &'a SimHost,
-    fresh: DomId,
+    fresh: Option<DomId>,
     /// map_pages calls made.
     maps: AtomicUsize,
+    /// pv_p2m calls made (each reads a PV guest's whole P2M).
+    p2m_reads: AtomicUsize,
+}
+
+impl<'a> Fresh<'a> {
+    fn new(sim: &'a SimHost, fresh: Option<DomId>) -> Self {
+        Fresh {
+            sim,
+            fresh,
+            maps: AtomicUsize::new(0),
+            p2m_reads: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Hypervisor for Fresh<'_> {
@@ -141,7 +154,7 @@ impl Hypervisor for Fresh<'_> {
     }
     fn domain_info(&self, d: DomId) -> Result<DomainInfo> {
         let mut i = self.sim.domain_info(d)?;
-        if self.fresh == d {
+        if self.fresh == Some(d) {
             i.max_pfn = 0;
         }
         Ok(i)
@@ -190,6 +203,7 @@ impl Hypervisor for Fresh<'_> {
         self.sim.set_guest_width(d, w)
     }
     fn pv_p2m(&self, d: DomId) -> Result<PvP2m> {
+        self.p2m_reads.fetch_add(1, Ordering::Relaxed);
         self.sim.pv_p2m(d)
     }
     fn pv_vcpu(&self, d: DomId, v: u32) -> Result<PvVcpuState> {
@@ -456,11 +470,7 @@ fn restore_into_toolstack_domain(t: GuestType) -> ToolstackRestore {
         .unwrap()
         .domid;
     let ts = Recorder::new(&b.host);
-    let fresh = Fresh {
-        sim: &b.host,
-        fresh: d,
-        maps: AtomicUsize::new(0),
-    };
+    let fresh = Fresh::new(&b.host, Some(d));
     let params = RestoreParams {
         store_evtchn: 5,
         store_domid: 0,
@@ -697,4 +707,44 @@ fn receiver_whose_device_model_fails_sends_no_ready() {
     // Only the banner went back: the sender keeps (and resumes) its guest.
     assert_eq!(acks, handshake::BANNER);
     assert_eq!(b.host.list_domains().unwrap().len(), before);
+}
+
+#[test]
+fn a_live_pv_save_reads_the_p2m_once_before_the_rounds() {
+    // Xen's saver maps the guest's P2M once and reads its live mapping for
+    // the few frames the vCPUs name after the suspend; reading the whole
+    // P2M again (and inverting it) in the pause made the pause grow with
+    // the guest. The vCPU frames are checked against the P2M leaves as they
+    // are now, which the image's restore then proves right.
+    let mut a = TestHost::new();
+    let mut c = rxmigrate::hv::sim::GuestConfig::new("g", GuestType::Pv, 16, WorkloadKind::Uniform);
+    c.seed = 3;
+    let dom = a.create(&c);
+    let watched = Fresh::new(&a.host, None);
+    let ts = Recorder::new(&a.host);
+    let mut img = Vec::new();
+    let mut p = rxmigrate::precopy::by_name("hotpage").unwrap();
+    migrate::save_image(
+        Host {
+            hv: &watched,
+            ts: &ts,
+        },
+        dom,
+        &mut img,
+        p.as_mut(),
+        rxmigrate::save::SaveOptions { live: true },
+        &mut rxmigrate::save::DirectHooks,
+        false,
+    )
+    .expect("live save");
+    assert_eq!(watched.p2m_reads.load(Ordering::Relaxed), 1);
+    let b = TestHost::new();
+    let out = migrate::restore_image(
+        Recorder::new(&b.host).host(),
+        &mut img.as_slice(),
+        &RestoreImageOptions::default(),
+        &mut NoHooks,
+    )
+    .expect("restore");
+    b.host.unpause(out.domid).unwrap();
 }

@@ -4,10 +4,11 @@
 
 use super::ops::SaveOps;
 use super::SaveError;
-use crate::hv::{DomId, DomainInfo, Hypervisor, INVALID_MFN};
+use crate::hv::{DomId, DomainInfo, HvError, Hypervisor, INVALID_MFN};
 use crate::stats::Timeline;
 use crate::stream::{DomainType, Record, VcpuRecord, PAGE_SIZE};
 use crate::x86::{pagetable, X86Error};
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 
 /// mfn → pfn for a PV guest, from its P2M (what Xen's M2P answers for the
@@ -58,6 +59,21 @@ impl PvOps {
             frames: p.frames,
         })
     }
+
+    /// The guest's P2M entry of `pfn` now, read from the leaf frame that
+    /// held it when the save began. INVALID_MFN where it had none.
+    fn entry_now(&self, hv: &dyn Hypervisor, dom: DomId, pfn: u64) -> crate::hv::Result<u64> {
+        const PER_LEAF: u64 = (PAGE_SIZE / 8) as u64;
+        let leaf_mfn = self
+            .frames
+            .get((pfn / PER_LEAF) as usize)
+            .and_then(|&leaf_pfn| self.p2m.get(leaf_pfn as usize));
+        let Some(&leaf_mfn) = leaf_mfn else {
+            return Ok(INVALID_MFN);
+        };
+        let map = hv.map_pages(dom, &[leaf_mfn], false)?;
+        Ok(map.page(0).read_u64(((pfn % PER_LEAF) * 8) as usize))
+    }
 }
 
 impl SaveOps for PvOps {
@@ -101,22 +117,49 @@ impl SaveOps for PvOps {
         let dom = info.domid;
         let mut out = vec![Record::SharedInfo(hv.shared_info(dom)?)];
         timeline.mark("tx:shared_info");
-        // The P2M as it is now, after the suspend. The few frames a vCPU
-        // names are looked up in the M2P built before the rounds (not
-        // rebuilt here, in the downtime) and checked against it; a frame
-        // that moved since (a guest that ballooned) is searched for.
-        let p2m = hv.pv_p2m(dom)?.p2m;
-        timeline.mark("tx:p2m");
-        let m2p = |mfn: u64| match self.m2p.get(&mfn) {
-            _ if mfn == INVALID_MFN => None,
-            Some(&pfn) if p2m.get(pfn as usize) == Some(&mfn) => Some(pfn),
-            _ => p2m.iter().position(|&m| m == mfn).map(|p| p as u64),
+        // The few frames a vCPU names are looked up in the M2P built before
+        // the rounds and checked against the guest's P2M entry as it is now,
+        // read from the P2M leaf that held it then (as Xen's saver reads its
+        // live mapping of the P2M): no O(guest) work in the pause. A frame
+        // that moved since (a guest that ballooned) is searched for in the
+        // whole P2M, read then.
+        let failed: RefCell<Option<HvError>> = RefCell::new(None);
+        let whole: OnceCell<Option<Vec<u64>>> = OnceCell::new();
+        let m2p = |mfn: u64| {
+            if mfn == INVALID_MFN {
+                return None;
+            }
+            if let Some(&pfn) = self.m2p.get(&mfn) {
+                match self.entry_now(hv, dom, pfn) {
+                    Ok(now) if now == mfn => return Some(pfn),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed.borrow_mut().get_or_insert(e);
+                        return None;
+                    }
+                }
+            }
+            let p2m = whole.get_or_init(|| match hv.pv_p2m(dom) {
+                Ok(p) => Some(p.p2m),
+                Err(e) => {
+                    failed.borrow_mut().get_or_insert(e);
+                    None
+                }
+            });
+            p2m.as_ref()?
+                .iter()
+                .position(|&m| m == mfn)
+                .map(|p| p as u64)
         };
         for &v in &info.online_vcpus {
             let st = hv.pv_vcpu(dom, v)?;
             let mut basic = st.basic;
-            crate::x86::vcpu::normalise_basic(&mut basic, v, m2p)
-                .map_err(|source| SaveError::Vcpu { vcpu: v, source })?;
+            let normalised = crate::x86::vcpu::normalise_basic(&mut basic, v, m2p);
+            // a hypervisor call that failed on the way is the cause to report
+            if let Some(e) = failed.borrow_mut().take() {
+                return Err(e.into());
+            }
+            normalised.map_err(|source| SaveError::Vcpu { vcpu: v, source })?;
             out.push(Record::X86PvVcpuBasic(VcpuRecord {
                 vcpu_id: v,
                 blob: basic,
