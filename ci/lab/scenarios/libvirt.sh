@@ -30,7 +30,11 @@ libvirt_driver_module() {
 # The packages ci/lab/run brought (what this image lacks of
 # libvirt-daemon-driver-xen, libvirt-daemon and libvirt-clients, as apt
 # resolved it against the image's dpkg status on the host): those not
-# installed here, by one dpkg -i (dom0 has no network).
+# installed here, by one apt-get install of the files (dom0 has no
+# network, and needs none: apt takes the packages from the files given).
+# apt, not dpkg -i: it orders the installation by the packages'
+# dependencies, and trixie's set needs that (cron Pre-Depends on
+# cron-daemon-common, which one dpkg -i unpacks but configures too late).
 libvirt_install() {
     local d p debs=() have=0
     [ -f "$LIBVIRT_DEBS/NOT-FETCHED" ] && not_available "$(head -1 "$LIBVIRT_DEBS/NOT-FETCHED")"
@@ -51,7 +55,8 @@ libvirt_install() {
         # dropped when the boot ends
         sed -i 's/^update_initramfs=.*/update_initramfs=no/' \
             /etc/initramfs-tools/update-initramfs.conf 2>/dev/null
-        op libvirt-dpkg-i -- dpkg -i "${debs[@]}" || return 1
+        op libvirt-apt-install -- env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${debs[@]}" || return 1
     fi
     check_that libvirt-installed "$(dpkg-query -W -f='${Package} ${Version}; ' \
         libvirt-daemon-driver-xen libvirt-daemon libvirt-clients 2>&1)" -- libvirt_present
