@@ -594,18 +594,23 @@ fn hvm_image_with_device_model(dm: &DeviceModelState) -> Vec<u8> {
         saved_dm: Some(dm.clone()),
         ..Recorder::new(&a.host)
     };
+    save_with(ts.host(), dom, "xen4", false)
+}
+
+/// A saved image of `dom`, made through `host` with `policy`.
+fn save_with(host: Host<'_>, dom: DomId, policy: &str, live: bool) -> Vec<u8> {
     let mut img = Vec::new();
-    let mut p = rxmigrate::precopy::by_name("xen4").unwrap();
+    let mut p = rxmigrate::precopy::by_name(policy).unwrap();
     migrate::save_image(
-        ts.host(),
+        host,
         dom,
         &mut img,
         p.as_mut(),
-        rxmigrate::save::SaveOptions { live: false },
+        rxmigrate::save::SaveOptions { live },
         &mut rxmigrate::save::DirectHooks,
         false,
     )
-    .expect("save");
+    .unwrap_or_else(|e| panic!("save with {policy} (live: {live}): {e}"));
     img
 }
 
@@ -722,21 +727,11 @@ fn a_live_pv_save_reads_the_p2m_once_before_the_rounds() {
     let dom = a.create(&c);
     let watched = Fresh::new(&a.host, None);
     let ts = Recorder::new(&a.host);
-    let mut img = Vec::new();
-    let mut p = rxmigrate::precopy::by_name("hotpage").unwrap();
-    migrate::save_image(
-        Host {
-            hv: &watched,
-            ts: &ts,
-        },
-        dom,
-        &mut img,
-        p.as_mut(),
-        rxmigrate::save::SaveOptions { live: true },
-        &mut rxmigrate::save::DirectHooks,
-        false,
-    )
-    .expect("live save");
+    let host = Host {
+        hv: &watched,
+        ts: &ts,
+    };
+    let img = save_with(host, dom, "hotpage", true);
     assert_eq!(watched.p2m_reads.load(Ordering::Relaxed), 1);
     let b = TestHost::new();
     let out = migrate::restore_image(
