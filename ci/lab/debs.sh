@@ -33,8 +33,8 @@ lab_xfer_debs() {
 # image's own dpkg status (read out of dom0.img with debugfs, no mount) and
 # the sources the image was built from, downloaded into the run's work
 # directory and carried on the transfer disk; the scenario installs what
-# dom0 does not have with dpkg -i (dom0 has no network). apt runs with a
-# configuration of its own (lab_apt), so any host can fetch for either
+# dom0 does not have by `apt-get install FILE...` (dom0 has no network).
+# apt runs with a configuration of its own (lab_apt), so any host can fetch for either
 # lab's Debian release (bookworm for 4.17, trixie for 4.20), and this
 # host's apt sources, lists and cache are never touched. Any failure is
 # written into DEST/NOT-FETCHED, which the scenario reports as "not

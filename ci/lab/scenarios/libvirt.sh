@@ -4,7 +4,7 @@
 # package.sh, whose steps it reuses): libvirt's libxl driver does the work
 # instead of xl. The lab image has no libvirt: ci/lab/run fetches the
 # packages it lacks on the host for this run (BIN/libvirt-debs) and they are
-# installed here with dpkg -i. libvirtd is started by hand (dom0 has no init
+# installed here by `apt-get install FILE...`. libvirtd is started by hand (dom0 has no init
 # system), then the .debs of ci/package go in while it runs; the guest is
 # defined from XML with the kernel and initramfs of the xl config, `virsh
 # start`, `virsh save`, `virsh restore`. libxl runs the save helper at its
