@@ -191,6 +191,20 @@ fn conformance(host: Host<'_>, tag: &str) {
                 hv.set_shared_info(d, &si).expect("set_shared_info");
                 assert_eq!(hv.shared_info(d).unwrap(), si);
                 assert!(hv.hvm_context(d).is_err(), "a PV domain has no HVM context");
+                // Pinning: zeroed frames are valid L1 tables (no entry
+                // present), pinned together; a pinned table cannot be
+                // pinned again, and a frame of garbage (gfns[1] is all
+                // 0x11: every entry present, naming no frame of the
+                // domain) is no page table. A batch with one bad table
+                // fails whole.
+                let zeroed: Vec<(u64, u8)> = gfns[8..12].iter().map(|&g| (g, 1)).collect();
+                hv.pin_tables(d, &zeroed).expect("pin_tables of zeroed L1s");
+                assert!(hv.pin_table(d, gfns[8], 1).is_err(), "pinned twice");
+                assert!(hv.pin_table(d, gfns[1], 1).is_err(), "garbage pinned as L1");
+                let e = hv
+                    .pin_tables(d, &[(gfns[12], 1), (gfns[1], 1)])
+                    .expect_err("a batch with a garbage L1");
+                println!("a bad batch of pins: {e}");
             }
             GuestType::Hvm => {
                 hv.set_hvm_param(d, HVM_PARAM_STORE_EVTCHN, ch.store_port.into())

@@ -234,6 +234,10 @@ pub trait PageMapping {
 
 /// The hypervisor calls the engines make. All methods take `&self`: a backend
 /// is a handle to a host, shared by the save loop and its helpers.
+/// Page tables pinned per call by [`Hypervisor::pin_tables`] where the
+/// backend batches (Xen's restore pins 1 024 per `mmuext_op` too).
+pub const PIN_BATCH: usize = 1024;
+
 pub trait Hypervisor: Send + Sync {
     /// Short description for logs ("sim:/path", "xen").
     fn describe(&self) -> String;
@@ -299,6 +303,15 @@ pub trait Hypervisor: Send + Sync {
     fn set_shared_info(&self, dom: DomId, page: &[u8]) -> Result<()>;
     /// `MMUEXT_PIN_Ln_TABLE` for an mfn.
     fn pin_table(&self, dom: DomId, mfn: u64, level: u8) -> Result<()>;
+    /// Pin these tables, `(mfn, level)`, in this order: as
+    /// [`pin_table`](Self::pin_table) for each, which is what this default
+    /// does; a backend may batch them into fewer calls (Xen: one hypercall
+    /// per [`PIN_BATCH`] tables, as Xen's own restore does).
+    fn pin_tables(&self, dom: DomId, tables: &[(u64, u8)]) -> Result<()> {
+        tables
+            .iter()
+            .try_for_each(|&(mfn, level)| self.pin_table(dom, mfn, level))
+    }
 
     // HVM guests.
     fn hvm_context(&self, dom: DomId) -> Result<Vec<u8>>;

@@ -257,10 +257,13 @@ impl PvRestore {
         }
         timeline.mark("rx:shared_info");
 
-        // Pinned one by one, in pfn order (Xen batches the same order).
-        for &pfn in &self.pinned {
-            hv.pin_table(dom, self.p2m[pfn as usize], self.type_of(pfn).pt_level())?;
-        }
+        // Pinned in pfn order, as Xen's restore does; the backend batches.
+        let tables: Vec<(u64, u8)> = self
+            .pinned
+            .iter()
+            .map(|&pfn| (self.p2m[pfn as usize], self.type_of(pfn).pt_level()))
+            .collect();
+        hv.pin_tables(dom, &tables)?;
         timeline.mark("rx:pin");
 
         // The guest's own P2M, rewritten with the new frames: what is still

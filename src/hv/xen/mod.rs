@@ -30,7 +30,7 @@ pub use vcpu::{BASIC_SIZE as VCPU_BASIC_SIZE, MSR_SIZE as VCPU_MSR_SIZE};
 use crate::bitmap::Bitmap;
 use crate::hv::{
     CpuPolicy, DomId, DomainInfo, Errno, GuestType, HvError, Hypervisor, PageMapping, PageType,
-    PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN,
+    PvP2m, PvVcpuState, Result, TscInfo, INVALID_MFN, PIN_BATCH,
 };
 use handle::{HBuf, Handles};
 use std::collections::HashMap;
@@ -565,28 +565,38 @@ impl Hypervisor for XenHost {
     }
 
     fn pin_table(&self, dom: DomId, mfn: u64, level: u8) -> Result<()> {
-        let cmd = match level {
-            1 => MMUEXT_PIN_L1_TABLE,
-            2 => MMUEXT_PIN_L2_TABLE,
-            3 => MMUEXT_PIN_L3_TABLE,
-            4 => MMUEXT_PIN_L4_TABLE,
-            l => {
-                return Err(HvError::Invalid {
-                    op: "pin_table",
-                    msg: format!("level {l}"),
+        self.pin_tables(dom, &[(mfn, level)])
+    }
+
+    fn pin_tables(&self, dom: DomId, tables: &[(u64, u8)]) -> Result<()> {
+        for chunk in tables.chunks(PIN_BATCH) {
+            let mut ops = chunk
+                .iter()
+                .map(|&(mfn, level)| {
+                    // SAFETY: plain data, zero is its empty value.
+                    let mut op: mmuext_op = unsafe { std::mem::zeroed() };
+                    op.cmd = pin_cmd(level)?;
+                    op.arg1.mfn = mfn as xen_pfn_t;
+                    Ok(op)
                 })
-            }
-        };
-        // SAFETY: plain data, zero is its empty value.
-        let mut op: mmuext_op = unsafe { std::mem::zeroed() };
-        op.cmd = cmd;
-        op.arg1.mfn = mfn as xen_pfn_t;
-        self.h
-            .call(dom, "pin_table", |x| {
-                // SAFETY: one complete op, which outlives the call.
-                unsafe { x.lib.xc_mmuext_op(x.xch, &mut op, 1, dom) as i64 }
-            })
-            .map_err(|e| e.reworded(|msg| format!("L{level} table at mfn {mfn:#x}: {msg}")))?;
+                .collect::<Result<Vec<_>>>()?;
+            let n = ops.len() as u32;
+            self.h
+                .call(dom, "pin_table", |x| {
+                    // SAFETY: `n` complete ops, which outlive the call.
+                    unsafe { x.lib.xc_mmuext_op(x.xch, ops.as_mut_ptr(), n, dom) as i64 }
+                })
+                .map_err(|e| {
+                    let (first, last) = (chunk[0], chunk[chunk.len() - 1]);
+                    e.reworded(|msg| match chunk.len() {
+                        1 => format!("L{} table at mfn {:#x}: {msg}", first.1, first.0),
+                        k => format!(
+                            "one of {k} page tables pinned together (mfns {:#x}..={:#x}): {msg}",
+                            first.0, last.0
+                        ),
+                    })
+                })?;
+        }
         Ok(())
     }
 
@@ -715,5 +725,19 @@ impl Hypervisor for XenHost {
 
     fn set_cpu_cap(&self, dom: DomId, cap: u32) -> Result<()> {
         sched::set_cap(self.h, dom, cap)
+    }
+}
+
+/// The `MMUEXT_PIN_Ln_TABLE` command for a page-table level.
+fn pin_cmd(level: u8) -> Result<u32> {
+    match level {
+        1 => Ok(MMUEXT_PIN_L1_TABLE),
+        2 => Ok(MMUEXT_PIN_L2_TABLE),
+        3 => Ok(MMUEXT_PIN_L3_TABLE),
+        4 => Ok(MMUEXT_PIN_L4_TABLE),
+        l => Err(HvError::Invalid {
+            op: "pin_table",
+            msg: format!("level {l}"),
+        }),
     }
 }
