@@ -154,6 +154,10 @@ pub struct Summary {
     /// it (`tx:` the sender, `rx:` the receiver; see [`downtime_parts`]).
     /// Empty when unknown.
     pub downtime_parts: Vec<DowntimePart>,
+    /// The suspend on this host's [`monotonic_ms`] clock (0: unknown): a
+    /// receiver on the same host writes its marks on that clock (the
+    /// `marks` of its `{"restore": …}` line), so the two lay side by side.
+    pub suspended_ms: f64,
 }
 
 /// A moment on this host's monotonic clock (CLOCK_MONOTONIC, the clock of
@@ -287,7 +291,15 @@ struct SummaryLine<'a> {
 }
 #[derive(Serialize)]
 struct RestoreLine<'a> {
-    restore: &'a RestoreStats,
+    restore: RestoreRecord<'a>,
+}
+#[derive(Serialize)]
+struct RestoreRecord<'a> {
+    #[serde(flatten)]
+    stats: &'a RestoreStats,
+    /// The receiver's marks after the page data, on the host's
+    /// [`monotonic_ms`] clock.
+    marks: &'a [Mark],
 }
 
 impl StatsWriter {
@@ -300,8 +312,14 @@ impl StatsWriter {
     pub fn summary(&mut self, s: &Summary) -> std::io::Result<()> {
         self.line(&SummaryLine { summary: s })
     }
-    pub fn restore(&mut self, s: &RestoreStats) -> std::io::Result<()> {
-        self.line(&RestoreLine { restore: s })
+    /// The restore's line: its page-data figures and its marks (`rx:…`).
+    pub fn restore(&mut self, s: &RestoreStats, marks: &Timeline) -> std::io::Result<()> {
+        self.line(&RestoreLine {
+            restore: RestoreRecord {
+                stats: s,
+                marks: &marks.marks,
+            },
+        })
     }
     /// One line in one write: the sending and the receiving helper of a
     /// local `xl migrate` may append to the same file.
@@ -332,6 +350,7 @@ mod display_tests {
             hot_pages_final: 2330,
             throttle_max_pct: 0,
             downtime_parts: Vec::new(),
+            suspended_ms: 0.0,
         };
         assert_eq!(
             s.to_string(),

@@ -70,19 +70,60 @@ fn migrate_through_a_command_as_xl_migrate_s() {
     a.create("db", "hvm");
     // -s "": the host string is the receiver command, talked to over its
     // stdin/stdout.
+    let recv_stats = b.path().join("recv.jsonl");
     let receiver = format!(
-        "{} --hv sim:{} receive",
+        "{} --hv sim:{} receive --stats {}",
         env!("CARGO_BIN_EXE_rxmigrate"),
-        b.path().display()
+        b.path().display(),
+        recv_stats.display()
     );
+    let stats = a.path().join("stats.jsonl");
     ok(
         rx(a.path())
             .args(["migrate", "db", &receiver, "-s", "", "--policy", "xen4"])
+            .arg("--stats")
+            .arg(&stats)
             .output()
             .unwrap(),
         "migrate -s",
     );
     b.check("db");
+
+    // Both sides on one host's monotonic clock: the receiver's marks fall
+    // inside the sender's pause, in the order they were taken.
+    let last = |path: &std::path::Path, key: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|l| l.get(key).cloned())
+            .last()
+            .unwrap_or_else(|| panic!("no {key} line in {}:\n{text}", path.display()))
+    };
+    let summary = last(&stats, "summary");
+    let restore = last(&recv_stats, "restore");
+    let start = summary["suspended_ms"].as_f64().unwrap();
+    let end = start + summary["downtime_ms"].as_f64().unwrap();
+    assert!(start > 0.0, "{summary}");
+    let marks: Vec<(&str, f64)> = restore["marks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["what"].as_str().unwrap(), m["at_ms"].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = marks.iter().map(|m| m.0).collect();
+    for want in ["rx:end_record", "rx:hvm_context", "rx:unpause"] {
+        assert!(names.contains(&want), "{want} missing: {restore}");
+    }
+    assert!(
+        marks.windows(2).all(|w| w[0].1 <= w[1].1),
+        "marks out of order: {restore}"
+    );
+    for (what, at) in &marks {
+        assert!(
+            (start..=end).contains(at),
+            "{what} at {at} ms, outside the sender's pause {start}..{end}"
+        );
+    }
 }
 
 #[test]

@@ -12,9 +12,53 @@ relative to the suspend, with the suspend and the resume among them, so
 the pause can be cut into what xl, libxl and the helpers did in it.
 Without --all only the lines from 2 s before the suspend to 2 s after the
 resume are printed.
+
+Where the stats files hold them (BASE.stats.jsonl: the sender's summary
+with `suspended_ms` and, for xl, the receiving helper's restore line;
+BASE.recv.jsonl: `rxmigrate receive`'s), it then prints both sides' marks
+on the host's monotonic clock, in ms from the sender's own suspend: the
+sender's `tx:` parts and the receiver's `rx:` marks, merged.
 """
 
+import json
+import os
 import sys
+
+
+def stats_lines(*paths):
+    out = []
+    for path in paths:
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                for line in f:
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        pass
+    return out
+
+
+def both_sides(base):
+    """The sender's parts and the receiver's marks from the sender's suspend."""
+    lines = stats_lines(base + ".stats.jsonl", base + ".recv.jsonl")
+    summary = next((x["summary"] for x in lines if "summary" in x), None)
+    restore = next((x["restore"] for x in lines if "restore" in x), None)
+    if not summary or not summary.get("suspended_ms"):
+        return
+    start = summary["suspended_ms"]
+    rows = []
+    at = 0.0
+    for part in summary.get("downtime_parts", []):
+        at += part["ms"]
+        rows.append((at, part["what"]))
+    for m in (restore or {}).get("marks", []):
+        rows.append((m["at_ms"] - start, m["what"]))
+    rows.sort()
+    print("both sides, ms from the sender's suspend (host's monotonic clock):")
+    prev = 0.0
+    for at, what in rows:
+        print(f"{at:+10.1f} ms  {what:<18} (+{at - prev:.1f})")
+        prev = at
 
 
 def probe_fields(path):
@@ -52,6 +96,7 @@ def main(argv):
         if every or suspend - 2 <= t <= resume + 2:
             print(f"{(t - suspend) * 1000:+10.0f} ms  {text}")
     print(f"downtime {(resume - suspend) * 1000:.0f} ms (probe)")
+    both_sides(base)
     return 0
 
 

@@ -5,7 +5,7 @@ use crate::migrate::{self, ReceiveOptions, RestoreImageOptions, SendOptions};
 use crate::precopy::{self, Policy, PolicySpec};
 use crate::restore::{parse_size, Limits, NoHooks};
 use crate::save::{SaveHooks, SaveOptions};
-use crate::stats::{RestoreStats, RoundStats, StatsWriter, Summary};
+use crate::stats::{RestoreStats, RoundStats, StatsWriter, Summary, Timeline};
 use crate::transport::keys::{KeyDir, Pin, PublicKey};
 use crate::transport::tcp::{self, Listener, ReceiverAuth, SenderAuth};
 use crate::transport::timed::{self, set_nonblocking, Timed, Timeouts, Waits};
@@ -180,9 +180,9 @@ fn stats_file(path: Option<&PathBuf>) -> Result<Option<StatsWriter>> {
 
 /// A restore's page-data line in the `--stats` file; the restore stands if
 /// the file cannot take it.
-fn restore_stats(w: Option<StatsWriter>, s: &RestoreStats) {
+fn restore_stats(w: Option<StatsWriter>, s: &RestoreStats, marks: &Timeline) {
     if let Some(mut w) = w {
-        if let Err(e) = w.restore(s) {
+        if let Err(e) = w.restore(s, marks) {
             log::warn!("writing stats: {e}");
         }
     }
@@ -372,7 +372,7 @@ pub fn restore(host: Host<'_>, a: &RestoreArgs) -> Result<()> {
         &mut NoHooks,
     )
     .with_context(|| format!("restoring {}", a.file.display()))?;
-    restore_stats(stats, &out.stats);
+    restore_stats(stats, &out.stats, &out.timeline);
     if !a.paused {
         if let Err(e) = hv.unpause(out.domid) {
             // A guest that cannot start is not left behind.
@@ -680,7 +680,7 @@ pub fn receive(host: Host<'_>, a: &ReceiveArgs) -> Result<()> {
             migrate::receive(host, data, acks, &opts)?
         }
     };
-    restore_stats(stats, &out.stats);
+    restore_stats(stats, &out.stats, &out.timeline);
     eprintln!(
         "rxmigrate: received domain {} ({} pages)",
         out.domid, out.pages

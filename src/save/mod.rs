@@ -19,7 +19,7 @@ pub mod throttle;
 
 use crate::hv::{DomId, GuestType, HvError, Hypervisor};
 use crate::precopy::Policy;
-use crate::stats::{instant_ms, RoundStats, Summary, Timeline};
+use crate::stats::{downtime_parts, instant_ms, RoundStats, Summary, Timeline};
 use crate::stream::{DomainHeader, LibxcWriter, Record, StreamError};
 use crate::x86::X86Error;
 use ops::SaveOps;
@@ -176,6 +176,7 @@ pub fn save<W: Write>(
     off?;
 
     let last = outcome.rounds.last();
+    let suspended_ms = instant_ms(outcome.suspended_at);
     let summary = Summary {
         policy: if opts.live {
             policy.name().to_string()
@@ -197,7 +198,8 @@ pub fn save<W: Write>(
             .map(|r| r.throttle_pct)
             .max()
             .unwrap_or(0),
-        downtime_parts: Vec::new(),
+        downtime_parts: downtime_parts(suspended_ms, &[&timeline]),
+        suspended_ms,
     };
     Ok((
         SaveOutcome {

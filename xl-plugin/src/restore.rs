@@ -79,7 +79,7 @@ pub fn run(
         out.console_gfn
     );
     if let Some(w) = &mut stats {
-        if let Err(e) = w.restore(&out.stats) {
+        if let Err(e) = w.restore(&out.stats, &out.timeline) {
             log::warn!("writing the stats file: {e}");
         }
     }
