@@ -94,9 +94,9 @@ fn migrate_through_a_command_as_xl_migrate_s() {
     let last = |path: &std::path::Path, key: &str| -> serde_json::Value {
         let text = std::fs::read_to_string(path).unwrap();
         text.lines()
+            .rev()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter_map(|l| l.get(key).cloned())
-            .last()
+            .find_map(|l| l.get(key).cloned())
             .unwrap_or_else(|| panic!("no {key} line in {}:\n{text}", path.display()))
     };
     let summary = last(&stats, "summary");
