@@ -133,21 +133,6 @@ impl Bitmap {
             })
         })
     }
-
-    /// Set bits in descending order.
-    pub fn iter_ones_rev(&self) -> impl Iterator<Item = u64> + '_ {
-        self.words.iter().enumerate().rev().flat_map(|(wi, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let b = 63 - w.leading_zeros() as u64;
-                w &= !(1u64 << b);
-                Some(wi as u64 * 64 + b)
-            })
-        })
-    }
 }
 
 #[cfg(test)]
@@ -187,8 +172,6 @@ mod tests {
             want.dedup();
             prop_assert_eq!(b.iter_ones().collect::<Vec<_>>(), want.clone());
             prop_assert_eq!(b.count(), want.len() as u64);
-            want.reverse();
-            prop_assert_eq!(b.iter_ones_rev().collect::<Vec<_>>(), want);
         }
 
         #[test]

@@ -90,25 +90,14 @@ impl<P: Pager> RoundLoop<'_, P> {
     /// Batches that sent nothing (holes only: an HVM guest's P2M is mostly
     /// holes below 4 GiB) took little time, so the batch after one reuses
     /// the last PEEK unless [`PEEK_AFTER_IDLE`] of them have passed since.
-    /// `top_down`: batches from the highest pfns to the lowest (each batch
-    /// still ascending). Returns (sent, skipped bitmap).
-    fn send_set(
-        &mut self,
-        set: &Bitmap,
-        peek: Peek,
-        top_down: bool,
-    ) -> Result<(u64, Bitmap), SaveError> {
+    /// Returns (sent, skipped bitmap).
+    fn send_set(&mut self, set: &Bitmap, peek: Peek) -> Result<(u64, Bitmap), SaveError> {
         let total = set.count();
         let mut done_pfns = 0;
         let mut skipped = Bitmap::new(self.p2m_size);
         let mut sent = 0;
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let pfns: Box<dyn Iterator<Item = u64> + '_> = if top_down {
-            Box::new(set.iter_ones_rev())
-        } else {
-            Box::new(set.iter_ones())
-        };
-        let mut pfns = pfns.peekable();
+        let mut pfns = set.iter_ones().peekable();
         let skip = peek != Peek::Never;
         let mut peek_due = true;
         let mut idle = 0;
@@ -141,9 +130,6 @@ impl<P: Pager> RoundLoop<'_, P> {
                 }
             }
             if !batch.is_empty() {
-                if top_down {
-                    batch.reverse();
-                }
                 let n = self.pager.send_batch(&batch)?;
                 if n == 0 {
                     idle += 1;
@@ -241,13 +227,7 @@ pub fn run_live_throttled<P: Pager>(
         let started = Instant::now();
         let before = lp.mark();
         let planned = to_send.count();
-        // Round 0 goes top down. A zero page costs the stream 8 bytes and
-        // the receiver a populate: a round 0 that ended with a fresh
-        // guest's free memory (at the top) left the receiver that far
-        // behind the sender, with the stream's buffers (a pipe, ssh's)
-        // full of zero pages, and the final round queued behind them.
-        // Sent first, they are populated while the data pages stream.
-        let (sent, skipped) = lp.send_set(&to_send, skip, round == 0)?;
+        let (sent, skipped) = lp.send_set(&to_send, skip)?;
         lp.pager.clean(&mut dirty, false)?;
         let mut r = lp.measure(
             RoundStats {
@@ -288,7 +268,7 @@ pub fn run_live_throttled<P: Pager>(
                 let started = Instant::now();
                 let before = lp.mark();
                 let planned = dirty.count();
-                let (sent, skipped) = lp.send_set(&dirty, skip, false)?;
+                let (sent, skipped) = lp.send_set(&dirty, skip)?;
                 let r = lp.measure(
                     RoundStats {
                         round,
@@ -327,7 +307,7 @@ pub fn run_live_throttled<P: Pager>(
     }
     lp.pager.take_deferred(&mut last);
     let planned = last.count();
-    let (sent, _) = lp.send_set(&last, Peek::Never, false)?;
+    let (sent, _) = lp.send_set(&last, Peek::Never)?;
     let r = lp.measure(
         RoundStats {
             round,
@@ -368,7 +348,7 @@ pub fn run_nonlive<P: Pager>(pager: &mut P, p2m_size: u64) -> Result<RoundsOutco
     // The round's bytes are its PAGE_DATA records, not the headers before.
     let before = lp.mark();
     // The guest is suspended: the pager fails rather than defers.
-    let (sent, _) = lp.send_set(&all, Peek::Never, false)?;
+    let (sent, _) = lp.send_set(&all, Peek::Never)?;
     let r = lp.measure(
         RoundStats {
             round: 0,

@@ -26,8 +26,6 @@ struct Model {
     peeks: u64,
     /// Batches sent before the first CLEAN.
     batches_in_round0: u64,
-    /// The first pfn of each batch before the first CLEAN.
-    round0_firsts: Vec<u64>,
     cleaned: bool,
 }
 
@@ -47,7 +45,6 @@ impl Model {
             holes: 0..0,
             peeks: 0,
             batches_in_round0: 0,
-            round0_firsts: Vec::new(),
             cleaned: false,
         }
     }
@@ -90,7 +87,6 @@ impl Pager for Model {
         self.batches += 1;
         if !self.cleaned {
             self.batches_in_round0 += 1;
-            self.round0_firsts.push(pfns[0]);
         }
         Ok(sent)
     }
@@ -256,19 +252,6 @@ fn deferred_pages_count_when_they_are_sent() {
     assert!(last.last);
     assert_eq!(last.pages_sent, 3);
     assert_eq!(out.total_pages_sent, 1000);
-}
-
-#[test]
-fn round0_goes_top_down() {
-    // Round 0's batches from the top pfn down (each ascending): a fresh
-    // guest's zero pages, cheap to send and dear to receive, go first.
-    let b = MAX_BATCH as u64;
-    let pages = 3 * b + 5;
-    let script: Vec<Vec<u64>> = vec![vec![1, 2 * b + 3]];
-    let mut m = Model::new(pages, script, vec![]);
-    run_live(&mut m, &mut Xen4::new(Xen4Params::default()), pages).unwrap();
-    assert!(m.dst == m.src);
-    assert_eq!(m.round0_firsts, vec![2 * b + 5, b + 5, 5, 0]);
 }
 
 #[test]
