@@ -232,12 +232,12 @@ pub trait PageMapping {
     fn page_mut(&mut self, i: usize) -> GuestPageMut<'_>;
 }
 
-/// The hypervisor calls the engines make. All methods take `&self`: a backend
-/// is a handle to a host, shared by the save loop and its helpers.
 /// Page tables pinned per call by [`Hypervisor::pin_tables`] where the
 /// backend batches (Xen's restore pins 1 024 per `mmuext_op` too).
 pub const PIN_BATCH: usize = 1024;
 
+/// The hypervisor calls the engines make. All methods take `&self`: a backend
+/// is a handle to a host, shared by the save loop and its helpers.
 pub trait Hypervisor: Send + Sync {
     /// Short description for logs ("sim:/path", "xen").
     fn describe(&self) -> String;
